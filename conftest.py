@@ -1,0 +1,78 @@
+"""Shared fixtures: the ``backend`` fixture runs a test on NumPy, on array_api_strict
+(its default device and its second device, so host/device mixing fails loudly) and on
+CuPy (marked ``gpu``; skipped without a CUDA device)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+
+@dataclass(frozen=True)
+class ArrayFactory:
+    """Makes test arrays of one backend and reads them back."""
+
+    name: str
+    xp: Any
+    device: Any = None
+
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        x = np.asarray(x) if dtype is None else np.asarray(x, dtype=dtype)
+        if self.device is None:
+            return self.xp.asarray(x)
+        return self.xp.asarray(x, device=self.device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        if isinstance(x, np.ndarray):
+            return x
+        if self.name == "cupy":
+            return x.get()
+        return np.from_dlpack(x)
+
+    def owns(self, x: Any) -> bool:
+        if self.name == "numpy":
+            return isinstance(x, np.ndarray)
+        return type(x).__module__.startswith(self.xp.__name__) and (
+            self.device is None or x.device == self.device
+        )
+
+
+def _cupy_factory() -> ArrayFactory:
+    from kmeans_gpu.backends import _cupy_has_device
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy
+
+    return ArrayFactory("cupy", cupy)
+
+
+def _strict_factory(device: str | None) -> ArrayFactory:
+    xp = pytest.importorskip("array_api_strict")
+    return ArrayFactory(
+        f"array_api_strict[{device or 'default'}]", xp, xp.Device(device) if device else None
+    )
+
+
+@pytest.fixture(
+    params=[
+        "numpy",
+        "array_api_strict",
+        "array_api_strict-device1",
+        pytest.param("cupy", marks=pytest.mark.gpu),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> ArrayFactory:
+    if request.param == "numpy":
+        return ArrayFactory("numpy", np)
+    if request.param == "cupy":
+        return _cupy_factory()
+    return _strict_factory("device1" if request.param.endswith("device1") else None)
+
+
+@pytest.fixture
+def rng() -> np.random.RandomState:
+    return np.random.RandomState(20261127)

@@ -1,0 +1,308 @@
+"""The functional API, and the fit that the estimator shares with it."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from ._init import check_init, initial_centers, kmeans_plusplus_working
+from ._lloyd import EMPTY_CLUSTER_POLICIES, Result, lloyd, run_to_end
+from ._problem import Problem, make_problem
+from ._validation import (
+    DimensionMismatchError,
+    Placement,
+    check_array,
+    check_n_clusters,
+    check_positive_int,
+    check_random_state,
+    check_sample_weight,
+    check_tol,
+)
+from .backends import Array, Backend
+
+logger = logging.getLogger("kmeans_gpu")
+
+
+def resolve_n_init(n_init: Any, init: Any) -> int:
+    """scikit-learn's rule: ``"auto"`` is 1 run for k-means++ and explicit centres, 10
+    for ``"random"`` and callables; explicit centres always run once."""
+    explicit = not isinstance(init, str) and not callable(init)
+    if isinstance(n_init, str):
+        if n_init != "auto":
+            raise ValueError(f"n_init must be 'auto' or an integer >= 1, got {n_init!r}")
+        return 1 if explicit or init == "k-means++" else 10
+    n_init = check_positive_int(n_init, "n_init")
+    if explicit and n_init != 1:
+        warnings.warn(
+            "Explicit initial center position passed: performing only one init instead "
+            f"of n_init={n_init}.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return 1
+    return n_init
+
+
+def check_empty_cluster(empty_cluster: Any) -> str:
+    if empty_cluster not in EMPTY_CLUSTER_POLICIES:
+        raise ValueError(
+            f"empty_cluster must be one of {EMPTY_CLUSTER_POLICIES}, got {empty_cluster!r}"
+        )
+    return str(empty_cluster)
+
+
+def _same_clustering(problem: Problem, a: Array, b: Array, n_clusters: int) -> bool:
+    """Whether labels ``a`` map onto labels ``b`` (the same partition, relabelled)."""
+    xp = problem.backend.xp
+    pairs = xp.astype(a, xp.int64) * n_clusters + xp.astype(b, xp.int64)
+    n_pairs = xp.unique_values(pairs).shape[0]
+    return n_pairs == xp.unique_values(a).shape[0]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A fit in the caller's units, still on the compute backend."""
+
+    centers: Array
+    labels: Array
+    inertia: float
+    n_iter: int
+    placement: Placement
+
+    @property
+    def backend(self) -> Backend:
+        return self.placement.compute
+
+
+def prepare(
+    X: Any,
+    sample_weight: Any,
+    backend: str | Backend,
+    working_memory: int | None = None,
+    centers: Any = None,
+    owner: str = "the centers",
+    what: str = "X",
+    origin_at_centers: bool = True,
+) -> tuple[Problem, Placement, Array | None]:
+    """Validate X and its weights and build the solver's view of them.
+
+    With ``centers`` they come back validated, in the problem's working units. Then by
+    default the origin is their mean rather than X's (for predict, transform, score):
+    each row's answer does not depend on the other rows. ``owner`` and ``what`` name the
+    centres' holder and the data in the error for a feature-count mismatch.
+    """
+    X, placement = check_array(X, backend=backend)
+    weights = check_sample_weight(sample_weight, int(X.shape[0]), X, placement)
+    compute = placement.compute
+    if centers is None:
+        problem = make_problem(compute, X, weights, working_memory=working_memory)
+        return problem, placement, None
+    C, _ = check_array(
+        centers, backend=compute, name="centers", dtype=X.dtype, device=compute.device(X)
+    )
+    if int(C.shape[1]) != int(X.shape[1]):
+        raise DimensionMismatchError(
+            f"Dimension mismatch: {what} has {X.shape[1]} features, but {owner} is "
+            f"expecting {C.shape[1]} features as input"
+        )
+    origin = compute.xp.mean(C, axis=0) if origin_at_centers else None
+    problem = make_problem(compute, X, weights, working_memory=working_memory, center=origin)
+    return problem, placement, problem.to_working(C)
+
+
+def fit(
+    X: Any,
+    n_clusters: Any,
+    *,
+    sample_weight: Any = None,
+    init: Any = "k-means++",
+    n_init: Any = "auto",
+    max_iter: Any = 300,
+    tol: Any = 1e-4,
+    random_state: Any = None,
+    backend: str | Backend = "auto",
+    empty_cluster: str = "relocate",
+    verbose: bool = False,
+    working_memory: int | None = None,
+) -> Fitted:
+    """Validate everything, run ``n_init`` Lloyd runs and keep the best."""
+    init = check_init(init)
+    runs = resolve_n_init(n_init, init)
+    max_iter = check_positive_int(max_iter, "max_iter")
+    tol = check_tol(tol)
+    empty_cluster = check_empty_cluster(empty_cluster)
+    problem, placement, _ = prepare(X, sample_weight, backend, working_memory)
+    n_clusters = check_n_clusters(n_clusters, problem.n_samples)
+    rng = check_random_state(random_state)
+    best: Result | None = None
+    for run in range(runs):
+        start = initial_centers(problem, init, n_clusters, rng)
+        result = run_to_end(
+            lloyd(
+                problem,
+                start,
+                max_iter=max_iter,
+                tol=tol,
+                empty_cluster=empty_cluster,
+                verbose=bool(verbose),
+            )
+        )
+        if verbose:
+            logger.info(
+                "init %d/%d: inertia %.6g after %d iterations",
+                run + 1,
+                runs,
+                problem.inertia_from_working(result.inertia),
+                result.n_iter,
+            )
+        if best is None or (
+            result.inertia < best.inertia
+            and not _same_clustering(problem, result.labels, best.labels, n_clusters)
+        ):
+            best = result
+    assert best is not None
+    _warn_if_collapsed(problem, best.labels, n_clusters)
+    return Fitted(
+        centers=problem.from_working(best.centers),
+        labels=best.labels,
+        inertia=problem.inertia_from_working(best.inertia),
+        n_iter=best.n_iter,
+        placement=placement,
+    )
+
+
+def _warn_if_collapsed(problem: Problem, labels: Array, n_clusters: int) -> None:
+    distinct = int(problem.backend.xp.unique_values(labels).shape[0])
+    if distinct < n_clusters:
+        from sklearn.exceptions import ConvergenceWarning
+
+        warnings.warn(
+            f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
+            f"({n_clusters}). Possibly due to duplicate points in X.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+
+
+def kmeans(
+    X: Any,
+    n_clusters: int,
+    *,
+    sample_weight: Any = None,
+    init: Any = "k-means++",
+    n_init: int | str = "auto",
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    random_state: Any = None,
+    backend: str | Backend = "auto",
+    empty_cluster: str = "relocate",
+    verbose: bool = False,
+    working_memory: int | None = None,
+) -> tuple[Array, Array, float, int]:
+    """Cluster X with Lloyd's K-means.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+        The data: a NumPy or CuPy array, any array that follows the Python array API
+        standard, or anything ``numpy.asarray`` accepts. float32 and float64 are kept;
+        other real types become float64.
+    n_clusters : int
+        The number of clusters, ``1 <= n_clusters <= n_samples``.
+    sample_weight : array of shape (n_samples,), default=None
+        Non-negative weights (not all zero). None weighs every sample 1.
+    init : {"k-means++", "random"}, array of shape (n_clusters, n_features) or callable, \
+default="k-means++"
+        Greedy k-means++, ``n_clusters`` distinct random samples, explicit centres, or
+        ``init(X, n_clusters, random_state=RandomState)`` returning centres.
+    n_init : int or "auto", default="auto"
+        Runs from different initial centres; the lowest inertia wins. ``"auto"``: 1 for
+        k-means++ and explicit centres, 10 otherwise.
+    max_iter : int, default=300
+        Most Lloyd iterations per run.
+    tol : float, default=1e-4
+        Convergence when the squared centre shift is at most ``tol`` times the mean
+        per-feature variance of X (scikit-learn's rule).
+    random_state : int, RandomState, Generator or None, default=None
+        Seeds the initialisation; the same seed gives the same result on one backend.
+    backend : {"auto", "numpy", "cupy"} or Backend, default="auto"
+        Where to compute. ``"auto"``: arrays stay on their own library; other input goes
+        to CuPy when a CUDA device is present, else NumPy.
+    empty_cluster : {"relocate", "keep"}, default="relocate"
+        What an empty cluster does: move to the points farthest from their centres
+        (scikit-learn), or keep its centre (the seed's behaviour).
+    verbose : bool, default=False
+        Log every iteration at INFO level on the ``kmeans_gpu`` logger.
+    working_memory : int, default=None
+        Bytes for one chunk's distance block (default 32 MiB); the solver never holds
+        an ``n_samples × n_clusters`` matrix.
+
+    Returns
+    -------
+    centers : array of shape (n_clusters, n_features)
+    labels : array of shape (n_samples,), int32
+    inertia : float
+        Sum of weighted squared distances to the nearest centre.
+    n_iter : int
+        Lloyd iterations of the best run.
+
+    Outputs are of X's array type (NumPy for lists).
+    """
+    fitted = fit(
+        X,
+        n_clusters,
+        sample_weight=sample_weight,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=random_state,
+        backend=backend,
+        empty_cluster=empty_cluster,
+        verbose=verbose,
+        working_memory=working_memory,
+    )
+    out = fitted.placement.to_output
+    return out(fitted.centers), out(fitted.labels), fitted.inertia, fitted.n_iter
+
+
+def kmeans_plusplus(
+    X: Any,
+    n_clusters: int,
+    *,
+    sample_weight: Any = None,
+    random_state: Any = None,
+    n_local_trials: int | None = None,
+    backend: str | Backend = "auto",
+) -> tuple[Array, Array]:
+    """Greedy k-means++ seeding.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    n_clusters : int
+    sample_weight : array of shape (n_samples,), default=None
+        Points are drawn with probability proportional to ``weight · D(x)²``.
+    random_state : int, RandomState, Generator or None, default=None
+    n_local_trials : int, default=None
+        Candidates tried per centre; ``2 + floor(ln n_clusters)`` when None.
+    backend : {"auto", "numpy", "cupy"} or Backend, default="auto"
+
+    Returns
+    -------
+    centers : array of shape (n_clusters, n_features)
+        Rows of X.
+    indices : array of shape (n_clusters,)
+        Their row numbers in X.
+    """
+    problem, placement, _ = prepare(X, sample_weight, backend)
+    n_clusters = check_n_clusters(n_clusters, problem.n_samples)
+    if n_local_trials is not None:
+        n_local_trials = check_positive_int(n_local_trials, "n_local_trials")
+    _, indices = kmeans_plusplus_working(
+        problem, n_clusters, check_random_state(random_state), n_local_trials
+    )
+    centers = problem.backend.xp.take(problem.X_input, indices, axis=0)
+    return placement.to_output(centers), placement.to_output(indices)

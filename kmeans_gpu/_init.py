@@ -1,0 +1,137 @@
+"""Initial centres: greedy k-means++, k random samples, an array, or a callable.
+
+Random draws come from a host ``numpy.random.RandomState`` and only the few numbers
+drawn travel to the device: the data never leaves it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._problem import Problem
+from .backends import Array
+
+INIT_NAMES = ("k-means++", "random")
+
+
+def kmeans_plusplus_working(
+    problem: Problem,
+    n_clusters: int,
+    random_state: np.random.RandomState,
+    n_local_trials: int | None = None,
+) -> tuple[Array, Array]:
+    """Greedy k-means++ on the working data: ``(centers, indices)``, both on the device.
+
+    Each new centre is the best (lowest weighted potential) of ``n_local_trials``
+    candidates drawn with probability proportional to ``w · D(x)²``.
+    """
+    backend, X, w = problem.backend, problem.X, problem.weights
+    xp = backend.xp
+    n = problem.n_samples
+    dev = backend.device(X)
+    acc = backend.accumulator_dtype(X.dtype)
+    if n_local_trials is None:
+        n_local_trials = 2 + int(math.log(n_clusters))
+    weights = xp.ones(n, dtype=X.dtype, device=dev) if w is None else w
+    x_sq = xp.sum(X * X, axis=1)
+
+    def draw(values: Array, count: int) -> Array:
+        """Indices sampled with probability proportional to ``values``."""
+        cdf = xp.cumulative_sum(xp.astype(values, acc))
+        targets = xp.asarray(random_state.uniform(size=count), dtype=acc, device=dev)
+        found = xp.searchsorted(cdf, targets * cdf[-1])
+        return xp.clip(found, max=n - 1)
+
+    def sq_dist_to_rows(idx: Array) -> Array:
+        rows = xp.take(X, idx, axis=0)
+        d2 = xp.take(x_sq, idx)[:, None] + x_sq[None, :] - 2.0 * (rows @ X.T)
+        return xp.clip(d2, min=0.0)
+
+    first = draw(weights, 1)
+    chosen = [first]
+    closest = sq_dist_to_rows(first)[0, :]
+    for _ in range(1, n_clusters):
+        candidates = draw(weights * closest, n_local_trials)
+        d2 = xp.minimum(closest[None, :], sq_dist_to_rows(candidates))
+        potentials = xp.sum(xp.astype(d2, acc) * xp.astype(weights, acc)[None, :], axis=1)
+        best = xp.reshape(xp.argmin(potentials), (1,))
+        chosen.append(xp.take(candidates, best))
+        closest = xp.take(d2, best, axis=0)[0, :]
+    indices = xp.concat(chosen)
+    return xp.take(X, indices, axis=0), indices
+
+
+def random_working(
+    problem: Problem, n_clusters: int, random_state: np.random.RandomState
+) -> Array:
+    """k distinct samples, drawn with probability proportional to their weight."""
+    backend = problem.backend
+    p = None
+    if problem.weights is not None:
+        w = backend.to_numpy(problem.weights).astype(np.float64)
+        if np.count_nonzero(w) < n_clusters:
+            raise ValueError(
+                f"init='random' needs at least n_clusters={n_clusters} samples of positive "
+                f"weight, got {np.count_nonzero(w)}"
+            )
+        p = w / w.sum()
+    seeds = random_state.choice(problem.n_samples, size=n_clusters, replace=False, p=p)
+    idx = backend.asarray(seeds, device=backend.device(problem.X))
+    return backend.xp.take(problem.X, idx, axis=0)
+
+
+def check_init(init: Any) -> str | Callable[..., Any] | Any:
+    """Refuse an unknown init name or an init of the wrong kind (before any work)."""
+    if isinstance(init, str):
+        if init not in INIT_NAMES:
+            raise ValueError(
+                f"unknown init {init!r}; use 'k-means++', 'random', an array of shape "
+                "(n_clusters, n_features) or a callable"
+            )
+        return init
+    if callable(init):
+        return init
+    if hasattr(init, "shape") or isinstance(init, list | tuple):
+        return init
+    raise TypeError(
+        f"init must be 'k-means++', 'random', an array or a callable, got {type(init).__name__}"
+    )
+
+
+def check_centers(centers: Any, problem: Problem, n_clusters: int, what: str) -> Array:
+    """Validate initial centres of shape (n_clusters, n_features) and move them to the
+    working units of ``problem`` (a new array; the caller's is untouched)."""
+    from ._validation import check_array
+
+    backend = problem.backend
+    C, _ = check_array(
+        centers,
+        backend=backend,
+        name=what,
+        dtype=problem.X.dtype,
+        device=backend.device(problem.X),
+    )
+    if tuple(C.shape) != (n_clusters, problem.n_features):
+        raise ValueError(
+            f"The shape of {what} {tuple(C.shape)} does not match "
+            f"(n_clusters, n_features) = ({n_clusters}, {problem.n_features})"
+        )
+    return problem.to_working(C)
+
+
+def initial_centers(
+    problem: Problem, init: Any, n_clusters: int, random_state: np.random.RandomState
+) -> Array:
+    """Initial centres in working units."""
+    if isinstance(init, str) and init == "k-means++":
+        return kmeans_plusplus_working(problem, n_clusters, random_state)[0]
+    if isinstance(init, str) and init == "random":
+        return random_working(problem, n_clusters, random_state)
+    if callable(init):
+        centers = init(problem.X_input, n_clusters, random_state=random_state)
+        return check_centers(centers, problem, n_clusters, "the centers returned by init")
+    return check_centers(init, problem, n_clusters, "init")

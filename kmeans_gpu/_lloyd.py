@@ -1,0 +1,236 @@
+"""Lloyd's algorithm, written once for every backend.
+
+One iteration is: for each chunk of rows, the nearest centre of every row and the
+chunk's partial statistics (per-cluster weighted sums and weights); the partials are
+reduced by addition; the reduced statistics give the new centres. Any source of row
+chunks (in-memory slices here; host-streamed or Dask blocks later) can feed the same
+reduction. Convergence follows scikit-learn's Lloyd exactly:
+
+* strict convergence when the labels did not change from the previous iteration;
+* otherwise convergence when ``Σ‖Δc‖² <= tol · mean(var(X))``, after which one more
+  assignment makes the labels match the returned centres;
+* ``n_iter`` counts the iterations run, as ``KMeans.n_iter_`` does.
+
+Empty clusters are relocated to the points farthest from their centres, as in
+scikit-learn (``"relocate"``), or keep their previous centre (``"keep"``, the seed's
+behaviour). Each iteration reads back one small vector from the device (labels
+changed, centre shift, empty clusters); an iteration that relocates reads one more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ._problem import Problem
+from .backends import Array
+
+logger = logging.getLogger("kmeans_gpu")
+
+EMPTY_CLUSTER_POLICIES = ("relocate", "keep")
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """Per-cluster weighted sums ``(k, d)`` and weights ``(k,)`` of some rows."""
+
+    sums: Array
+    weights: Array
+
+    def __add__(self, other: Statistics) -> Statistics:
+        return Statistics(self.sums + other.sums, self.weights + other.weights)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one Lloyd iteration did, in working units.
+
+    ``labels`` is the assignment to the centres the iteration started from, ``centers``
+    the centres it moved to.
+    """
+
+    iteration: int
+    centers: Array
+    labels: Array
+    center_shift: float
+    n_changed: int
+    converged: bool
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished run, in working units; ``labels`` match ``centers``."""
+
+    centers: Array
+    labels: Array
+    inertia: float
+    n_iter: int
+    converged: bool
+
+
+def assign(
+    problem: Problem, centers: Array, labels: Array, *, statistics: bool = True
+) -> Statistics | None:
+    """Write the nearest centre of every row into ``labels``, chunk by chunk, and return
+    the reduced statistics (None when ``statistics`` is false)."""
+    backend, X, w = problem.backend, problem.X, problem.weights
+    xp = backend.xp
+    k = int(centers.shape[0])
+    centers_sq = xp.sum(centers * centers, axis=1)
+    total = None
+    for start, stop in problem.chunks(k):
+        chunk_labels = backend.assign(X[start:stop, ...], centers, centers_sq)
+        labels[start:stop] = chunk_labels
+        if statistics:
+            wc = None if w is None else w[start:stop]
+            part = Statistics(*backend.cluster_sums(X[start:stop, ...], chunk_labels, wc, k))
+            total = part if total is None else total + part
+    return total
+
+
+def inertia(problem: Problem, centers: Array, labels: Array) -> float:
+    """Exact ``Σ w ‖x − c_label‖²`` (working units), accumulated in float64."""
+    backend, w = problem.backend, problem.weights
+    xp = backend.xp
+    total = None
+    for start, stop in problem.chunks(int(centers.shape[0])):
+        d2 = backend.sq_dist_to_assigned(problem.X[start:stop, ...], centers, labels[start:stop])
+        if w is not None:
+            d2 = d2 * xp.astype(w[start:stop], d2.dtype)
+        part = xp.sum(d2)
+        total = part if total is None else total + part
+    return float(total)
+
+
+def _averages(stats: Statistics, fallback: Array, xp: Any) -> Array:
+    """Weighted means; clusters of zero weight take the row of ``fallback``."""
+    w = stats.weights[:, None]
+    has_weight = w > 0
+    inverse = 1.0 / xp.where(has_weight, w, xp.ones_like(w))
+    return xp.where(has_weight, stats.sums * inverse, fallback)
+
+
+def _new_centers(stats: Statistics, centers: Array, empty_cluster: str, xp: Any) -> Array:
+    means = _averages(stats, centers, xp)
+    if empty_cluster == "keep":
+        return means
+    # An empty cluster that could not be relocated (every point sits on its centre) goes
+    # where scikit-learn's Lloyd puts it, so that labels keep agreeing with it: onto the
+    # heaviest cluster's mean when that cluster comes earlier in order, else onto its
+    # weighted sum (scikit-learn copies the row before averaging it).
+    heaviest = xp.reshape(xp.argmax(stats.weights), (1,))
+    order = xp.arange(int(centers.shape[0]), device=centers.device)
+    later = (order > xp.astype(heaviest, order.dtype))[:, None]
+    fallback = xp.where(
+        later, xp.take(means, heaviest, axis=0), xp.take(stats.sums, heaviest, axis=0)
+    )
+    return xp.where(stats.weights[:, None] > 0, means, fallback)
+
+
+def _relocate(
+    problem: Problem, centers: Array, labels: Array, stats: Statistics, n_empty: int
+) -> Statistics:
+    """Move each empty cluster onto one of the points farthest from their centre."""
+    backend, X = problem.backend, problem.X
+    xp = backend.xp
+    k = int(centers.shape[0])
+    distances = xp.concat(
+        [
+            backend.sq_dist_to_assigned(X[a:b, ...], centers, labels[a:b])
+            for a, b in problem.chunks(k)
+        ]
+    )
+    if float(xp.max(distances)) == 0.0:  # fewer distinct points than clusters
+        return stats
+    far = backend.farthest(distances, n_empty)
+    weights = problem.weights
+    far_w = xp.ones(n_empty, dtype=X.dtype, device=backend.device(X))
+    if weights is not None:
+        far_w = xp.take(weights, far)
+    far_rows = xp.take(X, far, axis=0) * far_w[:, None]
+    ids = xp.arange(k, dtype=labels.dtype, device=backend.device(X))
+    empty = xp.nonzero(stats.weights == 0)[0]
+    into = xp.astype(xp.astype(empty, labels.dtype)[:, None] == ids[None, :], X.dtype)
+    out_of = xp.astype(xp.take(labels, far)[:, None] == ids[None, :], X.dtype)
+    is_empty = (stats.weights == 0)[:, None]
+    sums = xp.where(is_empty, into.T @ far_rows, stats.sums - out_of.T @ far_rows)
+    moved = xp.where(is_empty[:, 0], into.T @ far_w, stats.weights - out_of.T @ far_w)
+    return Statistics(sums, moved)
+
+
+def lloyd(
+    problem: Problem,
+    centers: Array,
+    *,
+    max_iter: int,
+    tol: float,
+    empty_cluster: str = "relocate",
+    verbose: bool = False,
+) -> Generator[Step, None, Result]:
+    """Run Lloyd's algorithm from ``centers`` (working units), yielding every iteration.
+
+    The generator's return value is the :class:`Result`. Arrays in a :class:`Step` are
+    fresh arrays the loop does not write to again.
+    """
+    backend = problem.backend
+    xp = backend.xp
+    n, dev = problem.n_samples, backend.device(problem.X)
+    acc = backend.accumulator_dtype(problem.X.dtype)
+    tolerance = problem.tolerance(tol)
+    labels_old = None
+    strict = converged = False
+    labels = xp.empty(0)
+    for i in range(max_iter):
+        labels = xp.empty(n, dtype=xp.int32, device=dev)
+        stats = assign(problem, centers, labels)
+        assert stats is not None
+        new = _new_centers(stats, centers, empty_cluster, xp)
+        changed = (
+            xp.asarray(float(n), dtype=acc, device=dev)
+            if labels_old is None
+            else xp.sum(xp.astype(labels != labels_old, acc))
+        )
+        checks = xp.stack(
+            [
+                changed,
+                xp.astype(xp.sum((new - centers) ** 2), acc),
+                xp.sum(xp.astype(stats.weights == 0, acc)),
+            ]
+        )
+        n_changed, shift, n_empty = (float(v) for v in backend.to_numpy(checks))
+        if n_empty and empty_cluster == "relocate":
+            stats = _relocate(problem, centers, labels, stats, int(n_empty))
+            new = _new_centers(stats, centers, empty_cluster, xp)
+            shift = float(xp.sum((new - centers) ** 2))
+        strict = n_changed == 0
+        converged = strict or shift <= tolerance
+        if verbose:
+            logger.info(
+                "iteration %d: %d labels changed, centre shift %.6g (tolerance %.6g)",
+                i + 1,
+                n_changed,
+                shift,
+                tolerance,
+            )
+        yield Step(i + 1, new, labels, shift, int(n_changed), converged)
+        centers, labels_old = new, labels
+        if converged:
+            break
+    if not strict:
+        labels = xp.empty(n, dtype=xp.int32, device=dev)
+        assign(problem, centers, labels, statistics=False)
+    return Result(centers, labels, inertia(problem, centers, labels), i + 1, converged)
+
+
+T = TypeVar("T")
+
+
+def run_to_end(steps: Generator[object, None, T]) -> T:
+    """Drain a generator and return its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value

@@ -1,0 +1,123 @@
+"""The data as the solver sees it: centred on its mean and, for extreme magnitudes,
+scaled by a power of two (exact in floating point) so that squared distances neither
+overflow nor underflow."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .backends import Array, Backend
+
+#: Default bound, in bytes, on the distance block of one chunk of rows.
+DEFAULT_WORKING_MEMORY = 32 * 2**20
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A validated, centred (and possibly rescaled) copy of X with its weights.
+
+    ``X = (X_input - mean) * 2**scale_exponent``; centres move between the caller's
+    units and the working units with :meth:`to_working` and :meth:`from_working`.
+    """
+
+    backend: Backend
+    X_input: Array
+    X: Array
+    weights: Array | None
+    mean: Array
+    scale_exponent: int
+    variance: float
+    working_memory: int = DEFAULT_WORKING_MEMORY
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    def tolerance(self, tol: float) -> float:
+        """scikit-learn's rule: ``tol`` times the mean per-feature variance."""
+        return 0.0 if tol == 0 else self.variance * tol
+
+    def to_working(self, centers: Array) -> Array:
+        return _rescale(centers - self.mean, self.scale_exponent)
+
+    def from_working(self, centers: Array) -> Array:
+        return _rescale(centers, -self.scale_exponent) + self.mean
+
+    def distances_from_working(self, distances: Array) -> Array:
+        return _rescale(distances, -self.scale_exponent)
+
+    def inertia_from_working(self, inertia: float) -> float:
+        """Back to the caller's units (inf if the true value exceeds float64's range)."""
+        try:
+            return math.ldexp(inertia, -2 * self.scale_exponent)
+        except OverflowError:
+            return math.inf
+
+    def chunks(self, n_clusters: int) -> Iterator[tuple[int, int]]:
+        """Row ranges whose ``rows × n_clusters`` blocks fit the working memory."""
+        itemsize = 8 if self.X.dtype == self.backend.xp.float64 else 4
+        rows = max(1, self.working_memory // (2 * itemsize * (n_clusters + self.n_features)))
+        rows = min(rows, self.n_samples)
+        for start in range(0, self.n_samples, rows):
+            yield start, min(start + rows, self.n_samples)
+
+
+def _rescale(x: Array, exponent: int) -> Array:
+    """``x * 2**exponent`` (exact), in two halves so each factor fits x's dtype."""
+    if exponent == 0:
+        return x
+    half = exponent // 2
+    return (x * 2.0**half) * 2.0 ** (exponent - half)
+
+
+def _scale_exponent(max_abs: float, finfo: Any) -> int:
+    """The power of two that brings ``max_abs`` into [0.5, 1) when squares of values of
+    that size could overflow or underflow; 0 (no scaling) otherwise."""
+    if max_abs == 0.0:
+        return 0
+    high = math.frexp(float(finfo.max))[1] // 4
+    low = math.frexp(float(finfo.smallest_normal))[1] // 4
+    exponent = math.frexp(max_abs)[1]
+    return 0 if low < exponent < high else -exponent
+
+
+def make_problem(
+    backend: Backend,
+    X: Array,
+    weights: Array | None,
+    *,
+    working_memory: int | None = None,
+    center: Array | None = None,
+) -> Problem:
+    """Centre (and if needed rescale) a validated X; X itself is not modified.
+
+    ``center`` replaces X's mean as the origin: a point fixed by a fitted model (the mean
+    of its centres) makes each row's result independent of the other rows of X.
+    """
+    xp = backend.xp
+    finfo = xp.finfo(X.dtype)
+    mean = xp.mean(X, axis=0) if center is None else center
+    if not bool(xp.all(xp.isfinite(mean))):  # the sum overflowed: average scaled data
+        pre = _scale_exponent(float(xp.max(xp.abs(X))), finfo)
+        mean = _rescale(xp.mean(_rescale(X, pre), axis=0), -pre)
+    centred = X - mean
+    exponent = _scale_exponent(float(xp.max(xp.abs(centred))), finfo)
+    centred = _rescale(centred, exponent)
+    variance = float(xp.mean(xp.var(centred, axis=0)))
+    return Problem(
+        backend=backend,
+        X_input=X,
+        X=centred,
+        weights=weights,
+        mean=mean,
+        scale_exponent=exponent,
+        variance=variance,
+        working_memory=DEFAULT_WORKING_MEMORY if working_memory is None else working_memory,
+    )

@@ -1,0 +1,96 @@
+"""The generic backend: every operation the solver needs, written against the array API.
+
+A backend is a thin object around an array namespace ``xp``. The solver calls only the
+methods below, so a library that follows the Python array API standard runs through this
+class unchanged; NumPy and CuPy subclass it to swap in faster versions of single
+operations. Each override is tested against the method it replaces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+Array = Any
+
+
+class Backend:
+    """Array operations of one array library, as the K-means solver needs them.
+
+    Parameters
+    ----------
+    xp : module
+        An array namespace that follows the Python array API standard.
+    name : str
+        The name the backend is known by (``backend_`` of a fitted estimator).
+    """
+
+    def __init__(self, xp: Any, name: str) -> None:
+        self.xp = xp
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # -- arrays in and out ------------------------------------------------------------
+    def owns(self, x: Any) -> bool:
+        """Whether ``x`` is an array of this backend's library."""
+        import array_api_compat
+
+        return array_api_compat.is_array_api_obj(x) and (
+            array_api_compat.array_namespace(x) is self.xp
+        )
+
+    def device(self, x: Array) -> Any:
+        return x.device
+
+    def asarray(self, x: Any, *, dtype: Any = None, device: Any = None) -> Array:
+        if device is None:
+            return self.xp.asarray(x, dtype=dtype)
+        return self.xp.asarray(x, dtype=dtype, device=device)
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        """A host NumPy copy (or view, when the array already lives on the host)."""
+        try:
+            return np.asarray(x)
+        except (TypeError, ValueError, RuntimeError):
+            return np.from_dlpack(x)
+
+    def accumulator_dtype(self, dtype: Any) -> Any:
+        """The dtype for sums that must not lose precision or overflow."""
+        return getattr(self.xp, "float64", dtype)
+
+    # -- the Lloyd step ---------------------------------------------------------------
+    def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:
+        """Index of the nearest centre of each row of ``X`` (first one on ties).
+
+        Uses ``‖c‖² − 2 x·c``, which orders centres as ``‖x − c‖²`` does; the block is
+        ``X.shape[0] × k``, so callers pass row chunks.
+        """
+        xp = self.xp
+        scores = centers_sq[None, :] - 2.0 * (X @ centers.T)
+        return xp.astype(xp.argmin(scores, axis=1), xp.int32)
+
+    def cluster_sums(
+        self, X: Array, labels: Array, weights: Array | None, n_clusters: int
+    ) -> tuple[Array, Array]:
+        """Per-cluster weighted sums of rows ``(k, d)`` and total weights ``(k,)``."""
+        xp = self.xp
+        clusters = xp.arange(n_clusters, dtype=labels.dtype, device=self.device(X))
+        onehot = xp.astype(labels[:, None] == clusters[None, :], X.dtype)
+        if weights is not None:
+            onehot = onehot * weights[:, None]
+        return onehot.T @ X, xp.sum(onehot, axis=0)
+
+    def sq_dist_to_assigned(self, X: Array, centers: Array, labels: Array) -> Array:
+        """Exact ``‖x − c_label‖²`` of each row, in the accumulator dtype."""
+        xp = self.xp
+        diff = X - xp.take(centers, labels, axis=0)
+        diff = xp.astype(diff, self.accumulator_dtype(X.dtype), copy=False)
+        return xp.sum(diff * diff, axis=1)
+
+    def farthest(self, distances: Array, n: int) -> Array:
+        """Indices of the ``n`` largest ``distances``, largest first."""
+        order = self.xp.argsort(distances, descending=True, stable=True)
+        return order[:n]

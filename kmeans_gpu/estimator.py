@@ -1,0 +1,242 @@
+"""The scikit-learn compatible ``KMeans`` estimator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
+from sklearn.utils.validation import check_is_fitted
+
+from . import _lloyd
+from ._api import fit, prepare
+from ._problem import Problem
+from ._validation import Placement
+from .backends import Array, Backend
+
+
+class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
+    """K-means clustering by Lloyd's algorithm, on CuPy, NumPy or any array API library.
+
+    Given the same initial centres it gives scikit-learn's
+    ``KMeans(algorithm="lloyd")`` result: the same labels and iteration count, centres
+    and inertia equal to rounding.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        The number of clusters.
+    init : {"k-means++", "random"}, array of shape (n_clusters, n_features) or callable, \
+default="k-means++"
+        How to choose the initial centres: greedy k-means++, ``n_clusters`` distinct
+        random samples, explicit centres, or ``init(X, n_clusters, random_state)``.
+    n_init : int or "auto", default="auto"
+        Number of runs from different initial centres; the one of lowest inertia is kept.
+        ``"auto"`` is 1 for k-means++ and explicit centres, 10 otherwise.
+    max_iter : int, default=300
+        Most Lloyd iterations in one run.
+    tol : float, default=1e-4
+        Relative tolerance: a run converges when the squared shift of the centres is at
+        most ``tol`` times the mean per-feature variance of X.
+    verbose : int, default=0
+        Log each iteration at INFO level on the ``kmeans_gpu`` logger.
+    random_state : int, RandomState, Generator or None, default=None
+        Seeds the initialisation.
+    empty_cluster : {"relocate", "keep"}, default="relocate"
+        An empty cluster moves to the points farthest from their centres (as in
+        scikit-learn) or keeps its centre (as in the seed's ``KMeansND``).
+    backend : {"auto", "numpy", "cupy"} or Backend, default="auto"
+        Where to compute. ``"auto"`` keeps arrays on their own library (NumPy, CuPy or
+        another array API library) and sends other input (lists...) to CuPy when a CUDA
+        device is present, else to NumPy.
+    working_memory : int, default=None
+        Bytes for one chunk's distance block (default 32 MiB).
+
+    Attributes
+    ----------
+    cluster_centers_ : array of shape (n_clusters, n_features)
+        The centres, of the training data's array type.
+    labels_ : array of shape (n_samples,)
+        The nearest centre of each training sample (int32).
+    inertia_ : float
+        Sum of weighted squared distances of the samples to their nearest centre.
+    n_iter_ : int
+        Lloyd iterations of the best run.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    backend_ : str
+        The backend that computed the fit (``"numpy"``, ``"cupy"``, or the name of an
+        array API namespace such as ``"array_api_strict"``).
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        init: Any = "k-means++",
+        n_init: int | str = "auto",
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        verbose: int = 0,
+        random_state: Any = None,
+        empty_cluster: str = "relocate",
+        backend: str | Backend = "auto",
+        working_memory: int | None = None,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.random_state = random_state
+        self.empty_cluster = empty_cluster
+        self.backend = backend
+        self.working_memory = working_memory
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.array_api_support = True
+        return tags
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
+        """Compute the clustering.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+            Training data; it is not modified.
+        y : Ignored
+        sample_weight : array of shape (n_samples,), default=None
+            Non-negative weights, not all zero. Used by k-means++, ``"random"`` and
+            every Lloyd iteration; not by a callable or array ``init``.
+
+        Returns
+        -------
+        self : KMeans
+        """
+        fitted = fit(
+            X,
+            self.n_clusters,
+            sample_weight=sample_weight,
+            init=self.init,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            random_state=self.random_state,
+            backend=self.backend,
+            empty_cluster=self.empty_cluster,
+            verbose=bool(self.verbose),
+            working_memory=self.working_memory,
+        )
+        out = fitted.placement.to_output
+        self.cluster_centers_ = out(fitted.centers)
+        self.labels_ = out(fitted.labels)
+        self.inertia_ = fitted.inertia
+        self.n_iter_ = fitted.n_iter
+        self.n_features_in_ = int(fitted.centers.shape[1])
+        self.backend_ = fitted.backend.name
+        self._n_features_out = int(fitted.centers.shape[0])
+        return self
+
+    def _problem(
+        self, X: Any, method: str, sample_weight: Any = None
+    ) -> tuple[Problem, Placement, Array]:
+        """X as a problem, its placement, and the fitted centres in its working units.
+
+        X of another array library than the fit is accepted (the centres move to it),
+        unless scikit-learn's ``array_api_dispatch`` is on, where scikit-learn's rule
+        applies: the same namespace and device as the fit.
+        """
+        check_is_fitted(self)
+        _check_same_namespace(X, self, method)
+        return prepare(
+            X,
+            sample_weight,
+            self.backend,
+            self.working_memory,
+            centers=self.cluster_centers_,
+            owner=type(self).__name__,
+        )
+
+    def _labels(self, problem: Problem, centers: Array) -> Array:
+        xp = problem.backend.xp
+        device = problem.backend.device(problem.X)
+        labels = xp.empty(problem.n_samples, dtype=xp.int32, device=device)
+        _lloyd.assign(problem, centers, labels, statistics=False)
+        return labels
+
+    def predict(self, X: Any) -> Array:
+        """Index of the nearest centre of each sample.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : array of shape (n_samples,), int32, of X's array type
+        """
+        problem, placement, centers = self._problem(X, "predict")
+        return placement.to_output(self._labels(problem, centers))
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Array:
+        """Fit and return ``labels_``."""
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    def transform(self, X: Any) -> Array:
+        """Euclidean distance of each sample to each centre.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        distances : array of shape (n_samples, n_clusters), of X's array type
+        """
+        problem, placement, centers = self._problem(X, "transform")
+        xp = problem.backend.xp
+        centers_sq = xp.sum(centers * centers, axis=1)
+        blocks = []
+        for start, stop in problem.chunks(int(centers.shape[0])):
+            rows = problem.X[start:stop, ...]
+            rows_sq = xp.sum(rows * rows, axis=1)
+            d2 = rows_sq[:, None] + centers_sq[None, :] - 2.0 * (rows @ centers.T)
+            blocks.append(xp.sqrt(xp.clip(d2, min=0.0)))
+        distances = problem.distances_from_working(xp.concat(blocks, axis=0))
+        return placement.to_output(distances)
+
+    def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> Array:
+        """Fit, then return ``transform(X)``."""
+        return self.fit(X, sample_weight=sample_weight).transform(X)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Opposite of the inertia of X against the fitted centres.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+        y : Ignored
+        sample_weight : array of shape (n_samples,), default=None
+
+        Returns
+        -------
+        score : float
+            ``-Σ w ‖x − c‖²`` over the samples, each with its nearest centre.
+        """
+        problem, _, centers = self._problem(X, "score", sample_weight)
+        labels = self._labels(problem, centers)
+        return -problem.inertia_from_working(_lloyd.inertia(problem, centers, labels))
+
+
+def _check_same_namespace(X: Any, estimator: KMeans, method: str) -> None:
+    try:
+        from sklearn.utils._array_api import check_same_namespace
+    except ImportError:  # scikit-learn before 1.8 has no such rule
+        return
+    check_same_namespace(X, estimator, attribute="cluster_centers_", method=method)

@@ -1,0 +1,239 @@
+"""The seed's API (the blog post's ``KMeansND.py`` and ``animKMeans2D.py``), in PEP 8
+names, as thin layers over the one solver.
+
+Each function behaves as the seed's code does on the same inputs: an empty cluster
+keeps its centroid, ``KMeansND`` iterates until the centroids stop changing, and its
+generator yields ``(centroids, labels, iteration)`` from the initial centroids at
+iteration 0.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _lloyd
+from ._api import prepare
+from ._problem import Problem
+from ._validation import DimensionMismatchError, check_array, check_random_state
+from .backends import Array, Backend, backend_for_array
+
+Frame = tuple[Array, Array, int]
+
+__all__ = [
+    "DimensionMismatchError",
+    "KMeansND",
+    "assign_points_to_centroids",
+    "generate_clusters",
+    "initialize_centroids",
+    "recalc_centroids",
+]
+
+
+def _problem_and_centroids(
+    centroids: Any, points: Any, backend: str | Backend, fixed_origin: bool
+) -> tuple[Problem, Array, Any]:
+    """The points as a problem and the centroids in its working units.
+
+    ``fixed_origin`` centres on the centroids' mean (so one point's answer does not
+    depend on the others); otherwise on the points' mean, as a fit does.
+    """
+    problem, placement, centers = prepare(
+        points,
+        None,
+        backend,
+        centers=centroids,
+        owner="the centroids",
+        what="points",
+        origin_at_centers=fixed_origin,
+    )
+    assert centers is not None
+    return problem, centers, placement
+
+
+def assign_points_to_centroids(
+    centroids: Any, points: Any, *, backend: str | Backend = "auto"
+) -> Array:
+    """Index of the nearest centroid of each point (the first one on ties).
+
+    Parameters
+    ----------
+    centroids : array of shape (k, n_features)
+    points : array of shape (n_points, n_features)
+
+    Returns
+    -------
+    labels : array of shape (n_points,), int64, of the points' array type
+    """
+    problem, centers, placement = _problem_and_centroids(centroids, points, backend, True)
+    xp = problem.backend.xp
+    labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.backend.device(problem.X))
+    _lloyd.assign(problem, centers, labels, statistics=False)
+    return placement.to_output(xp.astype(labels, xp.int64))
+
+
+def recalc_centroids(
+    centroids: Any, points: Any, labels: Any, *, backend: str | Backend = "auto"
+) -> Array:
+    """The mean of each cluster's points; a cluster with no points keeps its centroid.
+
+    Parameters
+    ----------
+    centroids : array of shape (k, n_features)
+    points : array of shape (n_points, n_features)
+    labels : array of shape (n_points,)
+        Integers in ``[0, k)``.
+
+    Returns
+    -------
+    centroids : array of shape (k, n_features), of the points' array type
+    """
+    problem, centers, placement = _problem_and_centroids(centroids, points, backend, False)
+    backend_, xp = problem.backend, problem.backend.xp
+    k = int(centers.shape[0])
+    labels_np = _to_host(labels)
+    if labels_np.shape != (problem.n_samples,) or labels_np.dtype.kind not in "iu":
+        raise ValueError(
+            f"labels must be integers of shape ({problem.n_samples},), got "
+            f"{labels_np.dtype} of shape {labels_np.shape}"
+        )
+    if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= k):
+        raise ValueError(f"labels must lie in [0, {k}), got values outside it")
+    device = backend_.device(problem.X)
+    labels_dev = backend_.asarray(labels_np.astype(np.int32), device=device)
+    stats = _lloyd.Statistics(*backend_.cluster_sums(problem.X, labels_dev, None, k))
+    new = _lloyd._new_centers(stats, centers, "keep", xp)
+    return placement.to_output(problem.from_working(new))
+
+
+def _to_host(x: Any) -> np.ndarray:
+    """A host NumPy view or copy of any array or array-like."""
+    backend = backend_for_array(x)
+    return np.asarray(x) if backend is None else backend.to_numpy(x)
+
+
+class KMeansND:
+    """``KMeansND(initial_centroids, points)``: the seed's K-means in any dimension.
+
+    Parameters
+    ----------
+    initial_centroids : array of shape (k, n_features)
+    points : array of shape (n_points, n_features)
+    backend : {"auto", "numpy", "cupy"} or Backend, default="auto"
+    max_iter : int, default=None
+        None iterates until the centroids stop changing, as the seed does.
+
+    Raises
+    ------
+    DimensionMismatchError
+        A ``ValueError`` (and ``RuntimeError``, as in the seed) when the centroids and
+        points have different numbers of features.
+    """
+
+    def __init__(
+        self,
+        initial_centroids: Any,
+        points: Any,
+        *,
+        backend: str | Backend = "auto",
+        max_iter: int | None = None,
+    ) -> None:
+        self._problem, self._start, self._placement = _problem_and_centroids(
+            initial_centroids, points, backend, False
+        )
+        self.initial_centroids = initial_centroids
+        self.points = points
+        self.max_iter = sys.maxsize if max_iter is None else int(max_iter)
+
+    def _steps(self) -> Generator[_lloyd.Step, None, _lloyd.Result]:
+        return _lloyd.lloyd(
+            self._problem, self._start, max_iter=self.max_iter, tol=0.0, empty_cluster="keep"
+        )
+
+    def _frame(self, centers: Array, labels: Array, iteration: int) -> Frame:
+        out = self._placement.to_output
+        xp = self._problem.backend.xp
+        return (
+            out(self._problem.from_working(centers)),
+            out(xp.astype(labels, xp.int64)),
+            iteration,
+        )
+
+    def get_centroids(self) -> Frame:
+        """Run to convergence: ``(centroids, labels, iterations)``."""
+        result = _lloyd.run_to_end(self._steps())
+        return self._frame(result.centers, result.labels, result.n_iter)
+
+    def _generator_func(self) -> Iterator[Frame]:
+        for step in self._steps():
+            if step.iteration == 1:
+                yield self._frame(self._start, step.labels, 0)
+            yield self._frame(step.centers, step.labels, step.iteration)
+
+    def get_generator_func(self) -> Callable[[], Iterator[Frame]]:
+        """A generator function; each call returns a fresh generator of
+        ``(centroids, labels, iteration)``, the first being the initial centroids with
+        their assignment at iteration 0."""
+        return self._generator_func
+
+
+def generate_clusters(
+    num_clusters: int = 12,
+    pts_per_cluster: int = 100,
+    variance_coeff: float = 0.01,
+    bounds: Sequence[Sequence[float]] = ((-4, 4), (-4, 4)),
+    *,
+    random_state: Any = None,
+) -> np.ndarray:
+    """Random clustered points, as the seed's ``generateClusters``.
+
+    Cluster centres are uniform within ``bounds`` (one ``(low, high)`` pair per
+    dimension); each cluster's points are normal around its centre with diagonal
+    covariance ``variance_coeff × (high − low)``.
+
+    Returns
+    -------
+    points : ndarray of shape (num_clusters * pts_per_cluster, len(bounds)), float64
+    """
+    bounds_arr = np.asarray(bounds, dtype=np.float64)
+    if bounds_arr.ndim != 2 or bounds_arr.shape[1] != 2 or bounds_arr.shape[0] < 1:
+        raise ValueError(f"bounds must be a sequence of (low, high) pairs, got {bounds!r}")
+    if not np.all(bounds_arr[:, 1] > bounds_arr[:, 0]):
+        raise ValueError(f"each bound must have low < high, got {bounds!r}")
+    for name, value in (("num_clusters", num_clusters), ("pts_per_cluster", pts_per_cluster)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not np.isfinite(variance_coeff) or variance_coeff < 0:
+        raise ValueError(f"variance_coeff must be finite and >= 0, got {variance_coeff!r}")
+    rng = check_random_state(random_state)
+    low, span = bounds_arr[:, 0], bounds_arr[:, 1] - bounds_arr[:, 0]
+    centers = rng.random_sample((num_clusters, len(span))) * span + low
+    covariance = np.diag(variance_coeff * span)
+    return np.concatenate(
+        [rng.multivariate_normal(c, covariance, pts_per_cluster) for c in centers]
+    )
+
+
+def initialize_centroids(k: int, points: Any, *, random_state: Any = None) -> Array:
+    """``k`` distinct points drawn at random, as the seed's ``initializeCentroids``.
+
+    Returns
+    -------
+    centroids : array of shape (k, n_features), of the points' array type
+    """
+    X, placement = check_array(points, name="points")
+    n = int(X.shape[0])
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= n:
+        raise ValueError(f"k must be an integer in [1, {n}] (the number of points), got {k!r}")
+    rng = check_random_state(random_state)
+    indices: list[int] = []
+    while len(indices) < k:
+        index = int(rng.randint(0, n))
+        if index not in indices:
+            indices.append(index)
+    xp = placement.compute.xp
+    chosen = xp.take(X, xp.asarray(indices, device=placement.compute.device(X)), axis=0)
+    return placement.to_output(chosen)

@@ -1,0 +1,212 @@
+"""The public API: estimator methods, functional API, initialisation, numerics."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.estimator_checks import check_estimator
+
+from kmeans_gpu import KMeans, kmeans, kmeans_plusplus
+from kmeans_gpu._lloyd import lloyd, run_to_end
+from kmeans_gpu._problem import make_problem
+from kmeans_gpu.backends import get_backend
+
+EXPECTED_FAILURES = {
+    # The same two scikit-learn declares for its own KMeans: weights of k are not
+    # equivalent to k repeated samples, because the random initialisation differs.
+    "check_sample_weight_equivalence_on_dense_data": "random init sees a different sample",
+    "check_sample_weight_equivalence_on_sparse_data": "sparse input is refused",
+}
+
+
+def test_check_estimator():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_estimator(
+            KMeans(n_clusters=2, n_init=2, max_iter=5), expected_failed_checks=EXPECTED_FAILURES
+        )
+
+
+def test_dtypes(backend, rng):
+    X = rng.normal(size=(80, 3))
+    for dtype in (np.float32, np.float64):
+        est = KMeans(3, random_state=0).fit(backend.asarray(X, dtype=dtype))
+        assert backend.to_numpy(est.cluster_centers_).dtype == dtype
+        assert backend.to_numpy(est.transform(backend.asarray(X, dtype=dtype))).dtype == dtype
+        assert backend.to_numpy(est.labels_).dtype == np.int32
+    ints = backend.asarray((X * 10).astype(np.int64))
+    assert (
+        backend.to_numpy(KMeans(3, random_state=0).fit(ints).cluster_centers_).dtype == np.float64
+    )
+
+
+def test_estimator_methods_agree(backend, rng):
+    X = backend.asarray(rng.normal(size=(200, 4)))
+    est = KMeans(5, random_state=1, n_init=3)
+    labels = est.fit_predict(X)
+    np.testing.assert_array_equal(backend.to_numpy(labels), backend.to_numpy(est.predict(X)))
+    dist = backend.to_numpy(est.transform(X))
+    assert dist.shape == (200, 5)
+    np.testing.assert_array_equal(dist.argmin(axis=1), backend.to_numpy(labels))
+    assert est.score(X) == pytest.approx(-est.inertia_, rel=1e-12)
+    np.testing.assert_allclose(backend.to_numpy(clone(est).fit_transform(X)), dist)
+    assert est.n_features_in_ == 4 and est.n_iter_ >= 1
+    assert list(est.get_feature_names_out()) == [f"kmeans{i}" for i in range(5)]
+
+
+def test_random_state_reproducible(backend, rng):
+    X = backend.asarray(rng.normal(size=(300, 3)))
+    for init in ("k-means++", "random"):
+        a = KMeans(6, init=init, random_state=42).fit(X)
+        b = KMeans(6, init=init, random_state=42).fit(X)
+        np.testing.assert_array_equal(
+            backend.to_numpy(a.cluster_centers_), backend.to_numpy(b.cluster_centers_)
+        )
+        assert a.n_iter_ == b.n_iter_
+
+
+def test_n_init_keeps_the_best_run(rng):
+    X = rng.normal(size=(300, 2))
+    single = [KMeans(8, init="random", n_init=1, random_state=s).fit(X).inertia_ for s in range(5)]
+    best = KMeans(8, init="random", n_init=10, random_state=0).fit(X).inertia_
+    assert best <= min(single) + 1e-9 or best <= np.median(single)
+    with pytest.warns(RuntimeWarning, match="performing only one init"):
+        KMeans(2, init=X[:2], n_init=3).fit(X)
+
+
+def test_kmeans_plusplus(backend, rng):
+    X = rng.normal(size=(500, 3))
+    w = np.ones(500)
+    w[100:] = 0.0  # only the first 100 rows can be chosen
+    centers, indices = kmeans_plusplus(
+        backend.asarray(X), 8, sample_weight=backend.asarray(w), random_state=0
+    )
+    idx = backend.to_numpy(indices)
+    assert len(set(idx.tolist())) == 8 and (idx < 100).all()
+    np.testing.assert_array_equal(backend.to_numpy(centers), X[idx])
+    _again, idx2 = kmeans_plusplus(
+        backend.asarray(X), 8, sample_weight=backend.asarray(w), random_state=0
+    )
+    np.testing.assert_array_equal(backend.to_numpy(idx2), idx)
+
+
+def test_kmeans_plusplus_spreads_centres(rng):
+    """On well-separated blobs greedy k-means++ picks one seed per blob."""
+    centres = np.array([[0, 0], [100, 0], [0, 100], [100, 100], [50, 50]], dtype=float)
+    X = np.concatenate([c + rng.normal(size=(50, 2)) for c in centres])
+    for seed in range(10):
+        _, idx = kmeans_plusplus(X, 5, random_state=seed)
+        assert sorted(np.asarray(idx) // 50) == [0, 1, 2, 3, 4]
+
+
+def test_callable_init_sees_the_callers_data(rng):
+    X = rng.normal(size=(100, 2)) + 1000.0
+    seen = {}
+
+    def init(data, n_clusters, random_state):
+        seen["data"] = data
+        return data[:n_clusters]
+
+    est = KMeans(3, init=init, n_init=1).fit(X)
+    np.testing.assert_array_equal(seen["data"], X)
+    np.testing.assert_array_equal(est.labels_, KMeans(3, init=X[:3]).fit(X).labels_)
+
+
+def test_empty_cluster_keep_vs_relocate(rng):
+    X = rng.normal(size=(200, 2))
+    init = np.vstack([X[:3], [[50.0, 50.0]]])
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(3\)"):
+        keep = KMeans(4, init=init, empty_cluster="keep", tol=0).fit(X)
+    np.testing.assert_array_equal(keep.cluster_centers_[3], [50.0, 50.0])
+    relocate = KMeans(4, init=init).fit(X)
+    assert np.abs(relocate.cluster_centers_[3]).max() < 10
+    assert relocate.inertia_ < keep.inertia_
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("magnitude", ["huge", "tiny"])
+def test_extreme_magnitudes_stay_finite(backend, rng, dtype, magnitude):
+    # far beyond the range where squares (float32) or squared norms of unscaled data
+    # would be safe, yet with an inertia that float64 can represent
+    exponent = {np.float32: 30, np.float64: 152}[dtype]
+    factor = 10.0**exponent if magnitude == "huge" else 10.0**-exponent
+    base = rng.normal(size=(120, 3))
+    X = backend.asarray(base * factor, dtype=dtype)
+    est = KMeans(4, random_state=0).fit(X)
+    centers = backend.to_numpy(est.cluster_centers_)
+    assert np.isfinite(centers).all() and np.isfinite(est.inertia_) and est.inertia_ > 0
+    # the same partition as the data at unit scale, and inertia scaled by factor²
+    unit = KMeans(4, random_state=0).fit(backend.asarray(base, dtype=dtype))
+    np.testing.assert_array_equal(backend.to_numpy(est.labels_), backend.to_numpy(unit.labels_))
+    assert est.inertia_ == pytest.approx(unit.inertia_ * factor**2, rel=1e-4)
+
+
+def test_inertia_does_not_overflow_float32(rng):
+    X = (rng.normal(size=(1000, 2)) * 1e19).astype(np.float32)  # squares exceed float32
+    _, _, inertia, _ = kmeans(X, 2, random_state=0)
+    assert np.isfinite(inertia) and inertia > float(np.finfo(np.float32).max)
+
+
+def test_identical_points_warn_and_stay_finite(backend):
+    X = backend.asarray(np.full((20, 3), 7.0))
+    with pytest.warns(
+        ConvergenceWarning, match=r"Number of distinct clusters \(1\) found smaller"
+    ):
+        est = KMeans(3, random_state=0).fit(X)
+    np.testing.assert_array_equal(backend.to_numpy(est.cluster_centers_)[0], [7.0, 7.0, 7.0])
+    assert est.inertia_ == 0.0
+
+
+def test_verbose_logs_iterations(rng, caplog):
+    with caplog.at_level(logging.INFO, logger="kmeans_gpu"):
+        KMeans(3, verbose=1, random_state=0).fit(rng.normal(size=(50, 2)))
+    assert "iteration 1:" in caplog.text and "labels changed" in caplog.text
+
+
+def test_memory_is_bounded_by_chunks(rng, monkeypatch):
+    """No block of n × k: every assignment sees a chunk that fits the working memory."""
+    numpy_backend = get_backend("numpy")
+    seen = []
+    original = type(numpy_backend).assign
+
+    def recording(self, X, centers, centers_sq):
+        seen.append(X.shape[0] * centers.shape[0] * X.itemsize)
+        return original(self, X, centers, centers_sq)
+
+    monkeypatch.setattr(type(numpy_backend), "assign", recording)
+    X = rng.normal(size=(5000, 4))
+    budget = 64 * 1024
+    capped = KMeans(16, random_state=0, working_memory=budget, backend="numpy").fit(X)
+    assert max(seen) <= budget and len(seen) > 5000 * 16 * 8 // budget
+    monkeypatch.undo()
+    whole = KMeans(16, random_state=0, backend="numpy").fit(X)
+    np.testing.assert_array_equal(capped.labels_, whole.labels_)
+
+
+def test_inertia_never_increases_across_iterations(backend, rng):
+    X = backend.asarray(rng.normal(size=(400, 3)))
+    problem = make_problem(get_backend(X), X, None)
+    xp = problem.backend.xp
+    start = xp.take(problem.X, xp.asarray(np.arange(10), device=problem.X.device), axis=0)
+    from kmeans_gpu._lloyd import inertia
+
+    values = []
+
+    def record():
+        steps = lloyd(problem, start, max_iter=100, tol=0.0)
+        while True:
+            step = next(steps)  # new centres with the labels they were computed from
+            values.append(inertia(problem, step.centers, step.labels))
+            if step.converged:
+                return run_to_end(steps)
+
+    result = record()
+    assert len(values) > 2
+    assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(values))
+    assert result.inertia <= values[-1] * (1 + 1e-12)

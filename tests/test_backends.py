@@ -1,0 +1,150 @@
+"""The backend registry, and every backend-specific operation against the generic one."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+
+import array_api_compat.numpy as compat_np
+import numpy as np
+import pytest
+
+import kmeans_gpu
+from kmeans_gpu import KMeans, available_backends, get_backend
+from kmeans_gpu.backends import Backend, backend_for_array
+
+
+def test_import_pulls_in_neither_cupy_nor_matplotlib():
+    code = (
+        "import sys, kmeans_gpu; "
+        "kmeans_gpu.kmeans([[0.0], [1.0]], 1, backend='numpy'); "
+        "print(sorted(m for m in ('cupy', 'matplotlib', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_registry_names():
+    assert available_backends()[0] == "numpy"
+    assert get_backend("numpy").name == "numpy"
+    assert get_backend("numpy") is get_backend("numpy")
+    with pytest.raises(ValueError, match="valid backends are 'auto', 'numpy', 'cupy'"):
+        get_backend("jax")
+    with pytest.raises(TypeError, match="array library"):
+        get_backend(object())
+
+
+def test_auto_picks_cupy_only_with_a_device(monkeypatch, caplog):
+    from kmeans_gpu import backends
+
+    monkeypatch.setattr(backends, "_cupy_has_device", lambda: False)
+    with caplog.at_level(logging.INFO, logger="kmeans_gpu"):
+        assert get_backend("auto").name == "numpy"
+    assert "backend='auto' chose 'numpy'" in caplog.text
+
+
+def test_cupy_without_a_driver_is_unavailable_not_a_crash(monkeypatch):
+    """getDeviceCount raising (no driver) means 'not available'."""
+    from kmeans_gpu import backends
+
+    class FakeRuntime:
+        @staticmethod
+        def getDeviceCount():
+            raise RuntimeError("cudaErrorInsufficientDriver")
+
+    fake = type(sys)("cupy")
+    fake.cuda = type(sys)("cupy.cuda")
+    fake.cuda.runtime = FakeRuntime
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: object())
+    backends._cupy_has_device.cache_clear()
+    try:
+        assert backends._cupy_has_device() is False
+        assert "cupy" not in available_backends()
+    finally:
+        backends._cupy_has_device.cache_clear()
+
+
+def test_backend_of_an_array(backend):
+    x = backend.asarray(np.zeros((2, 2)))
+    found = backend_for_array(x)
+    assert found is not None and found.owns(x)
+    assert backend_for_array([[1.0]]) is None
+
+
+def test_auto_keeps_arrays_on_their_library(backend, rng, caplog):
+    X = backend.asarray(rng.normal(size=(50, 2)))
+    with caplog.at_level(logging.INFO, logger="kmeans_gpu"):
+        est = KMeans(3, random_state=0).fit(X)
+    expected = {"numpy": "numpy", "cupy": "cupy"}.get(backend.name, "array_api_strict")
+    assert est.backend_ == expected
+    assert f"computing on '{expected}'" in caplog.text
+
+
+def test_explicit_backend_converts_back_to_the_input_type(backend, rng):
+    X = backend.asarray(rng.normal(size=(50, 2)))
+    est = KMeans(3, random_state=0, backend="numpy").fit(X)
+    assert est.backend_ == "numpy"
+    assert backend.owns(est.cluster_centers_) and backend.owns(est.labels_)
+    assert backend.owns(est.predict(X))
+    reference = KMeans(3, random_state=0).fit(X)
+    np.testing.assert_array_equal(
+        backend.to_numpy(est.labels_), backend.to_numpy(reference.labels_)
+    )
+
+
+def test_lists_go_to_numpy_here():
+    est = KMeans(2, random_state=0, backend="auto").fit([[0.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    assert isinstance(est.cluster_centers_, np.ndarray)
+    assert est.backend_ in available_backends()
+
+
+# -- every override against the generic operation it replaces -------------------------
+GENERIC = Backend(compat_np, "generic-numpy")
+
+
+def _fast_backends():
+    yield get_backend("numpy")
+    if "cupy" in available_backends():
+        yield get_backend("cupy")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 2, 5, 8, 9, 40])
+def test_overrides_match_generic(dtype, d, rng):
+    n, k = 700, 13
+    X = rng.normal(size=(n, d)).astype(dtype)
+    C = X[rng.choice(n, k, replace=False)] + 0.01
+    C = C.astype(dtype)
+    csq = (C * C).sum(axis=1)
+    w = rng.uniform(0, 2, size=n).astype(dtype)
+    want_labels = GENERIC.assign(X, C, csq)
+    for fast in _fast_backends():
+        to, back = fast.asarray, fast.to_numpy
+        labels = back(fast.assign(to(X), to(C), to(csq)))
+        np.testing.assert_array_equal(labels, want_labels)
+        assert labels.dtype == np.int32
+        for weights in (None, w):
+            want_s, want_w = GENERIC.cluster_sums(X, want_labels, weights, k)
+            got_s, got_w = fast.cluster_sums(
+                to(X), to(want_labels), None if weights is None else to(weights), k
+            )
+            rtol = 1e-5 if dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(back(got_s), want_s, rtol=rtol, atol=rtol)
+            np.testing.assert_allclose(back(got_w), want_w, rtol=rtol)
+            assert back(got_s).dtype == dtype
+        np.testing.assert_allclose(
+            back(fast.sq_dist_to_assigned(to(X), to(C), to(want_labels))),
+            GENERIC.sq_dist_to_assigned(X, C, want_labels),
+            rtol=1e-12,
+        )
+        dist = GENERIC.sq_dist_to_assigned(X, C, want_labels)
+        for m in (1, 3, 10):
+            got = back(fast.farthest(to(dist), m))
+            assert sorted(dist[got].tolist()) == sorted(dist[GENERIC.farthest(dist, m)].tolist())
+            assert dist[got[0]] == dist.max()
+
+
+def test_version_is_exported():
+    assert kmeans_gpu.__version__

@@ -1,0 +1,84 @@
+"""Property tests (hypothesis) on the NumPy backend."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from kmeans_gpu import KMeans
+from kmeans_gpu._lloyd import inertia, lloyd
+from kmeans_gpu._problem import make_problem
+from kmeans_gpu.backends import get_backend
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def datasets(draw, integer=False):
+    n = draw(st.integers(2, 60))
+    d = draw(st.integers(1, 4))
+    if integer:
+        elements = st.integers(-20, 20).map(float)
+    else:
+        elements = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=64)
+    X = draw(arrays(np.float64, (n, d), elements=elements))
+    k = draw(st.integers(1, n))
+    return X, k
+
+
+@SETTINGS
+@given(datasets(), st.integers(0, 2**31 - 1))
+def test_inertia_never_increases(data, seed):
+    X, k = data
+    problem = make_problem(get_backend("numpy"), X, None)
+    start = problem.X[np.random.RandomState(seed).choice(X.shape[0], k, replace=False)]
+    previous = np.inf
+    for step in lloyd(problem, start, max_iter=50, tol=0.0, empty_cluster="keep"):
+        value = inertia(problem, step.centers, step.labels)
+        assert value <= previous + 1e-9 * max(1.0, abs(previous))
+        previous = value
+
+
+@SETTINGS
+@given(datasets(), st.integers(0, 2**31 - 1), st.randoms(use_true_random=False))
+def test_predict_is_invariant_to_row_order(data, seed, random):
+    X, k = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = KMeans(k, random_state=seed, n_init=1).fit(X)
+    order = np.arange(X.shape[0])
+    random.shuffle(order)
+    np.testing.assert_array_equal(est.predict(X[order]), est.predict(X)[order])
+
+
+@SETTINGS
+@given(datasets(integer=True), st.randoms(use_true_random=False))
+def test_fit_from_given_centres_is_invariant_to_row_order(data, random):
+    X, k = data
+    init = X[:k].copy()
+    order = np.arange(X.shape[0])
+    random.shuffle(order)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = KMeans(k, init=init, empty_cluster="keep").fit(X)
+        b = KMeans(k, init=init, empty_cluster="keep").fit(X[order])
+    np.testing.assert_array_equal(b.labels_, a.labels_[order])
+    np.testing.assert_allclose(b.cluster_centers_, a.cluster_centers_, rtol=1e-12, atol=1e-12)
+    assert a.n_iter_ == b.n_iter_
+
+
+@SETTINGS
+@given(datasets())
+def test_labels_are_nearest_centres(data):
+    X, k = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = KMeans(k, random_state=0).fit(X)
+    d2 = ((X[:, None, :] - est.cluster_centers_[None, :, :]) ** 2).sum(axis=2)
+    chosen = d2[np.arange(X.shape[0]), est.labels_]
+    assert np.all(chosen <= d2.min(axis=1) + 1e-9 * (1 + d2.min(axis=1)))
+    assert est.inertia_ == np.float64(chosen.sum()) or np.isclose(est.inertia_, chosen.sum())
