@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._api import kmeans, kmeans_plusplus
 from .backends import available_backends, get_backend
+from .frames import Frame, iter_frames
 from .seed import (
     KMeansND,
     assign_points_to_centroids,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Frame",
     "KMeans",
     "KMeansND",
     "assign_points_to_centroids",
@@ -34,6 +36,7 @@ __all__ = [
     "generate_clusters",
     "get_backend",
     "initialize_centroids",
+    "iter_frames",
     "kmeans",
     "kmeans_plusplus",
     "recalc_centroids",

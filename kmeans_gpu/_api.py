@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
 from ._init import check_init, initial_centers, kmeans_plusplus_working
-from ._lloyd import EMPTY_CLUSTER_POLICIES, Result, lloyd, run_to_end
+from ._lloyd import EMPTY_CLUSTER_POLICIES, Result, Step, lloyd, run_to_end
 from ._problem import Problem, make_problem
 from ._validation import (
     DimensionMismatchError,
@@ -112,7 +113,38 @@ def prepare(
     return problem, placement, problem.to_working(C)
 
 
-def fit(
+@dataclass(frozen=True)
+class Setup:
+    """Everything validated for one call: the problem and the run parameters."""
+
+    problem: Problem
+    placement: Placement
+    n_clusters: int
+    init: Any
+    runs: int
+    max_iter: int
+    tol: float
+    empty_cluster: str
+    rng: Any
+    verbose: bool
+
+    def start(self) -> tuple[Array, Array, Generator[Step, None, Result]]:
+        """Draw initial centres: ``(centres, centres in working units, the Lloyd run
+        from them)``."""
+        centers = initial_centers(self.problem, self.init, self.n_clusters, self.rng)
+        working = self.problem.to_working(centers)
+        steps = lloyd(
+            self.problem,
+            working,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            empty_cluster=self.empty_cluster,
+            verbose=self.verbose,
+        )
+        return centers, working, steps
+
+
+def setup(
     X: Any,
     n_clusters: Any,
     *,
@@ -126,50 +158,62 @@ def fit(
     empty_cluster: str = "relocate",
     verbose: bool = False,
     working_memory: int | None = None,
-) -> Fitted:
-    """Validate everything, run ``n_init`` Lloyd runs and keep the best."""
+) -> Setup:
+    """Validate every argument and build the problem."""
     init = check_init(init)
     runs = resolve_n_init(n_init, init)
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_tol(tol)
     empty_cluster = check_empty_cluster(empty_cluster)
     problem, placement, _ = prepare(X, sample_weight, backend, working_memory)
-    n_clusters = check_n_clusters(n_clusters, problem.n_samples)
-    rng = check_random_state(random_state)
+    return Setup(
+        problem=problem,
+        placement=placement,
+        n_clusters=check_n_clusters(n_clusters, problem.n_samples),
+        init=init,
+        runs=runs,
+        max_iter=max_iter,
+        tol=tol,
+        empty_cluster=empty_cluster,
+        rng=check_random_state(random_state),
+        verbose=bool(verbose),
+    )
+
+
+def fit(X: Any, n_clusters: Any, **params: Any) -> Fitted:
+    """Run ``n_init`` Lloyd runs (parameters as :func:`setup`) and keep the best."""
+    job = setup(X, n_clusters, **params)
+    problem = job.problem
     best: Result | None = None
-    for run in range(runs):
-        start = initial_centers(problem, init, n_clusters, rng)
-        result = run_to_end(
-            lloyd(
-                problem,
-                start,
-                max_iter=max_iter,
-                tol=tol,
-                empty_cluster=empty_cluster,
-                verbose=bool(verbose),
-            )
-        )
-        if verbose:
+    for run in range(job.runs):
+        result = run_to_end(job.start()[2])
+        if job.verbose:
             logger.info(
                 "init %d/%d: inertia %.6g after %d iterations",
                 run + 1,
-                runs,
+                job.runs,
                 problem.inertia_from_working(result.inertia),
                 result.n_iter,
             )
         if best is None or (
             result.inertia < best.inertia
-            and not _same_clustering(problem, result.labels, best.labels, n_clusters)
+            and not _same_clustering(problem, result.labels, best.labels, job.n_clusters)
         ):
             best = result
     assert best is not None
-    _warn_if_collapsed(problem, best.labels, n_clusters)
+    return finish(job, best)
+
+
+def finish(job: Setup, result: Result) -> Fitted:
+    """A run's result in the caller's units; warns when clusters collapsed."""
+    problem = job.problem
+    _warn_if_collapsed(problem, result.labels, job.n_clusters)
     return Fitted(
-        centers=problem.from_working(best.centers),
-        labels=best.labels,
-        inertia=problem.inertia_from_working(best.inertia),
-        n_iter=best.n_iter,
-        placement=placement,
+        centers=problem.from_working(result.centers),
+        labels=result.labels,
+        inertia=problem.inertia_from_working(result.inertia),
+        n_iter=result.n_iter,
+        placement=job.placement,
     )
 
 
@@ -182,7 +226,7 @@ def _warn_if_collapsed(problem: Problem, labels: Array, n_clusters: int) -> None
             f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
             f"({n_clusters}). Possibly due to duplicate points in X.",
             ConvergenceWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
 

@@ -65,10 +65,8 @@ def kmeans_plusplus_working(
     return xp.take(X, indices, axis=0), indices
 
 
-def random_working(
-    problem: Problem, n_clusters: int, random_state: np.random.RandomState
-) -> Array:
-    """k distinct samples, drawn with probability proportional to their weight."""
+def random_rows(problem: Problem, n_clusters: int, random_state: np.random.RandomState) -> Array:
+    """Indices of k distinct samples, drawn with probability proportional to weight."""
     backend = problem.backend
     p = None
     if problem.weights is not None:
@@ -80,8 +78,7 @@ def random_working(
             )
         p = w / w.sum()
     seeds = random_state.choice(problem.n_samples, size=n_clusters, replace=False, p=p)
-    idx = backend.asarray(seeds, device=backend.device(problem.X))
-    return backend.xp.take(problem.X, idx, axis=0)
+    return backend.asarray(seeds, device=backend.device(problem.X))
 
 
 def check_init(init: Any) -> str | Callable[..., Any] | Any:
@@ -103,8 +100,8 @@ def check_init(init: Any) -> str | Callable[..., Any] | Any:
 
 
 def check_centers(centers: Any, problem: Problem, n_clusters: int, what: str) -> Array:
-    """Validate initial centres of shape (n_clusters, n_features) and move them to the
-    working units of ``problem`` (a new array; the caller's is untouched)."""
+    """Validate initial centres of shape (n_clusters, n_features), as an array of the
+    problem's backend, device and dtype (the caller's array is untouched)."""
     from ._validation import check_array
 
     backend = problem.backend
@@ -120,17 +117,19 @@ def check_centers(centers: Any, problem: Problem, n_clusters: int, what: str) ->
             f"The shape of {what} {tuple(C.shape)} does not match "
             f"(n_clusters, n_features) = ({n_clusters}, {problem.n_features})"
         )
-    return problem.to_working(C)
+    return C
 
 
 def initial_centers(
     problem: Problem, init: Any, n_clusters: int, random_state: np.random.RandomState
 ) -> Array:
-    """Initial centres in working units."""
+    """Initial centres in the caller's units (rows of X for the random methods)."""
+    take = problem.backend.xp.take
     if isinstance(init, str) and init == "k-means++":
-        return kmeans_plusplus_working(problem, n_clusters, random_state)[0]
+        rows = kmeans_plusplus_working(problem, n_clusters, random_state)[1]
+        return take(problem.X_input, rows, axis=0)
     if isinstance(init, str) and init == "random":
-        return random_working(problem, n_clusters, random_state)
+        return take(problem.X_input, random_rows(problem, n_clusters, random_state), axis=0)
     if callable(init):
         centers = init(problem.X_input, n_clusters, random_state=random_state)
         return check_centers(centers, problem, n_clusters, "the centers returned by init")

@@ -92,6 +92,11 @@ def assign(
 
 def inertia(problem: Problem, centers: Array, labels: Array) -> float:
     """Exact ``Σ w ‖x − c_label‖²`` (working units), accumulated in float64."""
+    return float(inertia_on_device(problem, centers, labels))
+
+
+def inertia_on_device(problem: Problem, centers: Array, labels: Array) -> Array:
+    """:func:`inertia` as a 0-d array on the device (no host synchronisation)."""
     backend, w = problem.backend, problem.weights
     xp = backend.xp
     total = None
@@ -101,7 +106,7 @@ def inertia(problem: Problem, centers: Array, labels: Array) -> float:
             d2 = d2 * xp.astype(w[start:stop], d2.dtype)
         part = xp.sum(d2)
         total = part if total is None else total + part
-    return float(total)
+    return total
 
 
 def _averages(stats: Statistics, fallback: Array, xp: Any) -> Array:

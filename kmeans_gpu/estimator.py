@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from sklearn.base import (
@@ -13,10 +14,11 @@ from sklearn.base import (
 from sklearn.utils.validation import check_is_fitted
 
 from . import _lloyd
-from ._api import fit, prepare
+from ._api import fit, prepare, setup
 from ._problem import Problem
 from ._validation import Placement
 from .backends import Array, Backend
+from .frames import Frame, check_display_indices, stream
 
 
 class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
@@ -119,20 +121,7 @@ default="k-means++"
         -------
         self : KMeans
         """
-        fitted = fit(
-            X,
-            self.n_clusters,
-            sample_weight=sample_weight,
-            init=self.init,
-            n_init=self.n_init,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            random_state=self.random_state,
-            backend=self.backend,
-            empty_cluster=self.empty_cluster,
-            verbose=bool(self.verbose),
-            working_memory=self.working_memory,
-        )
+        fitted = fit(X, self.n_clusters, sample_weight=sample_weight, **self._solver_params())
         out = fitted.placement.to_output
         self.cluster_centers_ = out(fitted.centers)
         self.labels_ = out(fitted.labels)
@@ -142,6 +131,49 @@ default="k-means++"
         self.backend_ = fitted.backend.name
         self._n_features_out = int(fitted.centers.shape[0])
         return self
+
+    def _solver_params(self) -> dict[str, Any]:
+        return {
+            "init": self.init,
+            "n_init": self.n_init,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "random_state": self.random_state,
+            "backend": self.backend,
+            "empty_cluster": self.empty_cluster,
+            "verbose": bool(self.verbose),
+            "working_memory": self.working_memory,
+        }
+
+    def iter_frames(
+        self, X: Any, *, sample_weight: Any = None, display_indices: Any = None
+    ) -> Iterator[Frame]:
+        """Run the fit's Lloyd iterations on X and yield a host :class:`Frame` for each.
+
+        The same run as ``fit(X)`` with these parameters (which needs ``n_init`` to
+        resolve to one run): the last frame's centroids, labels and inertia are what
+        ``fit`` would set, and there are ``n_iter_ + 1`` frames. The estimator itself is
+        not changed. See :func:`kmeans_gpu.iter_frames` for ``display_indices`` and what
+        is synchronous.
+
+        Parameters
+        ----------
+        X : array of shape (n_samples, n_features)
+        sample_weight : array of shape (n_samples,), default=None
+        display_indices : array of shape (n_display,), default=None
+            Rows whose labels are copied to the host; None copies all.
+
+        Yields
+        ------
+        Frame
+        """
+        job = setup(X, self.n_clusters, sample_weight=sample_weight, **self._solver_params())
+        if job.runs != 1:
+            raise ValueError(
+                f"iter_frames streams a single run, but n_init={self.n_init!r} with "
+                f"init={self.init!r} means {job.runs} runs: set n_init=1"
+            )
+        return stream(job, check_display_indices(display_indices, job.problem.n_samples))
 
     def _problem(
         self, X: Any, method: str, sample_weight: Any = None

@@ -8,6 +8,7 @@ operations. Each override is tested against the method it replaces.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,13 @@ class Backend:
             return np.asarray(x)
         except (TypeError, ValueError, RuntimeError):
             return np.from_dlpack(x)
+
+    def host_copy(self, x: Array) -> Callable[[], np.ndarray]:
+        """Start copying ``x`` to a new host array; the returned callable finishes the
+        copy and returns the array. Here the copy is synchronous; CuPy overlaps it with
+        the work queued after it."""
+        value = np.array(self.to_numpy(x), copy=True)
+        return lambda: value
 
     def accumulator_dtype(self, dtype: Any) -> Any:
         """The dtype for sums that must not lose precision or overflow."""

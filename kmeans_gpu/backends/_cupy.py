@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ class CupyBackend(Backend):
 
         super().__init__(xp, "cupy")
         self._cupy = cupy
+        self._copy_stream: Any = None
 
     def owns(self, x: object) -> bool:
         return isinstance(x, self._cupy.ndarray)
@@ -28,6 +30,35 @@ class CupyBackend(Backend):
 
     def to_numpy(self, x: Array) -> np.ndarray:
         return self._cupy.asnumpy(x)
+
+    def host_copy(self, x: Array) -> Callable[[], np.ndarray]:
+        """Copy ``x`` into pinned host memory on a separate stream, without blocking.
+
+        The copy waits (on the device) for the work queued so far on the current
+        stream, then runs beside whatever is queued next; the returned callable waits
+        for the copy alone. ``x`` stays referenced until then, so the memory pool cannot
+        hand its memory out while it is read.
+        """
+        import cupyx
+
+        cp = self._cupy
+        if self._copy_stream is None:
+            self._copy_stream = cp.cuda.Stream(non_blocking=True)
+        stream = self._copy_stream
+        x = cp.ascontiguousarray(x)
+        ready = cp.cuda.Event(disable_timing=True)
+        ready.record()
+        stream.wait_event(ready)
+        out = cupyx.empty_pinned(x.shape, dtype=x.dtype)
+        x.get(stream=stream, out=out, blocking=False)
+        done = cp.cuda.Event(disable_timing=True)
+        done.record(stream)
+
+        def finish(source: Array = x) -> np.ndarray:
+            done.synchronize()
+            return out
+
+        return finish
 
     def cluster_sums(
         self, X: Array, labels: Array, weights: Array | None, n_clusters: int

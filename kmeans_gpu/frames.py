@@ -1,0 +1,218 @@
+"""The frame stream: one frozen host snapshot of the centroids and labels per Lloyd
+iteration, for animating a run of any size on any backend.
+
+Frames come from the same Lloyd loop that ``fit`` runs (``fit`` itself makes no host
+copies). Frame ``t`` holds the centroids after ``t`` iterations and the assignment of
+the points to those centroids, so its inertia is the K-means objective at that state
+and never increases from one frame to the next. The stream runs one iteration ahead of
+what it yields: the host copy of a frame is started as soon as its data exist and is
+finished one iteration later, so on CuPy it overlaps that iteration's work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _lloyd
+from ._api import Setup, setup
+from .backends import Array, Backend
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One state of a K-means run; every array is a read-only host NumPy array.
+
+    Attributes
+    ----------
+    iteration : int
+        0 for the initial centroids, then the number of Lloyd iterations done.
+    centroids : ndarray of shape (n_clusters, n_features)
+    labels : ndarray of shape (n_samples,) or (len(indices),), int32
+        Index of the nearest centroid of each point (of each displayed point when
+        ``indices`` is set).
+    inertia : float
+        ``Σ w ‖x − c‖²`` of all points against these centroids.
+    center_shift : float
+        ``Σ ‖Δc‖²`` since the previous frame (0 at iteration 0).
+    converged : bool
+        True on the last frame of a run that converged (False if it hit ``max_iter``).
+    indices : ndarray of shape (n_display,) or None
+        The rows ``labels`` belongs to; None when it covers every row.
+    """
+
+    iteration: int
+    centroids: np.ndarray
+    labels: np.ndarray
+    inertia: float
+    center_shift: float
+    converged: bool = False
+    indices: np.ndarray | None = None
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def check_display_indices(indices: Any, n_samples: int) -> np.ndarray | None:
+    """Validate row indices for display: 1-D integers in ``[0, n_samples)``."""
+    if indices is None:
+        return None
+    host = np.asarray(indices)
+    if host.ndim != 1 or host.dtype.kind not in "iu":
+        raise ValueError(
+            f"display_indices must be a 1-D array of integers, got {host.dtype} of shape "
+            f"{host.shape}"
+        )
+    if host.size and (host.min() < 0 or host.max() >= n_samples):
+        raise ValueError(f"display_indices must lie in [0, {n_samples})")
+    return host.astype(np.int64)
+
+
+def stream(job: Setup, display_indices: np.ndarray | None = None) -> Iterator[Frame]:
+    """Frames of one Lloyd run of ``job`` (see :func:`iter_frames`)."""
+    problem = job.problem
+    backend: Backend = problem.backend
+    xp = backend.xp
+    device = backend.device(problem.X)
+    rows = None if display_indices is None else backend.asarray(display_indices, device=device)
+    indices = None if display_indices is None else _frozen(display_indices.copy())
+
+    def snapshot(
+        iteration: int,
+        centers: Array,
+        labels: Array,
+        shift: float,
+        converged: bool,
+        caller_centers: Array | None = None,
+    ) -> Callable[[], Frame]:
+        """Queue the host copies of one frame; the callable finishes them."""
+        shown = labels if rows is None else xp.take(labels, rows)
+        if caller_centers is None:
+            caller_centers = problem.from_working(centers)
+        centroids = backend.host_copy(caller_centers)
+        label_copy = backend.host_copy(shown)
+        inertia = backend.host_copy(_lloyd.inertia_on_device(problem, centers, labels))
+        unscaled_shift = math.ldexp(shift, -2 * problem.scale_exponent)
+
+        def finish() -> Frame:
+            return Frame(
+                iteration=iteration,
+                centroids=_frozen(centroids()),
+                labels=_frozen(label_copy()),
+                inertia=problem.inertia_from_working(float(inertia())),
+                center_shift=unscaled_shift,
+                converged=converged,
+                indices=indices,
+            )
+
+        return finish
+
+    initial, centers, steps = job.start()
+    shift = 0.0
+    pending: Callable[[], Frame] | None = None
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            result: _lloyd.Result = stop.value
+            break
+        # step.labels assign the points to `centers`, the state of the previous frame
+        ready = snapshot(
+            step.iteration - 1,
+            centers,
+            step.labels,
+            shift,
+            False,
+            initial if step.iteration == 1 else None,
+        )
+        if pending is not None:
+            yield pending()
+        pending = ready
+        centers, shift = step.centers, step.center_shift
+    last = snapshot(result.n_iter, result.centers, result.labels, shift, result.converged)
+    if pending is not None:
+        yield pending()
+    yield last()
+
+
+def iter_frames(
+    X: Any,
+    init: Any = "k-means++",
+    *,
+    n_clusters: int | None = None,
+    max_iter: int = 300,
+    tol: float = 0.0,
+    sample_weight: Any = None,
+    empty_cluster: str = "keep",
+    backend: str | Backend = "auto",
+    display_indices: Any = None,
+    random_state: Any = None,
+    working_memory: int | None = None,
+) -> Iterator[Frame]:
+    """Run Lloyd's K-means on X and yield a :class:`Frame` per iteration.
+
+    Parameters
+    ----------
+    X : array of shape (n_samples, n_features)
+    init : array of shape (n_clusters, n_features), "k-means++", "random" or callable, \
+default="k-means++"
+        Initial centroids, or how to draw them (then ``n_clusters`` is required).
+    n_clusters : int, default=None
+        Number of clusters; taken from ``init`` when it is an array.
+    max_iter : int, default=300
+    tol : float, default=0.0
+        0 runs until the labels (or centroids) stop changing, as the seed does.
+    sample_weight : array of shape (n_samples,), default=None
+    empty_cluster : {"keep", "relocate"}, default="keep"
+        "keep" leaves an empty cluster's centroid in place (the seed's behaviour).
+    backend : {"auto", "numpy", "cupy"} or Backend, default="auto"
+    display_indices : array of shape (n_display,), default=None
+        Rows whose labels each frame copies to the host (say, the sample a plot draws);
+        None copies every label. The solver always uses every row.
+    random_state : int, RandomState, Generator or None, default=None
+    working_memory : int, default=None
+
+    Yields
+    ------
+    Frame
+        ``iteration`` 0 is the initial centroids with their assignment; the last frame
+        is the converged (or ``max_iter``) state and equals what ``fit`` returns for the
+        same inputs. There are ``n_iter + 1`` frames.
+
+    Notes
+    -----
+    What is synchronous: each iteration reads back one small vector (to test
+    convergence), as ``fit`` does. The frame's host copies (centroids, the displayed
+    labels, the inertia) are queued behind the iteration that produced them and, on
+    CuPy, run on a separate stream into pinned memory while the next iteration
+    computes; a frame is handed out once its copy is complete. On NumPy and other
+    backends the copies are plain synchronous copies.
+    """
+    if n_clusters is None:
+        shape = getattr(init, "shape", None) or np.shape(init)
+        if isinstance(init, str) or callable(init) or len(shape) != 2:
+            raise ValueError(
+                "n_clusters is required when init is not an array of initial centroids"
+            )
+        n_clusters = int(shape[0])
+    job = setup(
+        X,
+        n_clusters,
+        sample_weight=sample_weight,
+        init=init,
+        n_init=1,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=random_state,
+        backend=backend,
+        empty_cluster=empty_cluster,
+        working_memory=working_memory,
+    )
+    indices = check_display_indices(display_indices, job.problem.n_samples)
+    return stream(job, indices)

@@ -1,0 +1,121 @@
+"""The frame stream against fit(): same run, host snapshots, on every backend."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import kmeans_gpu as kg
+from kmeans_gpu import Frame, KMeans, iter_frames
+
+
+@pytest.fixture
+def scene():
+    points = kg.generate_clusters(8, 50, 0.02, random_state=3)
+    return points, kg.initialize_centroids(8, points, random_state=4)
+
+
+def test_frames_follow_fit(backend, scene):
+    points, init = scene
+    X, C = backend.asarray(points), backend.asarray(init)
+    frames = list(iter_frames(X, C))
+    centers, labels, inertia, n_iter = kg.kmeans(X, 8, init=C, tol=0.0, empty_cluster="keep")
+    assert len(frames) == n_iter + 1
+    assert [f.iteration for f in frames] == list(range(n_iter + 1))
+    for f in frames:
+        assert isinstance(f, Frame)
+        assert isinstance(f.centroids, np.ndarray) and isinstance(f.labels, np.ndarray)
+        assert not f.centroids.flags.writeable and not f.labels.flags.writeable
+    first, last = frames[0], frames[-1]
+    np.testing.assert_array_equal(first.centroids, init)
+    np.testing.assert_array_equal(first.labels, kg.assign_points_to_centroids(init, points))
+    assert first.center_shift == 0.0
+    np.testing.assert_array_equal(last.centroids, backend.to_numpy(centers))
+    np.testing.assert_array_equal(last.labels, backend.to_numpy(labels))
+    assert last.inertia == inertia and last.converged
+    inertias = [f.inertia for f in frames]
+    assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(inertias))
+    assert all(f.center_shift > 0 for f in frames[1:-1])
+
+
+def test_estimator_frames_equal_its_fit(backend, rng):
+    X = backend.asarray(rng.normal(size=(500, 3)))
+    est = KMeans(6, random_state=2, tol=1e-3)  # k-means++, relocation, tolerance stop
+    frames = list(est.iter_frames(X))
+    assert not hasattr(est, "labels_")
+    est.fit(X)
+    assert len(frames) == est.n_iter_ + 1
+    np.testing.assert_array_equal(frames[-1].labels, backend.to_numpy(est.labels_))
+    np.testing.assert_array_equal(frames[-1].centroids, backend.to_numpy(est.cluster_centers_))
+    assert frames[-1].inertia == est.inertia_
+
+
+def test_max_iter_stops_unconverged(scene):
+    points, init = scene
+    frames = list(iter_frames(points, init, max_iter=2))
+    assert len(frames) == 3 and not frames[-1].converged
+
+
+def test_display_indices_copy_only_a_sample(backend, scene):
+    points, init = scene
+    idx = np.array([5, 0, 399, 17])
+    X = backend.asarray(points)
+    full = list(iter_frames(X, backend.asarray(init)))
+    some = list(iter_frames(X, backend.asarray(init), display_indices=idx))
+    assert len(full) == len(some)
+    for a, b in zip(full, some, strict=True):
+        np.testing.assert_array_equal(b.labels, a.labels[idx])
+        np.testing.assert_array_equal(b.indices, idx)
+        assert a.inertia == b.inertia
+    with pytest.raises(ValueError, match="display_indices must lie in"):
+        list(iter_frames(X, backend.asarray(init), display_indices=[400]))
+
+
+def test_frames_need_n_clusters_or_centroids(scene):
+    points, _ = scene
+    with pytest.raises(ValueError, match="n_clusters is required"):
+        iter_frames(points, "k-means++")
+    frames = list(iter_frames(points, "k-means++", n_clusters=3, random_state=0))
+    assert frames[0].centroids.shape == (3, 2)
+    with pytest.raises(ValueError, match="set n_init=1"):
+        KMeans(3, init="random").iter_frames(points)
+
+
+def test_fit_makes_no_host_copies(monkeypatch, rng):
+    from kmeans_gpu.backends import Backend
+
+    def forbidden(self, x):
+        raise AssertionError("fit must not copy frames to the host")
+
+    monkeypatch.setattr(Backend, "host_copy", forbidden)
+    KMeans(4, random_state=0).fit(rng.normal(size=(100, 2)))
+    with pytest.raises(AssertionError, match="must not copy"):
+        list(KMeans(4, random_state=0).iter_frames(rng.normal(size=(100, 2))))
+
+
+def test_frames_are_a_generator_of_fresh_snapshots(scene):
+    points, init = scene
+    frames = iter_frames(points, init)
+    first = next(frames)
+    second = next(frames)
+    assert first.labels is not second.labels
+    assert first.iteration == 0 and second.iteration == 1
+
+
+@pytest.mark.gpu
+def test_cupy_async_host_copy_matches_plain_copy(rng):
+    """The pinned, side-stream copy gives what a plain device-to-host copy gives."""
+    from kmeans_gpu.backends import _cupy_has_device, get_backend
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy as cp
+
+    backend = get_backend("cupy")
+    x = cp.asarray(rng.normal(size=(100_000, 3)))
+    view = x[::2, 1]  # not contiguous
+    finish = backend.host_copy(view)
+    x += 1.0  # queued after the copy on the current stream: must not be seen
+    np.testing.assert_array_equal(finish(), cp.asnumpy(view) - 1.0)
