@@ -1,0 +1,35 @@
+"""Animate K-means runs with matplotlib, and export them to mp4 or GIF.
+
+Consumes :class:`kmeans_gpu.Frame` streams; imports matplotlib, never CuPy.
+"""
+
+from __future__ import annotations
+
+from ._export import (
+    WRITERS,
+    Saved,
+    WriterUnavailableError,
+    check_target,
+    default_filename,
+    find_ffmpeg,
+    save,
+)
+from ._interactive import InteractiveSession, run_menu
+from ._render import ClusterAnimation, Renderer, animate, cluster_colors, set_axis_limits
+
+__all__ = [
+    "WRITERS",
+    "ClusterAnimation",
+    "InteractiveSession",
+    "Renderer",
+    "Saved",
+    "WriterUnavailableError",
+    "animate",
+    "check_target",
+    "cluster_colors",
+    "default_filename",
+    "find_ffmpeg",
+    "run_menu",
+    "save",
+    "set_axis_limits",
+]

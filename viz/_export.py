@@ -1,0 +1,248 @@
+"""Export to mp4 (H.264 through ffmpeg) and GIF (Pillow).
+
+Writers are found through a small registry keyed by file suffix, each with an
+availability check that runs before anything is rendered. The file is written beside
+its target under a temporary name and renamed when complete, so an error or Ctrl-C
+leaves neither a half-written file nor the temporary one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ._render import ClusterAnimation, FrameSource, animate, check_frames
+
+logger = logging.getLogger("viz")
+
+FFMPEG_ENV = "KMEANS_GPU_FFMPEG"
+FFMPEG_HELP = (
+    "no ffmpeg found to write .mp4: pip install 'kmeans-gpu[viz]' (imageio-ffmpeg ships "
+    f"one), install ffmpeg with your package manager, or set {FFMPEG_ENV}=/path/to/ffmpeg; "
+    "or save a .gif instead"
+)
+
+
+class WriterUnavailableError(RuntimeError):
+    """No program or library to write this format here; the message says how to get one."""
+
+
+def _executable(path: str) -> str | None:
+    found = shutil.which(path)
+    return found if found and os.access(found, os.X_OK) else None
+
+
+def find_ffmpeg(explicit: str | os.PathLike[str] | None = None) -> str:
+    """The ffmpeg to use: the ``explicit`` argument, then ``$KMEANS_GPU_FFMPEG``, then
+    matplotlib's ``animation.ffmpeg_path``, then ``ffmpeg`` on ``PATH``, then the binary
+    ``imageio-ffmpeg`` ships.
+
+    Raises
+    ------
+    WriterUnavailableError
+        When a path given explicitly or in the environment is not an executable, or
+        when none of the places has one.
+    """
+    for origin, value in (("ffmpeg argument", explicit), (FFMPEG_ENV, os.environ.get(FFMPEG_ENV))):
+        if value:
+            found = _executable(os.fspath(value))
+            if found is None:
+                raise WriterUnavailableError(f"{origin} {os.fspath(value)!r} is not an executable")
+            return found
+    import matplotlib as mpl
+
+    configured = mpl.rcParams["animation.ffmpeg_path"]
+    for candidate in (configured, "ffmpeg"):
+        found = _executable(candidate)
+        if found:
+            return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        raise WriterUnavailableError(FFMPEG_HELP) from None
+
+
+@dataclass(frozen=True)
+class WriterSpec:
+    """How to write one format: availability first, then a matplotlib writer."""
+
+    name: str
+    check: Callable[[Any], dict[str, Any]]
+    make: Callable[[int, dict[str, Any]], Any]
+
+
+def _mp4_check(ffmpeg: Any) -> dict[str, Any]:
+    return {"animation.ffmpeg_path": find_ffmpeg(ffmpeg)}
+
+
+def _mp4_writer(fps: int, rc: dict[str, Any]) -> Any:
+    from matplotlib.animation import FFMpegWriter
+
+    return FFMpegWriter(fps=fps, codec="h264", extra_args=["-pix_fmt", "yuv420p"])
+
+
+def _gif_check(ffmpeg: Any) -> dict[str, Any]:
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        raise WriterUnavailableError(
+            "Pillow is needed to write .gif: pip install 'kmeans-gpu[viz]'"
+        ) from None
+    return {}
+
+
+def _gif_writer(fps: int, rc: dict[str, Any]) -> Any:
+    from matplotlib.animation import PillowWriter
+
+    return PillowWriter(fps=fps)
+
+
+WRITERS: dict[str, WriterSpec] = {
+    ".mp4": WriterSpec("H.264 mp4 (ffmpeg)", _mp4_check, _mp4_writer),
+    ".gif": WriterSpec("GIF (Pillow)", _gif_check, _gif_writer),
+}
+
+
+def default_filename(now: datetime | None = None) -> str:
+    """The seed's timestamped name, zero-padded: ``YYYYMMDDHHMMSS_KMeans2D.mp4``."""
+    return f"{(now or datetime.now()):%Y%m%d%H%M%S}_KMeans2D.mp4"
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """A temporary path beside ``target`` (same suffix) that becomes ``target`` only when
+    the block completes; on any error or interrupt it is removed."""
+    fd, name = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.stem}.", suffix=f".partial{target.suffix}"
+    )
+    os.close(fd)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What :func:`save` wrote."""
+
+    path: Path
+    n_frames: int
+
+
+def _progress_bar(total: int, enabled: bool | None) -> Any:
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return contextlib.nullcontext(None)
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return contextlib.nullcontext(None)
+    return tqdm(total=total, unit="frame", desc="rendering", leave=False)
+
+
+def check_target(
+    path: str | os.PathLike[str] | None, ffmpeg: str | os.PathLike[str] | None = None
+) -> tuple[Path, WriterSpec, dict[str, Any]]:
+    """Check, before anything is computed or rendered, that ``path`` can be written:
+    a known suffix, an existing directory, and the format's writer installed.
+
+    Returns the path (the default name when None), the writer and its settings.
+    """
+    target = Path(path if path else default_filename())
+    spec = WRITERS.get(target.suffix.lower())
+    if spec is None:
+        raise ValueError(
+            f"cannot tell the format of {os.fspath(target)!r}: use a name ending in "
+            f"{' or '.join(WRITERS)}"
+        )
+    if not target.parent.is_dir():
+        raise ValueError(f"directory {os.fspath(target.parent)!r} does not exist")
+    return target, spec, spec.check(ffmpeg)
+
+
+def save(
+    animation: ClusterAnimation | FrameSource,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    fps: int = 1,
+    dpi: int = 100,
+    progress: bool | None = None,
+    ffmpeg: str | os.PathLike[str] | None = None,
+    points: Any = None,
+    **animate_options: Any,
+) -> Saved:
+    """Write an animation to ``.mp4`` (H.264 through ffmpeg) or ``.gif`` (Pillow).
+
+    Parameters
+    ----------
+    animation : ClusterAnimation, or frames (a list or a generator function)
+        What :func:`viz.animate` returned, or the frames themselves (then ``points`` is
+        required). A generator function is run once to a list.
+    path : path, default=None
+        The format follows the suffix; None is ``YYYYMMDDHHMMSS_KMeans2D.mp4`` in the
+        current directory.
+    fps : int, default=1
+    dpi : int, default=100
+    progress : bool, default=None
+        A progress bar (tqdm) while frames render; None shows it on a terminal only.
+    ffmpeg : path, default=None
+        The ffmpeg to use (see :func:`find_ffmpeg` for where else it is looked for).
+    points, **animate_options
+        Passed to :func:`viz.animate` when ``animation`` is frames.
+
+    Returns
+    -------
+    Saved
+        The path written and the number of frames in it.
+
+    Raises
+    ------
+    ValueError
+        For an unknown suffix or a missing directory, before anything is rendered.
+    WriterUnavailableError
+        When the format's writer is missing, before anything is rendered.
+    """
+    target, spec, rc = check_target(path, ffmpeg)
+    if isinstance(animation, ClusterAnimation):
+        source, points = animation.frames_source, animation.scene
+        animate_options = {**animation.options, **animate_options}
+    else:
+        source = check_frames(animation)
+        if points is None:
+            raise ValueError("points are needed to render frames")
+    frames = list(source()) if callable(source) else list(source)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    try:
+        rendered = animate(frames, points, ax=ax, repeat=False, blit=False, **animate_options)
+        writer = spec.make(fps, rc)
+        with _progress_bar(len(frames), progress) as bar, atomic_path(target) as temporary:
+            import matplotlib as mpl
+
+            with mpl.rc_context(rc):
+                rendered.save(
+                    temporary,
+                    writer=writer,
+                    dpi=dpi,
+                    progress_callback=None if bar is None else (lambda i, n: bar.update(1)),
+                )
+    finally:
+        plt.close(fig)
+    logger.info("wrote %d frames to %s", len(frames), target)
+    return Saved(target, len(frames))

@@ -1,0 +1,275 @@
+"""The renderer: artists made once, updated in place from :class:`kmeans_gpu.Frame`."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.animation import FuncAnimation
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.colors import hsv_to_rgb
+
+from kmeans_gpu import Frame
+from kmeans_gpu.display import Projection, Scene
+
+FrameSource = Sequence[Frame] | Callable[[], Iterator[Frame]]
+
+
+def cluster_colors(n_clusters: int) -> list[tuple[float, float, float]]:
+    """The seed's colours: ``hsv_to_rgb(k / K, 0.8, 0.8)`` for cluster k."""
+    return [tuple(hsv_to_rgb((k / n_clusters, 0.8, 0.8))) for k in range(n_clusters)]
+
+
+def set_axis_limits(ax: Axes, points: np.ndarray, pad: float = 0.05) -> None:
+    """Limits from the data's span with 5 % padding each side, as the seed's
+    ``setAxisLimits``."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    ax.set_xlim(low[0] - pad * span[0], high[0] + pad * span[0])
+    ax.set_ylim(low[1] - pad * span[1], high[1] + pad * span[1])
+
+
+class Renderer:
+    """Draws frames of a K-means run in the seed's style.
+
+    One ``Line2D`` of 'x' markers per cluster, one 'o' centroid with a black edge per
+    cluster above them, and the ``i = N`` text inside the axes; every artist is created
+    here and only its data change per frame, so blitting works.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    points : ndarray of shape (n_display, 2)
+        The displayed points, already projected (see :class:`kmeans_gpu.display.Scene`).
+    n_clusters : int
+    projection : Projection, default=None
+        Maps centroids into the plot; None takes their first two coordinates.
+    trails : bool, default=False
+        Draw the path of each centroid so far.
+    inertia_inset : bool, default=False
+        An inset plotting inertia per iteration; needs ``n_frames`` and
+        ``inertia_range`` to fix its limits.
+    """
+
+    def __init__(
+        self,
+        ax: Axes,
+        points: np.ndarray,
+        n_clusters: int,
+        *,
+        projection: Projection | None = None,
+        trails: bool = False,
+        inertia_inset: bool = False,
+        n_frames: int | None = None,
+        inertia_range: tuple[float, float] | None = None,
+    ) -> None:
+        self.ax = ax
+        self.points = np.asarray(points, dtype=np.float64)
+        if self.points.ndim != 2 or self.points.shape[1] != 2:
+            raise ValueError(f"points must have shape (n, 2), got {self.points.shape}")
+        self.n_clusters = int(n_clusters)
+        self.projection = projection
+        colors = cluster_colors(self.n_clusters)
+        self.cluster_lines = [ax.plot([], [], ls="None", marker="x", color=c)[0] for c in colors]
+        self.trail_lines = (
+            [ax.plot([], [], ls="-", lw=1.0, alpha=0.6, color=c, zorder=2.5)[0] for c in colors]
+            if trails
+            else []
+        )
+        self.centroid_lines = [
+            ax.plot([], [], ls="None", marker="o", markeredgecolor="k", color=c, zorder=3)[0]
+            for c in colors
+        ]
+        self.text = ax.text(0.01, 0.01, "", transform=ax.transAxes, zorder=4)
+        self._trail: list[np.ndarray] = []
+        self._inertia: list[tuple[int, float]] = []
+        self.inertia_line = None
+        if inertia_inset:
+            if n_frames is None or inertia_range is None:
+                raise ValueError("inertia_inset needs the frames as a list (to fix its limits)")
+            inset = ax.inset_axes((0.66, 0.7, 0.32, 0.27))
+            inset.set_xlim(0, max(1, n_frames - 1))
+            low, high = inertia_range
+            inset.set_ylim(low - 0.05 * (high - low + 1e-300), high + 0.05 * (high - low + 1e-300))
+            inset.set_title("inertia", fontsize="small")
+            inset.tick_params(labelsize="x-small")
+            self.inertia_line = inset.plot([], [], color="k", lw=1.0)[0]
+        set_axis_limits(ax, self.points)
+        if projection is not None and projection.is_pca:
+            ax.set_xlabel(projection.axis_labels[0])
+            ax.set_ylabel(projection.axis_labels[1])
+            ax.set_title("K-means, shown in its 2-D PCA projection")
+
+    @property
+    def artists(self) -> list[Artist]:
+        extra = [] if self.inertia_line is None else [self.inertia_line]
+        return [*self.cluster_lines, *self.trail_lines, *self.centroid_lines, self.text, *extra]
+
+    def clear(self) -> list[Artist]:
+        """Empty every artist (the ``init_func`` of an animation)."""
+        for line in self.cluster_lines + self.trail_lines + self.centroid_lines:
+            line.set_data([], [])
+        if self.inertia_line is not None:
+            self.inertia_line.set_data([], [])
+        self.text.set_text("")
+        self._trail, self._inertia = [], []
+        return self.artists
+
+    def centroid_positions(self, frame: Frame) -> np.ndarray:
+        centroids = np.asarray(frame.centroids, dtype=np.float64)
+        if self.projection is not None:
+            return self.projection(centroids)
+        return centroids[:, :2]
+
+    def draw(self, frame: Frame) -> list[Artist]:
+        """Show one frame; returns the artists that changed."""
+        labels = np.asarray(frame.labels)
+        if labels.shape != (self.points.shape[0],):
+            raise ValueError(
+                f"frame {frame.iteration} has {labels.shape[0]} labels for "
+                f"{self.points.shape[0]} displayed points"
+            )
+        order = np.argsort(labels, kind="stable")
+        bounds = np.searchsorted(labels[order], np.arange(self.n_clusters + 1))
+        for k, line in enumerate(self.cluster_lines):
+            members = self.points[order[bounds[k] : bounds[k + 1]]]
+            line.set_data(members[:, 0], members[:, 1])
+        centroids = self.centroid_positions(frame)
+        for k, line in enumerate(self.centroid_lines):
+            line.set_data([centroids[k, 0]], [centroids[k, 1]])
+        if frame.iteration == 0:
+            self._trail, self._inertia = [], []
+        if self.trail_lines:
+            self._trail.append(centroids)
+            path = np.stack(self._trail)
+            for k, line in enumerate(self.trail_lines):
+                line.set_data(path[:, k, 0], path[:, k, 1])
+        if self.inertia_line is not None:
+            self._inertia.append((frame.iteration, frame.inertia))
+            its, values = zip(*self._inertia, strict=True)
+            self.inertia_line.set_data(its, values)
+        self.text.set_text(f"i = {frame.iteration:d}")
+        return self.artists
+
+
+class ClusterAnimation(FuncAnimation):
+    """A ``FuncAnimation`` of K-means frames that remembers how it was made, so
+    :func:`viz.save` can render it again, headless, at any frame rate."""
+
+    frames_source: FrameSource
+    scene: Scene
+    options: dict[str, Any]
+    renderer: Renderer
+
+
+def check_frames(frames: Any) -> FrameSource:
+    """A list (or tuple) of frames or a generator function; never a generator."""
+    if inspect.isgenerator(frames) or isinstance(frames, Iterator):
+        raise TypeError(
+            "frames must be a list of frames or a generator function, not a generator "
+            "object: matplotlib replays an animation's frames, and a consumed generator "
+            "silently drops or breaks them (pass `list(frames)` or the function itself)"
+        )
+    if callable(frames) or isinstance(frames, Sequence):
+        return frames
+    raise TypeError(f"frames must be a list of Frame or a generator function, got {frames!r}")
+
+
+def as_scene(points: Any) -> Scene:
+    """A :class:`Scene` from a Scene, or from host points (projected when d > 2)."""
+    if isinstance(points, Scene):
+        return points
+    from kmeans_gpu.display import pca_2d
+
+    host = np.asarray(points, dtype=np.float64)
+    if host.ndim != 2:
+        raise ValueError(f"points must be 2-D (n_points, n_features), got shape {host.shape}")
+    projection = pca_2d(host, backend="numpy")
+    return Scene(projection(host), None, projection)
+
+
+def animate(
+    frames: FrameSource,
+    points: Any,
+    *,
+    interval: int = 500,
+    repeat: bool = True,
+    blit: bool = True,
+    trails: bool = False,
+    inertia_inset: bool = False,
+    fig: Any = None,
+    ax: Axes | None = None,
+) -> ClusterAnimation:
+    """Animate a K-means run.
+
+    Parameters
+    ----------
+    frames : list of Frame, or a generator function returning an iterator of Frame
+        A generator function is called again each time the animation restarts.
+    points : Scene or array of shape (n_display, n_features)
+        The points drawn (the sample the frames' labels refer to). More than two
+        features are shown through a PCA projection.
+    interval : int, default=500
+        Milliseconds between frames.
+    repeat : bool, default=True
+    blit : bool, default=True
+    trails : bool, default=False
+        Draw each centroid's path.
+    inertia_inset : bool, default=False
+        Inset of inertia per iteration (frames must be a list).
+    fig, ax : matplotlib Figure and Axes, default=None
+        Where to draw; a new figure by default.
+
+    Returns
+    -------
+    ClusterAnimation
+        A ``matplotlib.animation.FuncAnimation``; keep a reference to it while it plays.
+    """
+    import matplotlib.pyplot as plt
+
+    source = check_frames(frames)
+    scene = as_scene(points)
+    if ax is None:
+        if fig is None:
+            fig, ax = plt.subplots()
+        else:
+            ax = fig.subplots()
+    fig = ax.figure
+    if callable(source):
+        first = next(iter(source()))
+        n_frames = inertia_range = None
+    else:
+        if not source:
+            raise ValueError("frames is empty")
+        first = source[0]
+        n_frames = len(source)
+        values = [f.inertia for f in source]
+        inertia_range = (min(values), max(values))
+    renderer = Renderer(
+        ax,
+        scene.points,
+        int(first.centroids.shape[0]),
+        projection=scene.projection,
+        trails=trails,
+        inertia_inset=inertia_inset,
+        n_frames=n_frames,
+        inertia_range=inertia_range,
+    )
+    anim = ClusterAnimation(
+        fig,
+        renderer.draw,
+        frames=source,
+        init_func=renderer.clear,
+        interval=interval,
+        repeat=repeat,
+        blit=blit,
+        cache_frame_data=False,
+    )
+    anim.frames_source = source
+    anim.scene = scene
+    anim.renderer = renderer
+    anim.options = {"interval": interval, "trails": trails, "inertia_inset": inertia_inset}
+    return anim
