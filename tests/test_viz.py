@@ -116,6 +116,9 @@ def test_export_writes_every_frame(run, tmp_path, suffix):
 
         assert Image.open(target).n_frames == len(frames)
     assert _files(tmp_path) == [target.name]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
     again = viz.save(lambda: kg.iter_frames(points, init), tmp_path / "b.gif", points=points)
     assert again.n_frames == len(frames)
 

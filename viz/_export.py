@@ -130,6 +130,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
