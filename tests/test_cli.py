@@ -36,32 +36,9 @@ def test_demo_clusters_the_seed_scene():
 
 
 def test_demo_is_reproducible_and_takes_options():
-    a = run(
-        "demo",
-        "--seed",
-        "5",
-        "--k",
-        "4",
-        "--clusters",
-        "3",
-        "--points-per-cluster",
-        "20",
-        "--init",
-        "k-means++",
-    )
-    b = run(
-        "demo",
-        "--seed",
-        "5",
-        "--k",
-        "4",
-        "--clusters",
-        "3",
-        "--points-per-cluster",
-        "20",
-        "--init",
-        "k-means++",
-    )
+    args = ("demo", "--seed", "5", "--k", "4", "--clusters", "3")
+    args += ("--points-per-cluster", "20", "--init", "k-means++")
+    a, b = run(*args), run(*args)
     assert a.returncode == 0, a.stderr
     strip = lambda text: re.sub(r"time: .*\n", "", text)  # noqa: E731
     assert strip(a.stdout) == strip(b.stdout)
