@@ -19,7 +19,9 @@ changed, centre shift, empty clusters); an iteration that relocates reads one mo
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -74,20 +76,27 @@ def assign(
     problem: Problem, centers: Array, labels: Array, *, statistics: bool = True
 ) -> Statistics | None:
     """Write the nearest centre of every row into ``labels``, chunk by chunk, and return
-    the reduced statistics (None when ``statistics`` is false)."""
+    the reduced statistics (None when ``statistics`` is false).
+
+    The backend decides how the chunks run (one after another, or on several threads);
+    each chunk writes its own slice of ``labels`` and returns its partial statistics.
+    """
     backend, X, w = problem.backend, problem.X, problem.weights
     xp = backend.xp
     k = int(centers.shape[0])
     centers_sq = xp.sum(centers * centers, axis=1)
-    total = None
-    for start, stop in problem.chunks(k):
-        chunk_labels = backend.assign(X[start:stop, ...], centers, centers_sq)
+
+    def chunk(start: int, stop: int) -> Statistics | None:
+        rows = X[start:stop, ...]
+        chunk_labels = backend.assign(rows, centers, centers_sq)
         labels[start:stop] = chunk_labels
-        if statistics:
-            wc = None if w is None else w[start:stop]
-            part = Statistics(*backend.cluster_sums(X[start:stop, ...], chunk_labels, wc, k))
-            total = part if total is None else total + part
-    return total
+        if not statistics:
+            return None
+        wc = None if w is None else w[start:stop]
+        return Statistics(*backend.cluster_sums(rows, chunk_labels, wc, k))
+
+    parts = backend.map_chunks(chunk, problem.chunks(k))
+    return functools.reduce(operator.add, parts) if statistics else None
 
 
 def inertia(problem: Problem, centers: Array, labels: Array) -> float:

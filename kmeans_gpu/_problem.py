@@ -5,7 +5,6 @@ overflow nor underflow."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,13 +59,15 @@ class Problem:
         except OverflowError:
             return math.inf
 
-    def chunks(self, n_clusters: int) -> Iterator[tuple[int, int]]:
-        """Row ranges whose ``rows × n_clusters`` blocks fit the working memory."""
+    def chunks(self, n_clusters: int) -> list[tuple[int, int]]:
+        """Row ranges whose ``rows × n_clusters`` blocks fit the working memory (and
+        that the backend can share among its threads)."""
         itemsize = 8 if self.X.dtype == self.backend.xp.float64 else 4
         rows = max(1, self.working_memory // (2 * itemsize * (n_clusters + self.n_features)))
-        rows = min(rows, self.n_samples)
-        for start in range(0, self.n_samples, rows):
-            yield start, min(start + rows, self.n_samples)
+        rows = self.backend.chunk_rows(self.n_samples, rows)
+        return [
+            (start, min(start + rows, self.n_samples)) for start in range(0, self.n_samples, rows)
+        ]
 
 
 def _rescale(x: Array, exponent: int) -> Array:
@@ -75,6 +76,11 @@ def _rescale(x: Array, exponent: int) -> Array:
         return x
     half = exponent // 2
     return (x * 2.0**half) * 2.0 ** (exponent - half)
+
+
+def _max_abs(xp: Any, x: Array) -> float:
+    """``max |x|`` in two reductions, without an ``abs(x)`` temporary."""
+    return max(float(xp.max(x)), -float(xp.min(x)))
 
 
 def _scale_exponent(max_abs: float, finfo: Any) -> int:
@@ -105,12 +111,19 @@ def make_problem(
     finfo = xp.finfo(X.dtype)
     mean = xp.mean(X, axis=0) if center is None else center
     if not bool(xp.all(xp.isfinite(mean))):  # the sum overflowed: average scaled data
-        pre = _scale_exponent(float(xp.max(xp.abs(X))), finfo)
+        pre = _scale_exponent(_max_abs(xp, X), finfo)
         mean = _rescale(xp.mean(_rescale(X, pre), axis=0), -pre)
     centred = X - mean
-    exponent = _scale_exponent(float(xp.max(xp.abs(centred))), finfo)
+    exponent = _scale_exponent(_max_abs(xp, centred), finfo)
     centred = _rescale(centred, exponent)
-    variance = float(xp.mean(xp.var(centred, axis=0)))
+    # mean(var(X, axis=0)) as E[x²] − E[x]² per feature, without an n × d temporary
+    n, d = int(X.shape[0]), int(X.shape[1])
+    flat = xp.reshape(centred, (n * d,))
+    column_means = xp.mean(centred, axis=0)
+    variance = (
+        float(xp.vecdot(flat, flat)) / (n * d) - float(xp.vecdot(column_means, column_means)) / d
+    )
+    variance = max(variance, 0.0)
     return Problem(
         backend=backend,
         X_input=X,

@@ -166,7 +166,9 @@ def check_array(
     if dtype is not None and X.dtype != dtype:
         X = placement.compute.xp.astype(X, dtype)
     cxp = placement.compute.xp
-    if not bool(cxp.all(cxp.isfinite(X))):
+    # a finite sum means finite values (one reduction, no temporary); an infinite one
+    # may be overflow, so then look at every value
+    if not bool(cxp.isfinite(cxp.sum(X))) and not bool(cxp.all(cxp.isfinite(X))):
         raise ValueError(f"Input {name} contains NaN or infinity")
     return X, placement
 

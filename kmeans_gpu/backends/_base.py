@@ -8,12 +8,13 @@ operations. Each override is tested against the method it replaces.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 Array = Any
+T = TypeVar("T")
 
 
 class Backend:
@@ -68,6 +69,17 @@ class Backend:
     def accumulator_dtype(self, dtype: Any) -> Any:
         """The dtype for sums that must not lose precision or overflow."""
         return getattr(self.xp, "float64", dtype)
+
+    # -- how chunks of rows run --------------------------------------------------------
+    def chunk_rows(self, n_samples: int, rows: int) -> int:
+        """Rows per chunk, given ``rows`` that fit the working memory."""
+        return max(1, min(rows, n_samples))
+
+    def map_chunks(
+        self, work: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]
+    ) -> list[T]:
+        """``work(start, stop)`` for every row range, in order; one after another here."""
+        return [work(start, stop) for start, stop in ranges]
 
     # -- the Lloyd step ---------------------------------------------------------------
     def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:

@@ -1,10 +1,51 @@
-"""NumPy: the generic backend with a few faster single operations."""
+"""NumPy: the generic backend with faster single operations and chunks run on threads.
+
+Chunks of rows run on a thread pool (NumPy and BLAS release the GIL), with BLAS held to
+one thread inside the workers so the cores are not oversubscribed; the pool is no larger
+than the cores this process may use, ``OMP_NUM_THREADS`` and the BLAS limit in force
+(``threadpoolctl``). Inside a chunk, distances are computed in blocks that stay in the
+core's cache; for a handful of clusters the nearest centre is found by a running minimum
+over clusters rather than ``argmin`` along short rows.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 import numpy as np
 
-from ._base import Array, Backend
+from ._base import Array, Backend, T
+
+#: Bytes of one block of distances: small enough to stay in a core's cache.
+BLOCK_BYTES = 1 << 20
+#: Up to this many clusters, the nearest centre is a running minimum over clusters.
+FEW_CLUSTERS = 32
+#: Chunks smaller than this are not worth a thread.
+MIN_CHUNK_ROWS = 2048
+
+
+def effective_threads() -> int:
+    """Threads the user allows: usable cores, ``OMP_NUM_THREADS``, the BLAS limit."""
+    if hasattr(os, "sched_getaffinity"):
+        n = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover - macOS, Windows
+        n = os.cpu_count() or 1
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.strip().isdigit() and int(env) > 0:
+        n = min(n, int(env))
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"]
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        blas = []
+    if blas:
+        n = min(n, *blas)
+    return max(1, n)
 
 
 class NumpyBackend(Backend):
@@ -12,6 +53,10 @@ class NumpyBackend(Backend):
         import array_api_compat.numpy as xp
 
         super().__init__(xp, "numpy")
+        self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._lock = threading.Lock()
 
     def owns(self, x: object) -> bool:
         return isinstance(x, np.ndarray)
@@ -22,11 +67,85 @@ class NumpyBackend(Backend):
     def to_numpy(self, x: Array) -> np.ndarray:
         return np.asarray(x)
 
+    # -- threads ----------------------------------------------------------------------
+    def chunk_rows(self, n_samples: int, rows: int) -> int:
+        threads = effective_threads()
+        if threads > 1:  # at least two chunks per thread, to balance the load
+            rows = min(rows, max(MIN_CHUNK_ROWS, -(-n_samples // (2 * threads))))
+        return max(1, min(rows, n_samples))
+
+    def map_chunks(
+        self, work: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]
+    ) -> list[T]:
+        threads = min(effective_threads(), len(ranges))
+        if threads <= 1 or threading.current_thread() is not threading.main_thread():
+            return super().map_chunks(work, ranges)
+        from threadpoolctl import threadpool_limits
+
+        pool = self._executor(threads)
+        with threadpool_limits(limits=1, user_api="blas"):
+            return list(pool.map(lambda r: work(*r), ranges))
+
+    def _executor(self, threads: int) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None or self._pool_size != threads:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kmeans-gpu")
+                self._pool_size = threads
+            return self._pool
+
+    def _scratch(self, name: str, size: int, dtype: Any) -> np.ndarray:
+        """A reusable buffer of this thread (no page faults on every block)."""
+        buffers = self._local.__dict__.setdefault("buffers", {})
+        buffer = buffers.get(name)
+        if buffer is None or buffer.size < size or buffer.dtype != dtype:
+            buffer = buffers[name] = np.empty(size, dtype=dtype)
+        return buffer[:size]
+
+    # -- the Lloyd step ---------------------------------------------------------------
     def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:
-        scores = X @ centers.T
-        scores *= -2.0
-        scores += centers_sq
-        return scores.argmin(axis=1).astype(np.int32, copy=False)
+        n, k = X.shape[0], centers.shape[0]
+        labels = np.empty(n, dtype=np.int32)
+        # (-2c)·x is exactly -2(c·x): scaling by a power of two rounds nothing, so this
+        # is the generic ‖c‖² − 2x·c, with one pass over the block fewer.
+        scaled = -2.0 * centers
+        block = max(16, BLOCK_BYTES // (k * X.itemsize))
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            rows = X[start:stop]
+            scores = self._scratch("scores", (stop - start) * k, X.dtype)
+            if k <= FEW_CLUSTERS:  # clusters along the first axis, each one contiguous
+                scores = scores.reshape(k, stop - start)
+                np.matmul(scaled, rows.T, out=scores)
+                scores += centers_sq[:, None]
+                self._running_argmin(scores, labels[start:stop])
+            else:
+                scores = scores.reshape(stop - start, k)
+                np.matmul(rows, scaled.T, out=scores)
+                scores += centers_sq
+                labels[start:stop] = scores.argmin(axis=1)
+        return labels
+
+    def _running_argmin(self, scores: np.ndarray, out: np.ndarray) -> None:
+        """``out[i] = argmin(scores[:, i])``, the first index on ties (k < 256).
+
+        Branch-free: as j only grows, "set the label to j where scores[j] is lower" is
+        ``label = max(label, j * lower)``, in uint8.
+        """
+        m = scores.shape[1]
+        best = self._scratch("best", m, scores.dtype)
+        lower = self._scratch("lower", m, np.bool_)
+        candidate = self._scratch("candidate", m, np.uint8)
+        label = self._scratch("label", m, np.uint8)
+        best[:] = scores[0]
+        label[:] = 0
+        for j in range(1, scores.shape[0]):
+            np.less(scores[j], best, out=lower)
+            np.minimum(best, scores[j], out=best)
+            np.multiply(lower.view(np.uint8), j, out=candidate)
+            np.maximum(label, candidate, out=label)
+        out[:] = label
 
     def cluster_sums(
         self, X: Array, labels: Array, weights: Array | None, n_clusters: int
