@@ -218,7 +218,8 @@ def finish(job: Setup, result: Result) -> Fitted:
 
 
 def _warn_if_collapsed(problem: Problem, labels: Array, n_clusters: int) -> None:
-    distinct = int(problem.backend.xp.unique_values(labels).shape[0])
+    backend = problem.backend
+    distinct = int(backend.xp.count_nonzero(backend.count_labels(labels, n_clusters)))
     if distinct < n_clusters:
         from sklearn.exceptions import ConvergenceWarning
 

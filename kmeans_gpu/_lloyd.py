@@ -8,7 +8,8 @@ reduction. Convergence follows scikit-learn's Lloyd exactly:
 
 * strict convergence when the labels did not change from the previous iteration;
 * otherwise convergence when ``Σ‖Δc‖² <= tol · mean(var(X))``, after which one more
-  assignment makes the labels match the returned centres;
+  assignment makes the labels match the returned centres (as it does after a strict
+  stop in which empty clusters moved, where scikit-learn would return stale labels);
 * ``n_iter`` counts the iterations run, as ``KMeans.n_iter_`` does.
 
 Empty clusters are relocated to the points farthest from their centres, as in
@@ -108,14 +109,15 @@ def inertia_on_device(problem: Problem, centers: Array, labels: Array) -> Array:
     """:func:`inertia` as a 0-d array on the device (no host synchronisation)."""
     backend, w = problem.backend, problem.weights
     xp = backend.xp
-    total = None
-    for start, stop in problem.chunks(int(centers.shape[0])):
+
+    def chunk(start: int, stop: int) -> Array:
         d2 = backend.sq_dist_to_assigned(problem.X[start:stop, ...], centers, labels[start:stop])
         if w is not None:
             d2 = d2 * xp.astype(w[start:stop], d2.dtype)
-        part = xp.sum(d2)
-        total = part if total is None else total + part
-    return total
+        return xp.sum(d2)
+
+    parts = backend.map_chunks(chunk, problem.chunks(int(centers.shape[0])))
+    return functools.reduce(operator.add, parts)
 
 
 def _averages(stats: Statistics, fallback: Array, xp: Any) -> Array:
@@ -195,6 +197,7 @@ def lloyd(
     tolerance = problem.tolerance(tol)
     labels_old = None
     strict = converged = False
+    shift = 0.0
     labels = xp.empty(0)
     for i in range(max_iter):
         labels = xp.empty(n, dtype=xp.int32, device=dev)
@@ -204,7 +207,7 @@ def lloyd(
         changed = (
             xp.asarray(float(n), dtype=acc, device=dev)
             if labels_old is None
-            else xp.sum(xp.astype(labels != labels_old, acc))
+            else xp.astype(xp.count_nonzero(labels != labels_old), acc)
         )
         checks = xp.stack(
             [
@@ -232,7 +235,10 @@ def lloyd(
         centers, labels_old = new, labels
         if converged:
             break
-    if not strict:
+    if not strict or shift > 0:
+        # Labels match the returned centres: after a tolerance or max_iter stop, and
+        # also when the labels stood still but empty clusters moved (scikit-learn
+        # returns stale labels then).
         labels = xp.empty(n, dtype=xp.int32, device=dev)
         assign(problem, centers, labels, statistics=False)
     return Result(centers, labels, inertia(problem, centers, labels), i + 1, converged)

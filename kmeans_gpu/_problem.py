@@ -109,7 +109,7 @@ def make_problem(
     """
     xp = backend.xp
     finfo = xp.finfo(X.dtype)
-    mean = xp.mean(X, axis=0) if center is None else center
+    mean = backend.column_mean(X) if center is None else center
     if not bool(xp.all(xp.isfinite(mean))):  # the sum overflowed: average scaled data
         pre = _scale_exponent(_max_abs(xp, X), finfo)
         mean = _rescale(xp.mean(_rescale(X, pre), axis=0), -pre)
@@ -119,7 +119,7 @@ def make_problem(
     # mean(var(X, axis=0)) as E[x²] − E[x]² per feature, without an n × d temporary
     n, d = int(X.shape[0]), int(X.shape[1])
     flat = xp.reshape(centred, (n * d,))
-    column_means = xp.mean(centred, axis=0)
+    column_means = backend.column_mean(centred)
     variance = (
         float(xp.vecdot(flat, flat)) / (n * d) - float(xp.vecdot(column_means, column_means)) / d
     )

@@ -275,6 +275,12 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .benchmark import main as bench_main
+
+    return bench_main(args.options)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="kmeans-gpu", description="K-means on CuPy (CUDA GPUs) or NumPy.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -323,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--max-iter", type=int, default=300)
     fit.add_argument("--tol", type=float, default=1e-4)
     fit.set_defaults(run=_fit)
+
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark against scikit-learn and other peers (see 'bench --help')",
+        add_help=False,
+        description="Run the benchmark suite; every option goes to it.",
+    )
+    bench.add_argument("options", nargs=argparse.REMAINDER)
+    bench.set_defaults(run=_bench)
 
     demo = commands.add_parser(
         "demo",

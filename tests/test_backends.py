@@ -111,9 +111,9 @@ def _fast_backends():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("d", [1, 2, 5, 8, 9, 40])
-def test_overrides_match_generic(dtype, d, rng):
-    n, k = 700, 13
+@pytest.mark.parametrize(("d", "k"), [(1, 13), (2, 13), (5, 32), (8, 33), (9, 13), (40, 300)])
+def test_overrides_match_generic(dtype, d, k, rng):
+    n = 700
     X = rng.normal(size=(n, d)).astype(dtype)
     C = X[rng.choice(n, k, replace=False)] + 0.01
     C = C.astype(dtype)
@@ -139,6 +139,9 @@ def test_overrides_match_generic(dtype, d, rng):
             GENERIC.sq_dist_to_assigned(X, C, want_labels),
             rtol=1e-12,
         )
+        np.testing.assert_array_equal(
+            back(fast.count_labels(to(want_labels), k)), GENERIC.count_labels(want_labels, k)
+        )
         dist = GENERIC.sq_dist_to_assigned(X, C, want_labels)
         for m in (1, 3, 10):
             got = back(fast.farthest(to(dist), m))
@@ -148,3 +151,47 @@ def test_overrides_match_generic(dtype, d, rng):
 
 def test_version_is_exported():
     assert kmeans_gpu.__version__
+
+
+def test_numpy_blocks_and_running_argmin_match_plain_argmin(rng, monkeypatch):
+    """Cache blocks smaller than the chunk, and both nearest-centre methods."""
+    from kmeans_gpu.backends import _numpy
+
+    backend = get_backend("numpy")
+    X = rng.normal(size=(5000, 3)).astype(np.float32)
+    for k in (2, 31, 32, 33, 255):
+        C = rng.normal(size=(k, 3)).astype(np.float32)
+        csq = (C * C).sum(axis=1)
+        want = GENERIC.assign(X, C, csq)
+        monkeypatch.setattr(_numpy, "BLOCK_BYTES", 1 << 12)
+        np.testing.assert_array_equal(backend.assign(X, C, csq), want)
+        monkeypatch.setattr(_numpy, "BLOCK_BYTES", 1 << 20)
+        np.testing.assert_array_equal(backend.assign(X, C, csq), want)
+
+
+def test_threaded_chunks_give_the_sequential_result(rng, monkeypatch):
+    from kmeans_gpu.backends import _numpy
+
+    X = rng.normal(size=(20_000, 5))
+    w = rng.uniform(0.1, 2, size=20_000)
+    results = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(_numpy, "effective_threads", lambda t=threads: t)
+        est = KMeans(20, random_state=0, working_memory=1 << 16, backend="numpy")
+        results.append(est.fit(X, sample_weight=w))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other.labels_, results[0].labels_)
+        np.testing.assert_allclose(other.cluster_centers_, results[0].cluster_centers_)
+        assert other.n_iter_ == results[0].n_iter_
+
+
+def test_thread_count_respects_user_limits(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    from kmeans_gpu.backends._numpy import effective_threads
+
+    assert effective_threads() >= 1
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert effective_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert effective_threads() == 1

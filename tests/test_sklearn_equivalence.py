@@ -121,3 +121,18 @@ def test_functional_api_matches_estimator(backend, rng):
         backend.to_numpy(centers), backend.to_numpy(est.cluster_centers_)
     )
     assert (inertia, n_iter) == (est.inertia_, est.n_iter_)
+
+
+def test_labels_match_centres_where_sklearn_leaves_them_stale(backend):
+    """Labels stand still while an empty cluster moves: scikit-learn stops with labels_
+    that disagree with its own predict(X); ours are the nearest centres."""
+    X = np.array([[0.0]] * 3 + [[3.0]] * 22)
+    init = np.array([[3.0], [0.0], [0.0], [0.0], [0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = SKKMeans(5, init=init, n_init=1).fit(X)
+        ours = KMeans(5, init=backend.asarray(init)).fit(backend.asarray(X))
+    assert not np.array_equal(ref.labels_, ref.predict(X))  # scikit-learn's stale labels
+    np.testing.assert_array_equal(backend.to_numpy(ours.labels_), ref.predict(X))
+    np.testing.assert_array_equal(backend.to_numpy(ours.cluster_centers_), ref.cluster_centers_)
+    assert ours.n_iter_ == ref.n_iter_ and ours.inertia_ == pytest.approx(0.0, abs=1e-20)

@@ -92,6 +92,10 @@ class Backend:
         scores = centers_sq[None, :] - 2.0 * (X @ centers.T)
         return xp.astype(xp.argmin(scores, axis=1), xp.int32)
 
+    def column_mean(self, X: Array) -> Array:
+        """The mean of each column of X."""
+        return self.xp.mean(X, axis=0)
+
     def cluster_sums(
         self, X: Array, labels: Array, weights: Array | None, n_clusters: int
     ) -> tuple[Array, Array]:
@@ -102,6 +106,18 @@ class Backend:
         if weights is not None:
             onehot = onehot * weights[:, None]
         return onehot.T @ X, xp.sum(onehot, axis=0)
+
+    def count_labels(self, labels: Array, n_clusters: int) -> Array:
+        """How many rows carry each label, ``(n_clusters,)``."""
+        xp = self.xp
+        clusters = xp.arange(n_clusters, dtype=labels.dtype, device=self.device(labels))
+        step = max(1, (1 << 22) // n_clusters)
+        counts = xp.zeros(n_clusters, dtype=xp.int64, device=self.device(labels))
+        n = labels.shape[0]
+        for start in range(0, n, step):
+            chunk = labels[start : min(start + step, n)]
+            counts += xp.sum(xp.astype(chunk[:, None] == clusters[None, :], xp.int64), axis=0)
+        return counts
 
     def sq_dist_to_assigned(self, X: Array, centers: Array, labels: Array) -> Array:
         """Exact ``‖x − c_label‖²`` of each row, in the accumulator dtype."""

@@ -60,6 +60,9 @@ class CupyBackend(Backend):
 
         return finish
 
+    def count_labels(self, labels: Array, n_clusters: int) -> Array:
+        return self._cupy.bincount(labels, minlength=n_clusters)
+
     def cluster_sums(
         self, X: Array, labels: Array, weights: Array | None, n_clusters: int
     ) -> tuple[Array, Array]:

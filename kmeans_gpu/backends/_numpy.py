@@ -10,6 +10,8 @@ over clusters rather than ``argmin`` along short rows.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -20,12 +22,24 @@ import numpy as np
 
 from ._base import Array, Backend, T
 
-#: Bytes of one block of distances: small enough to stay in a core's cache.
-BLOCK_BYTES = 1 << 20
+#: Bytes of one block of distances: large enough that the GIL is rarely in the way of
+#: two threads, small enough for the cache (scores are read back one cluster at a time).
+BLOCK_BYTES = 1 << 23
 #: Up to this many clusters, the nearest centre is a running minimum over clusters.
 FEW_CLUSTERS = 32
 #: Chunks smaller than this are not worth a thread.
 MIN_CHUNK_ROWS = 2048
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries (found once: a scan of the
+    process's libraries takes about a millisecond)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return None
+    return ThreadpoolController().select(user_api="blas")
 
 
 def effective_threads() -> int:
@@ -37,14 +51,9 @@ def effective_threads() -> int:
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.strip().isdigit() and int(env) > 0:
         n = min(n, int(env))
-    try:
-        from threadpoolctl import threadpool_info
-
-        blas = [m["num_threads"] for m in threadpool_info() if m["user_api"] == "blas"]
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        blas = []
-    if blas:
-        n = min(n, *blas)
+    controller = _blas_controller()
+    if controller is not None and controller.lib_controllers:
+        n = min(n, *(lib.num_threads for lib in controller.lib_controllers))
     return max(1, n)
 
 
@@ -69,7 +78,7 @@ class NumpyBackend(Backend):
 
     # -- threads ----------------------------------------------------------------------
     def chunk_rows(self, n_samples: int, rows: int) -> int:
-        threads = effective_threads()
+        threads = effective_threads() if n_samples >= 2 * MIN_CHUNK_ROWS else 1
         if threads > 1:  # at least two chunks per thread, to balance the load
             rows = min(rows, max(MIN_CHUNK_ROWS, -(-n_samples // (2 * threads))))
         return max(1, min(rows, n_samples))
@@ -77,13 +86,12 @@ class NumpyBackend(Backend):
     def map_chunks(
         self, work: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]
     ) -> list[T]:
-        threads = min(effective_threads(), len(ranges))
+        threads = 1 if len(ranges) < 2 else min(effective_threads(), len(ranges))
         if threads <= 1 or threading.current_thread() is not threading.main_thread():
             return super().map_chunks(work, ranges)
-        from threadpoolctl import threadpool_limits
-
         pool = self._executor(threads)
-        with threadpool_limits(limits=1, user_api="blas"):
+        controller = _blas_controller()
+        with contextlib.nullcontext() if controller is None else controller.limit(limits=1):
             return list(pool.map(lambda r: work(*r), ranges))
 
     def _executor(self, threads: int) -> ThreadPoolExecutor:
@@ -104,26 +112,44 @@ class NumpyBackend(Backend):
         return buffer[:size]
 
     # -- the Lloyd step ---------------------------------------------------------------
-    def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:
+    def column_mean(self, X: Array) -> Array:
+        # a reduction down the columns of a tall array is slow in NumPy; a BLAS
+        # vector-matrix product is not
+        return (np.ones(X.shape[0], dtype=X.dtype) @ X) / X.shape[0]
+
+    def _score_blocks(
+        self, X: Array, centers: Array, centers_sq: Array, *, transposed: bool
+    ) -> Any:
+        """Cache-sized blocks of ``‖c‖² − 2x·c``: ``(start, stop, scores)``, the scores
+        ``(k, m)`` when ``transposed`` else ``(m, k)``, in a reused buffer.
+
+        (-2c)·x is exactly -2(c·x): scaling by a power of two rounds nothing, so these
+        are the generic scores, with one pass over each block fewer.
+        """
         n, k = X.shape[0], centers.shape[0]
-        labels = np.empty(n, dtype=np.int32)
-        # (-2c)·x is exactly -2(c·x): scaling by a power of two rounds nothing, so this
-        # is the generic ‖c‖² − 2x·c, with one pass over the block fewer.
         scaled = -2.0 * centers
         block = max(16, BLOCK_BYTES // (k * X.itemsize))
         for start in range(0, n, block):
             stop = min(start + block, n)
             rows = X[start:stop]
             scores = self._scratch("scores", (stop - start) * k, X.dtype)
-            if k <= FEW_CLUSTERS:  # clusters along the first axis, each one contiguous
+            if transposed:
                 scores = scores.reshape(k, stop - start)
                 np.matmul(scaled, rows.T, out=scores)
                 scores += centers_sq[:, None]
-                self._running_argmin(scores, labels[start:stop])
             else:
                 scores = scores.reshape(stop - start, k)
                 np.matmul(rows, scaled.T, out=scores)
                 scores += centers_sq
+            yield start, stop, scores
+
+    def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:
+        labels = np.empty(X.shape[0], dtype=np.int32)
+        few = centers.shape[0] <= FEW_CLUSTERS
+        for start, stop, scores in self._score_blocks(X, centers, centers_sq, transposed=few):
+            if few:  # clusters along the first axis, each one contiguous
+                self._running_argmin(scores, labels[start:stop])
+            else:
                 labels[start:stop] = scores.argmin(axis=1)
         return labels
 
@@ -167,8 +193,13 @@ class NumpyBackend(Backend):
             sums = onehot @ rows
         return sums.astype(X.dtype, copy=False), weight_sums.astype(X.dtype, copy=False)
 
+    def count_labels(self, labels: Array, n_clusters: int) -> Array:
+        return np.bincount(labels, minlength=n_clusters)
+
     def sq_dist_to_assigned(self, X: Array, centers: Array, labels: Array) -> Array:
-        diff = (X - centers[labels]).astype(np.float64, copy=False)
+        diff = np.take(centers, labels, axis=0)  # far faster than centers[labels]
+        np.subtract(X, diff, out=diff)
+        diff = diff.astype(np.float64, copy=False)
         return np.einsum("ij,ij->i", diff, diff)
 
     def farthest(self, distances: Array, n: int) -> Array:

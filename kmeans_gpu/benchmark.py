@@ -1,0 +1,639 @@
+"""The benchmark harness: the same seeded data and the same initial centroids for every
+contender, a fixed number of Lloyd iterations, repetitions alternated between
+contenders, medians of milliseconds per iteration, the ratio to this project, agreement
+of the final inertia, and peak memory. Run it with ``kmeans-gpu bench`` or
+``python benchmarks/run.py``; it prints a Markdown table and can write JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+#: name -> (n_samples, n_features, n_clusters, needs a GPU)
+WORKLOADS: dict[str, tuple[int, int, int, bool]] = {
+    "seed": (1_200, 2, 12, False),
+    "W1": (1_000_000, 2, 12, False),
+    "W2": (200_000, 64, 256, False),
+    "W3": (100_000, 128, 1_024, False),
+    "G1": (1_000_000, 128, 1_024, True),
+    "G2": (10_000_000, 64, 4_096, True),
+}
+OURS = "kmeans-gpu"
+
+
+def make_data(name: str, dtype: Any = np.float32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded blobs for a workload and its initial centroids (k distinct rows)."""
+    n, d, k, _ = WORKLOADS[name]
+    rng = np.random.default_rng(seed)
+    if name == "seed":
+        from .seed import generate_clusters
+
+        X = generate_clusters(12, 100, 0.01, random_state=seed)
+    else:
+        blobs = rng.uniform(-10, 10, size=(k, d)).astype(dtype)
+        X = blobs[rng.integers(k, size=n)]
+        X += rng.standard_normal(size=(n, d), dtype=np.dtype(dtype).type)
+    X = np.ascontiguousarray(X, dtype=dtype)
+    init = X[np.sort(rng.choice(n, k, replace=False))].copy()
+    return X, init
+
+
+@dataclass
+class Measurement:
+    """One timed run."""
+
+    seconds: float
+    n_iter: int
+    centers: np.ndarray
+    peak_host_bytes: int | None = None
+    peak_gpu_bytes: int | None = None
+
+
+@dataclass
+class Contender:
+    """A K-means implementation under test: ``run(X, init, iterations)`` on data
+    already where it computes (``prepare`` moves it there, untimed)."""
+
+    name: str
+    run: Callable[[Any, Any, int], Measurement]
+    prepare: Callable[[np.ndarray, np.ndarray], tuple[Any, Any]] = lambda X, init: (X, init)
+    gpu: bool = False
+    note: str = ""
+    only: Sequence[str] = ()
+
+
+@dataclass
+class Row:
+    workload: str
+    shape: str
+    contender: str
+    ms_per_iter: float
+    samples_ms: list[float]
+    n_iter: int
+    inertia: float
+    inertia_rel_diff: float | None = None
+    ratio: float | None = None
+    peak_host_mib: float | None = None
+    peak_gpu_mib: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- memory ---------------------------------------------------------------------------
+def _reset_host_peak() -> int | None:
+    """Reset the kernel's peak-RSS mark (Linux) and return the RSS now, in bytes."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status("VmRSS")
+    except OSError:
+        return None
+
+
+def _status(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def _host_peak() -> Iterator[list[int | None]]:
+    out: list[int | None] = [None]
+    base = _reset_host_peak()
+    yield out
+    peak = _status("VmHWM")
+    if base is not None and peak is not None:
+        out[0] = max(0, peak - base)
+
+
+# -- contenders -----------------------------------------------------------------------
+def _timed(fn: Callable[[], Any], sync: Callable[[], None] = lambda: None) -> tuple[float, Any]:
+    sync()
+    start = time.perf_counter()
+    out = fn()
+    sync()
+    return time.perf_counter() - start, out
+
+
+def _ours(backend: str) -> Contender:
+    from . import kmeans
+
+    def run(X: Any, init: Any, iterations: int) -> Measurement:
+        sync, pool = _cupy_sync_and_pool() if backend == "cupy" else (lambda: None, None)
+        with _host_peak() as host:
+            seconds, (centers, _, _, n_iter) = _timed(
+                lambda: kmeans(
+                    X, init.shape[0], init=init, max_iter=iterations, tol=0.0, backend=backend
+                ),
+                sync,
+            )
+        return Measurement(seconds, n_iter, _host(centers), host[0], _pool_peak(pool))
+
+    return Contender(f"{OURS}[{backend}]", run, _to_backend(backend), gpu=backend == "cupy")
+
+
+def _ours_frames(backend: str) -> Contender:
+    from . import iter_frames
+
+    def run(X: Any, init: Any, iterations: int) -> Measurement:
+        sync, pool = _cupy_sync_and_pool() if backend == "cupy" else (lambda: None, None)
+        with _host_peak() as host:
+            seconds, frames = _timed(
+                lambda: list(
+                    iter_frames(
+                        X,
+                        init,
+                        max_iter=iterations,
+                        tol=0.0,
+                        empty_cluster="relocate",
+                        backend=backend,
+                    )
+                ),
+                sync,
+            )
+        last = frames[-1]
+        return Measurement(seconds, last.iteration, last.centroids, host[0], _pool_peak(pool))
+
+    return Contender(
+        f"{OURS}[{backend}] frames",
+        run,
+        _to_backend(backend),
+        gpu=backend == "cupy",
+        note="frame stream: every iteration's centroids and labels copied to the host",
+    )
+
+
+def _to_backend(backend: str) -> Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]:
+    if backend != "cupy":
+        return lambda X, init: (X, init)
+
+    def prepare(X: np.ndarray, init: np.ndarray) -> tuple[Any, Any]:
+        import cupy
+
+        return cupy.asarray(X), cupy.asarray(init)
+
+    return prepare
+
+
+def _cupy_sync_and_pool() -> tuple[Callable[[], None], Any]:
+    import cupy
+
+    pool = cupy.get_default_memory_pool()
+    pool.free_all_blocks()
+    return cupy.cuda.Device().synchronize, pool
+
+
+def _pool_peak(pool: Any) -> int | None:
+    return None if pool is None else int(pool.total_bytes())
+
+
+def _host(x: Any) -> np.ndarray:
+    if hasattr(x, "get"):
+        return x.get()
+    if type(x).__module__.startswith("torch"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _sklearn(algorithm: str) -> Contender:
+    def run(X: Any, init: Any, iterations: int) -> Measurement:
+        from sklearn.cluster import KMeans as SKKMeans
+
+        model = SKKMeans(
+            init.shape[0], init=init, n_init=1, max_iter=iterations, tol=0.0, algorithm=algorithm
+        )
+        with _host_peak() as host:
+            seconds, _ = _timed(lambda: model.fit(X))
+        return Measurement(seconds, int(model.n_iter_), model.cluster_centers_, host[0])
+
+    return Contender(f"scikit-learn {algorithm}", run)
+
+
+def _faiss() -> Contender:
+    def run(X: Any, init: Any, iterations: int) -> Measurement:
+        import faiss
+
+        model = faiss.Kmeans(
+            X.shape[1], init.shape[0], niter=iterations, seed=0, max_points_per_centroid=X.shape[0]
+        )
+        X32, init32 = np.asarray(X, np.float32), np.asarray(init, np.float32)
+        with _host_peak() as host:
+            seconds, _ = _timed(lambda: model.train(X32, init_centroids=init32))
+        return Measurement(seconds, iterations, model.centroids, host[0])
+
+    return Contender("faiss-cpu", run, note="float32 only")
+
+
+def _torch_prepare(X: np.ndarray, init: np.ndarray) -> tuple[Any, Any]:
+    import torch
+
+    return torch.from_numpy(X).cuda(), torch.from_numpy(init).cuda()
+
+
+def _torch_measure(fn: Callable[[], Any], iterations: int) -> Measurement:
+    import torch
+
+    torch.cuda.reset_peak_memory_stats()
+    seconds, centers = _timed(fn, torch.cuda.synchronize)
+    return Measurement(
+        seconds, iterations, _host(centers), peak_gpu_bytes=int(torch.cuda.max_memory_allocated())
+    )
+
+
+def _flash_kmeans() -> Contender:
+    def run(X: Any, init: Any, iterations: int) -> Measurement:
+        from flash_kmeans import batch_kmeans_Euclid
+
+        def fit() -> Any:
+            _, centers, _ = batch_kmeans_Euclid(
+                X[None],
+                init.shape[0],
+                max_iters=iterations,
+                tol=0.0,
+                init_centroids=init[None].clone(),
+            )
+            return centers[0]
+
+        return _torch_measure(fit, iterations)
+
+    return Contender("flash-kmeans", run, _torch_prepare, gpu=True)
+
+
+def _fast_pytorch_kmeans() -> Contender:
+    def run(X: Any, init: Any, iterations: int) -> Measurement:
+        from fast_pytorch_kmeans import KMeans as FPKMeans
+
+        model = FPKMeans(
+            n_clusters=init.shape[0], max_iter=iterations, tol=-1.0, mode="euclidean", verbose=0
+        )
+
+        def fit() -> Any:
+            model.fit_predict(X, centroids=init.clone())
+            return model.centroids
+
+        return _torch_measure(fit, iterations)
+
+    return Contender("fast-pytorch-kmeans", run, _torch_prepare, gpu=True)
+
+
+def _fastkmeans() -> Contender:
+    def run(X: Any, init: Any, iterations: int) -> Measurement:
+        from fastkmeans import FastKMeans
+
+        model = FastKMeans(
+            X.shape[1],
+            init.shape[0],
+            niter=iterations,
+            tol=-1.0,
+            gpu=True,
+            seed=0,
+            max_points_per_centroid=None,
+        )
+        data = _host(X)
+        return _torch_measure(lambda: (model.train(data), model.centroids)[1], iterations)
+
+    return Contender(
+        "fastkmeans",
+        run,
+        _torch_prepare,
+        gpu=True,
+        note="own random initial centroids (no way to pass them in)",
+    )
+
+
+def _seed_loop() -> Contender | None:
+    try:
+        from tests import seed_reference as ref
+    except ImportError:
+        return None
+
+    def run(X: Any, init: Any, iterations: int) -> Measurement:
+        def loop() -> np.ndarray:
+            centroids = np.asarray(init, dtype=np.float64)
+            for _ in range(iterations):
+                labels = ref.assignPointsToCentroids(centroids, X)
+                centroids = ref.recalcCentroids(centroids, X, labels)
+            return centroids
+
+        with _host_peak() as host:
+            seconds, centers = _timed(loop)
+        return Measurement(seconds, iterations, centers, host[0])
+
+    return Contender(
+        "the seed's per-point loop",
+        run,
+        only=("seed",),
+        note="the blog post's assignPointsToCentroids / recalcCentroids",
+    )
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
+    """What can run here, and a line for each contender left out."""
+    from .backends import available_backends
+
+    chosen: list[Contender] = []
+    skipped: list[str] = []
+    backends = available_backends()
+    for backend in backends:
+        chosen += [_ours(backend), _ours_frames(backend)]
+    chosen += [_sklearn("lloyd"), _sklearn("elkan")]
+    for module, factory in (("faiss", _faiss),):
+        (
+            chosen.append(factory())
+            if _installed(module)
+            else skipped.append(f"{module}: not installed")
+        )
+    gpu_torch = include_gpu and "cupy" in backends and _installed("torch")
+    for module, factory in (
+        ("flash_kmeans", _flash_kmeans),
+        ("fastkmeans", _fastkmeans),
+        ("fast_pytorch_kmeans", _fast_pytorch_kmeans),
+    ):
+        if gpu_torch and _installed(module):
+            chosen.append(factory())
+        else:
+            skipped.append(f"{module}: needs torch, a CUDA device and the package")
+    seed = _seed_loop()
+    if seed is not None:
+        chosen.append(seed)
+    else:
+        skipped.append("the seed's loop: run benchmarks/run.py from a checkout")
+    return chosen, skipped
+
+
+# -- the run --------------------------------------------------------------------------
+def final_inertia(X: Any, centers: Any, backend: str = "numpy") -> float:
+    """Σ‖x − nearest centre‖², computed the same way for every contender."""
+    from ._api import prepare
+    from ._lloyd import assign, inertia
+
+    problem, _, working = prepare(X, None, backend, centers=centers)
+    xp = problem.backend.xp
+    labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.backend.device(problem.X))
+    assign(problem, working, labels, statistics=False)
+    return problem.inertia_from_working(inertia(problem, working, labels))
+
+
+def _evaluator(X: np.ndarray, on_gpu: bool) -> Callable[[np.ndarray], float]:
+    """Final inertia of host centres; on the GPU for the GPU workloads (X moved once)."""
+    if not on_gpu:
+        return lambda centers: final_inertia(X, np.asarray(centers, X.dtype))
+    import cupy
+
+    device_X = cupy.asarray(X)
+    return lambda centers: final_inertia(device_X, cupy.asarray(centers, X.dtype), "cupy")
+
+
+def run_benchmark(
+    workloads: Sequence[str],
+    *,
+    iterations: int = 10,
+    repeats: int = 5,
+    dtype: Any = np.float32,
+    include: Sequence[str] = (),
+    log: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
+    """Run every available contender on every workload; returns the JSON document."""
+    from .backends import available_backends
+
+    gpu = "cupy" in available_backends()
+    pool, skipped = contenders(include_gpu=gpu)
+    if include:
+        pool = [c for c in pool if any(word in c.name for word in include)]
+    rows: list[Row] = []
+    for name in workloads:
+        n, d, k, needs_gpu = WORKLOADS[name]
+        if needs_gpu and not gpu:
+            skipped.append(f"{name}: needs a GPU")
+            continue
+        X, init = make_data(name, dtype)
+        active = [c for c in pool if not c.only or name in c.only]
+        if needs_gpu:  # on the CPU only scikit-learn's Lloyd, once and briefly
+            active = [c for c in active if c.gpu or c.name == "scikit-learn lloyd"]
+        prepared = {c.name: c.prepare(X, init) for c in active}
+        samples: dict[str, list[Measurement]] = {c.name: [] for c in active}
+        for c in active:
+            if c.gpu or not needs_gpu:  # warm-up: imports, compilation, thread pools
+                c.run(*prepared[c.name], min(2, iterations))
+        for rep in range(repeats):
+            shift = rep % len(active)
+            for c in active[shift:] + active[:shift]:
+                brief = needs_gpu and not c.gpu
+                if brief and rep:
+                    continue
+                runs = min(3, iterations) if brief else iterations
+                samples[c.name].append(c.run(*prepared[c.name], runs))
+                log(f"{name} rep {rep + 1}/{repeats}: {c.name}")
+        evaluate = _evaluator(X, needs_gpu)
+        for c in active:
+            runs = samples[c.name]
+            per_iter = [m.seconds / max(m.n_iter, 1) * 1e3 for m in runs]
+            last = runs[-1]
+            inertia = evaluate(last.centers)
+            host = [m.peak_host_bytes for m in runs if m.peak_host_bytes is not None]
+            gpu_peak = [m.peak_gpu_bytes for m in runs if m.peak_gpu_bytes is not None]
+            row = Row(
+                workload=name,
+                shape=f"{n:,} × {d}, k = {k:,}",
+                contender=c.name,
+                ms_per_iter=statistics.median(per_iter),
+                samples_ms=per_iter,
+                n_iter=last.n_iter,
+                inertia=inertia,
+                peak_host_mib=max(host) / 2**20 if host else None,
+                peak_gpu_mib=max(gpu_peak) / 2**20 if gpu_peak else None,
+                note=c.note,
+            )
+            rows.append(row)
+        best_ours = min(
+            (
+                r
+                for r in rows
+                if r.workload == name
+                and r.contender.startswith(OURS)
+                and "frames" not in r.contender
+            ),
+            key=lambda r: r.ms_per_iter,
+        )
+        reference = best_ours
+        for r in rows:
+            if r.workload == name:
+                r.ratio = r.ms_per_iter / reference.ms_per_iter
+                r.inertia_rel_diff = abs(r.inertia - reference.inertia) / max(
+                    reference.inertia, 1e-300
+                )
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine_info(),
+        "settings": {
+            "iterations": iterations,
+            "repeats": repeats,
+            "dtype": np.dtype(dtype).name,
+            "data": "seeded blobs (seed 0); identical initial centroids: k distinct rows",
+            "timing": "wall clock of the whole fit / Lloyd iterations run, median over "
+            "repetitions alternated between contenders, after one warm-up run each",
+        },
+        "skipped": skipped,
+        "results": [asdict(r) for r in rows],
+    }
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    info: dict[str, Any] = {"cpu": cpu, "cores": cores, "python": platform.python_version()}
+    versions = {}
+    for module in (
+        "numpy",
+        "scipy",
+        "sklearn",
+        "cupy",
+        "torch",
+        "triton",
+        "faiss",
+        "flash_kmeans",
+        "fastkmeans",
+        "fast_pytorch_kmeans",
+        "kmeans_gpu",
+    ):
+        if (
+            module in ("cupy", "torch", "triton")
+            and module not in sys.modules
+            and not _installed(module)
+        ):
+            continue
+        if not _installed(module):
+            continue
+        with contextlib.suppress(Exception):
+            versions[module] = getattr(importlib.import_module(module), "__version__", "?")
+    info["versions"] = versions
+    from .backends import available_backends
+
+    if "cupy" in available_backends():
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        name = props["name"]
+        info["gpu"] = name.decode() if isinstance(name, bytes) else str(name)
+        info["gpu_memory_gib"] = round(props["totalGlobalMem"] / 2**30, 1)
+    else:
+        info["gpu"] = None
+    from threadpoolctl import threadpool_info
+
+    info["blas"] = sorted(
+        {
+            f"{m['internal_api']} ({m['num_threads']} threads)"
+            for m in threadpool_info()
+            if m["user_api"] == "blas"
+        }
+    )
+    return info
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The document as a Markdown section for BENCHMARKS.md."""
+    m = doc["machine"]
+    s = doc["settings"]
+    gpu = m.get("gpu") or "none"
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    lines = [
+        f"### {doc['date']} — {m['cpu']}, {m['cores']} cores; GPU: {gpu}",
+        "",
+        f"Python {m['python']}; {versions}; BLAS: {', '.join(m.get('blas', []))}.",
+        f"{s['dtype']} data, {s['data']}; {s['iterations']} Lloyd iterations (tol = 0); "
+        f"{s['timing']} ({s['repeats']} repetitions).",
+        "",
+        "| workload | size | contender | ms / iteration (median) | × kmeans-gpu | "
+        "inertia vs kmeans-gpu | peak host MiB | peak GPU MiB | note |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in doc["results"]:
+        diff = r["inertia_rel_diff"]
+        lines.append(
+            f"| {r['workload']} | {r['shape']} | {r['contender']} | {r['ms_per_iter']:.3g} | "
+            f"{r['ratio']:.2f} | {_agreement(diff)} | "
+            f"{_mib(r['peak_host_mib'])} | {_mib(r['peak_gpu_mib'])} | {r['note']} |"
+        )
+    if doc["skipped"]:
+        lines += ["", "Not run: " + "; ".join(doc["skipped"]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _agreement(diff: float | None) -> str:
+    return "–" if diff is None else "same" if diff < 1e-6 else f"{diff:.1e}"
+
+
+def _mib(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="kmeans-gpu bench", description="Compare kmeans-gpu with its peers."
+    )
+    parser.add_argument(
+        "workloads",
+        nargs="*",
+        default=["seed", "W1", "W2", "W3", "G1", "G2"],
+        help=f"any of {', '.join(WORKLOADS)} (default: all that can run)",
+    )
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--only", nargs="*", default=(), help="contenders whose name has one")
+    parser.add_argument("--json", help="also write the results as JSON to this file")
+    parser.add_argument("--markdown", help="also write the Markdown table to this file")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = parser.parse_args(argv)
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    if unknown:
+        parser.error(
+            f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
+        )
+    doc = run_benchmark(
+        args.workloads,
+        iterations=args.iterations,
+        repeats=args.repeats,
+        dtype=np.dtype(args.dtype).type,
+        include=args.only,
+        log=(lambda line: None) if args.quiet else (lambda line: sys.stderr.write(line + "\n")),
+    )
+    table = markdown(doc)
+    sys.stdout.write(table)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(table)
+    return 0
