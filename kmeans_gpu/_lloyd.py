@@ -153,10 +153,10 @@ def _relocate(
     xp = backend.xp
     k = int(centers.shape[0])
     distances = xp.concat(
-        [
-            backend.sq_dist_to_assigned(X[a:b, ...], centers, labels[a:b])
-            for a, b in problem.chunks(k)
-        ]
+        backend.map_chunks(
+            lambda a, b: backend.sq_dist_to_assigned(X[a:b, ...], centers, labels[a:b]),
+            problem.chunks(k),
+        )
     )
     if float(xp.max(distances)) == 0.0:  # fewer distinct points than clusters
         return stats

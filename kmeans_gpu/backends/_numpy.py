@@ -186,9 +186,11 @@ class NumpyBackend(Backend):
         else:
             from scipy import sparse
 
+            # the one-hot (k × n) matrix in CSC form needs no sorting: column i holds a
+            # single 1 in row labels[i]
             n = labels.shape[0]
-            onehot = sparse.csr_array(
-                (np.ones(n, dtype=X.dtype), (labels, np.arange(n))), shape=(n_clusters, n)
+            onehot = sparse.csc_array(
+                (np.ones(n, dtype=X.dtype), labels, np.arange(n + 1)), shape=(n_clusters, n)
             )
             sums = onehot @ rows
         return sums.astype(X.dtype, copy=False), weight_sums.astype(X.dtype, copy=False)
