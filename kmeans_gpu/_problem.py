@@ -10,9 +10,6 @@ from typing import Any
 
 from .backends import Array, Backend
 
-#: Default bound, in bytes, on the distance block of one chunk of rows.
-DEFAULT_WORKING_MEMORY = 32 * 2**20
-
 
 @dataclass(frozen=True)
 class Problem:
@@ -29,7 +26,7 @@ class Problem:
     mean: Array
     scale_exponent: int
     variance: float
-    working_memory: int = DEFAULT_WORKING_MEMORY
+    working_memory: int | None = None
 
     @property
     def n_samples(self) -> int:
@@ -63,7 +60,8 @@ class Problem:
         """Row ranges whose ``rows × n_clusters`` blocks fit the working memory (and
         that the backend can share among its threads)."""
         itemsize = 8 if self.X.dtype == self.backend.xp.float64 else 4
-        rows = max(1, self.working_memory // (2 * itemsize * (n_clusters + self.n_features)))
+        budget = self.working_memory or self.backend.default_working_memory()
+        rows = max(1, budget // (2 * itemsize * (n_clusters + self.n_features)))
         rows = self.backend.chunk_rows(self.n_samples, rows)
         return [
             (start, min(start + rows, self.n_samples)) for start in range(0, self.n_samples, rows)
@@ -132,5 +130,5 @@ def make_problem(
         mean=mean,
         scale_exponent=exponent,
         variance=variance,
-        working_memory=DEFAULT_WORKING_MEMORY if working_memory is None else working_memory,
+        working_memory=working_memory,
     )

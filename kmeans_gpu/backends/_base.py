@@ -16,6 +16,9 @@ import numpy as np
 Array = Any
 T = TypeVar("T")
 
+#: Default bound, in bytes, on the distance block of one chunk of rows.
+DEFAULT_WORKING_MEMORY = 32 * 2**20
+
 
 class Backend:
     """Array operations of one array library, as the K-means solver needs them.
@@ -71,6 +74,10 @@ class Backend:
         return getattr(self.xp, "float64", dtype)
 
     # -- how chunks of rows run --------------------------------------------------------
+    def default_working_memory(self) -> int:
+        """Bytes for one chunk's distance block when the caller sets none."""
+        return DEFAULT_WORKING_MEMORY
+
     def chunk_rows(self, n_samples: int, rows: int) -> int:
         """Rows per chunk, given ``rows`` that fit the working memory."""
         return max(1, min(rows, n_samples))

@@ -15,9 +15,13 @@ class CupyBackend(Backend):
         import array_api_compat.cupy as xp
         import cupy
 
+        from ._cuda import kernels_enabled
+
         super().__init__(xp, "cupy")
         self._cupy = cupy
         self._copy_stream: Any = None
+        #: the custom CUDA kernels of ``_cuda`` (off until verified on a GPU)
+        self.custom_kernels = kernels_enabled()
 
     def owns(self, x: object) -> bool:
         return isinstance(x, self._cupy.ndarray)
@@ -30,6 +34,20 @@ class CupyBackend(Backend):
 
     def to_numpy(self, x: Array) -> np.ndarray:
         return self._cupy.asnumpy(x)
+
+    def default_working_memory(self) -> int:
+        """A quarter of the free device memory, at most 1 GiB, for one chunk's scores:
+        big matrix products for cuBLAS, few chunks per iteration, room for the data."""
+        free, _ = self._cupy.cuda.runtime.memGetInfo()
+        return int(max(32 << 20, min(free // 4, 1 << 30)))
+
+    def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:
+        if not self.custom_kernels:
+            return super().assign(X, centers, centers_sq)
+        from ._cuda import argmin_scores
+
+        # (-2c)·x is exactly -2(c·x), so the kernel sees the generic scores
+        return argmin_scores(X @ (-2.0 * centers).T, centers_sq)
 
     def host_copy(self, x: Array) -> Callable[[], np.ndarray]:
         """Copy ``x`` into pinned host memory on a separate stream, without blocking.

@@ -1,0 +1,65 @@
+"""The CUDA kernels: compiled with nvcc here (no GPU needed), compared with the plain
+path on a GPU."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from kmeans_gpu.backends import _cuda
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_kernels_compile_with_nvcc(tmp_path, arch):
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed")
+    source = tmp_path / "kmeans_gpu_kernels.cu"
+    source.write_text(_cuda.ARGMIN_SOURCE)
+    ptx = tmp_path / "kmeans_gpu_kernels.ptx"
+    out = subprocess.run(
+        [nvcc, "-ptx", f"-arch={arch}", "--std=c++14", str(source), "-o", str(ptx)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    entries = set(re.findall(r"\.entry (\w+)\(", ptx.read_text()))
+    assert entries == set(_cuda.ARGMIN_KERNELS.values())
+
+
+def test_kernels_are_off_unless_asked(monkeypatch):
+    monkeypatch.delenv(_cuda.ENV_FLAG, raising=False)
+    assert not _cuda.kernels_enabled()
+    for value, expected in (("1", True), ("yes", True), ("0", False), ("", False)):
+        monkeypatch.setenv(_cuda.ENV_FLAG, value)
+        assert _cuda.kernels_enabled() is expected
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_argmin_kernel_matches_plain_path(dtype, rng):
+    from kmeans_gpu.backends import _cupy_has_device, get_backend
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy as cp
+
+    backend = get_backend("cupy")
+    for n, d, k in ((1000, 3, 1), (5000, 16, 33), (4099, 64, 1000)):
+        X = cp.asarray(rng.normal(size=(n, d)).astype(dtype))
+        C = cp.asarray(rng.normal(size=(k, d)).astype(dtype))
+        C[k // 2] = C[0]  # an exact tie: the first index must win
+        csq = (C * C).sum(axis=1)
+        plain = cp.argmin(csq[None, :] - 2.0 * (X @ C.T), axis=1)
+        labels = _cuda.argmin_scores(X @ (-2.0 * C).T, csq)
+        cp.testing.assert_array_equal(labels, plain.astype(cp.int32))
+        backend.custom_kernels = True
+        try:
+            cp.testing.assert_array_equal(backend.assign(X, C, csq), labels)
+        finally:
+            backend.custom_kernels = _cuda.kernels_enabled()
