@@ -89,12 +89,11 @@ def assign(
 
     def chunk(start: int, stop: int) -> Statistics | None:
         rows = X[start:stop, ...]
-        chunk_labels = backend.assign(rows, centers, centers_sq)
-        labels[start:stop] = chunk_labels
+        labels[start:stop] = backend.assign(rows, centers, centers_sq)
         if not statistics:
             return None
         wc = None if w is None else w[start:stop]
-        return Statistics(*backend.cluster_sums(rows, chunk_labels, wc, k))
+        return Statistics(*backend.cluster_sums(rows, labels[start:stop], wc, k))
 
     parts = backend.map_chunks(chunk, problem.chunks(k))
     return functools.reduce(operator.add, parts) if statistics else None
@@ -198,7 +197,6 @@ def lloyd(
     labels_old = None
     strict = converged = False
     shift = 0.0
-    labels = xp.empty(0)
     for i in range(max_iter):
         labels = xp.empty(n, dtype=xp.int32, device=dev)
         stats = assign(problem, centers, labels)

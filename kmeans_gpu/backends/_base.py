@@ -93,7 +93,9 @@ class Backend:
         """Index of the nearest centre of each row of ``X`` (first one on ties).
 
         Uses ``‖c‖² − 2 x·c``, which orders centres as ``‖x − c‖²`` does; the block is
-        ``X.shape[0] × k``, so callers pass row chunks.
+        ``X.shape[0] × k``, so callers pass row chunks. The result may be a buffer the
+        backend reuses on its next call from the same thread: copy it before that (the
+        Lloyd loop copies each chunk's labels into its own array at once).
         """
         xp = self.xp
         scores = centers_sq[None, :] - 2.0 * (X @ centers.T)

@@ -27,6 +27,8 @@ from ._base import Array, Backend, T
 BLOCK_BYTES = 1 << 23
 #: Up to this many clusters, the nearest centre is a running minimum over clusters.
 FEW_CLUSTERS = 32
+#: Up to this many features, the per-cluster sums use bincount, column by column.
+FEW_FEATURES = 8
 #: Chunks smaller than this are not worth a thread.
 MIN_CHUNK_ROWS = 2048
 
@@ -144,7 +146,9 @@ class NumpyBackend(Backend):
             yield start, stop, scores
 
     def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:
-        labels = np.empty(X.shape[0], dtype=np.int32)
+        # this thread's buffer: no fresh pages to fault in on every chunk (see the
+        # contract in Backend.assign)
+        labels = self._scratch("labels", X.shape[0], np.int32)
         few = centers.shape[0] <= FEW_CLUSTERS
         for start, stop, scores in self._score_blocks(X, centers, centers_sq, transposed=few):
             if few:  # clusters along the first axis, each one contiguous
@@ -176,14 +180,25 @@ class NumpyBackend(Backend):
     def cluster_sums(
         self, X: Array, labels: Array, weights: Array | None, n_clusters: int
     ) -> tuple[Array, Array]:
-        weight_sums = np.bincount(labels, weights=weights, minlength=n_clusters)
         rows = X if weights is None else X * weights[:, None]
-        if X.shape[1] <= 8:
-            sums = np.stack(
-                [np.bincount(labels, weights=col, minlength=n_clusters) for col in rows.T],
-                axis=1,
+        if X.shape[1] <= FEW_FEATURES:
+            # bincount wants intp labels and contiguous float64 weights: convert into
+            # this thread's buffers once, rather than into fresh memory per call
+            n = labels.shape[0]
+            index = self._scratch("index", n, np.intp)
+            index[:] = labels
+            column = self._scratch("column", n, np.float64)
+            sums = np.empty((n_clusters, X.shape[1]), dtype=np.float64)
+            for j in range(X.shape[1]):
+                column[:] = rows[:, j]
+                sums[:, j] = np.bincount(index, weights=column, minlength=n_clusters)
+            if weights is not None:
+                column[:] = weights
+            weight_sums = np.bincount(
+                index, weights=None if weights is None else column, minlength=n_clusters
             )
         else:
+            weight_sums = np.bincount(labels, weights=weights, minlength=n_clusters)
             from scipy import sparse
 
             # the one-hot (k × n) matrix in CSC form needs no sorting: column i holds a
