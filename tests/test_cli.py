@@ -56,6 +56,7 @@ def test_errors_are_one_line_exit_2():
 
 def test_help_everywhere():
     assert run("--help").returncode == 0
+    assert "--iterations" in run("bench", "--help").stdout
     assert "--points-per-cluster" in run("demo", "--help").stdout
     assert run().returncode == 2
 
