@@ -68,11 +68,11 @@ def resolve_backend(X: Any, backend: str | Backend, device: Any = None) -> tuple
         raise TypeError(
             "Sparse input is not supported: pass a dense array (for example X.toarray())"
         )
-    source = backend_for_array(X)
-    is_array = source is not None
-    if not is_array:
+    found = backend_for_array(X)
+    is_array = found is not None
+    if found is None:
         X = _host_array(X)
-        source = get_backend("numpy")
+    source = found if found is not None else get_backend("numpy")
     if isinstance(backend, Backend):
         compute = backend
     elif not isinstance(backend, str):
@@ -228,22 +228,19 @@ def check_sample_weight(
 
 
 def check_n_clusters(n_clusters: Any, n_samples: int) -> int:
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral):
-        raise TypeError(f"n_clusters must be an integer, got {n_clusters!r}")
-    if n_clusters < 1:
-        raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
+    n_clusters = check_positive_int(n_clusters, "n_clusters")
     if n_clusters > n_samples:
         raise ValueError(
             f"n_samples={n_samples} should be >= n_clusters={n_clusters}: cannot form more "
             "clusters than there are samples"
         )
-    return int(n_clusters)
+    return n_clusters
 
 
 def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < 1:
+    if int(value) < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
 
@@ -251,7 +248,7 @@ def check_positive_int(value: Any, name: str) -> int:
 def check_tol(tol: Any) -> float:
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
         raise TypeError(f"tol must be a real number, got {tol!r}")
-    if not tol >= 0:
+    if not float(tol) >= 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
     return float(tol)
 

@@ -443,8 +443,8 @@ def run_benchmark(
                 brief = needs_gpu and not c.gpu
                 if brief and rep:
                     continue
-                runs = min(3, iterations) if brief else iterations
-                samples[c.name].append(c.run(*prepared[c.name], runs))
+                count = min(3, iterations) if brief else iterations
+                samples[c.name].append(c.run(*prepared[c.name], count))
                 log(f"{name} rep {rep + 1}/{repeats}: {c.name}")
         evaluate = _evaluator(X, needs_gpu)
         for c in active:
@@ -595,6 +595,14 @@ def _mib(value: float | None) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
 
+def _quiet(line: str) -> None:
+    pass
+
+
+def _progress(line: str) -> None:
+    sys.stderr.write(line + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
@@ -626,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=args.repeats,
         dtype=np.dtype(args.dtype).type,
         include=args.only,
-        log=(lambda line: None) if args.quiet else (lambda line: sys.stderr.write(line + "\n")),
+        log=_quiet if args.quiet else _progress,
     )
     table = markdown(doc)
     sys.stdout.write(table)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ._render import ClusterAnimation, FrameSource, animate, check_frames
 
@@ -238,7 +238,7 @@ def save(
         with _progress_bar(len(frames), progress) as bar, atomic_path(target) as temporary:
             import matplotlib as mpl
 
-            with mpl.rc_context(rc):
+            with mpl.rc_context(cast(Any, rc)):
                 rendered.save(
                     temporary,
                     writer=writer,

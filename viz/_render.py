@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from matplotlib.animation import FuncAnimation
@@ -261,7 +261,7 @@ def animate(
     anim = ClusterAnimation(
         fig,
         renderer.draw,
-        frames=source,
+        frames=cast(Any, source),
         init_func=renderer.clear,
         interval=interval,
         repeat=repeat,

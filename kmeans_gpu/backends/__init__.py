@@ -12,6 +12,7 @@ import functools
 import importlib
 import importlib.util
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ._base import Array, Backend
@@ -60,7 +61,7 @@ def _cupy_has_device() -> bool:
         return False
 
 
-_AVAILABLE = {"numpy": lambda: True, "cupy": _cupy_has_device}
+_AVAILABLE: dict[str, Callable[[], bool]] = {"numpy": lambda: True, "cupy": _cupy_has_device}
 
 
 def available_backends() -> list[str]:
