@@ -15,6 +15,7 @@ from ._api import kmeans, kmeans_plusplus
 from .backends import available_backends, get_backend
 from .frames import Frame, iter_frames
 from .seed import (
+    DimensionMismatchError,
     KMeansND,
     assign_points_to_centroids,
     generate_clusters,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "DimensionMismatchError",
     "Frame",
     "KMeans",
     "KMeansND",
