@@ -128,7 +128,9 @@ class Setup:
     rng: Any
     verbose: bool
 
-    def start(self) -> tuple[Array, Array, Generator[Step, None, Result]]:
+    def start(
+        self, *, track_inertia: bool = False
+    ) -> tuple[Array, Array, Generator[Step, None, Result]]:
         """Draw initial centres: ``(centres, centres in working units, the Lloyd run
         from them)``."""
         centers = initial_centers(self.problem, self.init, self.n_clusters, self.rng)
@@ -140,6 +142,7 @@ class Setup:
             tol=self.tol,
             empty_cluster=self.empty_cluster,
             verbose=self.verbose,
+            track_inertia=track_inertia,
         )
         return centers, working, steps
 

@@ -37,13 +37,17 @@ EMPTY_CLUSTER_POLICIES = ("relocate", "keep")
 
 @dataclass(frozen=True)
 class Statistics:
-    """Per-cluster weighted sums ``(k, d)`` and weights ``(k,)`` of some rows."""
+    """Per-cluster weighted sums ``(k, d)`` and weights ``(k,)`` of some rows, and, when
+    asked for, their inertia (a 0-d float64 array) against the centres they were
+    assigned to."""
 
     sums: Array
     weights: Array
+    inertia: Array | None = None
 
     def __add__(self, other: Statistics) -> Statistics:
-        return Statistics(self.sums + other.sums, self.weights + other.weights)
+        inertia = None if self.inertia is None else self.inertia + other.inertia
+        return Statistics(self.sums + other.sums, self.weights + other.weights, inertia)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,9 @@ class Step:
     centers: Array
     labels: Array
     center_shift: float
+    #: inertia of ``labels`` against the centres they were assigned to (0-d array on
+    #: the device, no synchronisation), when the run tracks it; else None
+    inertia: Array | None
     n_changed: int
     converged: bool
 
@@ -74,10 +81,16 @@ class Result:
 
 
 def assign(
-    problem: Problem, centers: Array, labels: Array, *, statistics: bool = True
+    problem: Problem,
+    centers: Array,
+    labels: Array,
+    *,
+    statistics: bool = True,
+    with_inertia: bool = False,
 ) -> Statistics | None:
     """Write the nearest centre of every row into ``labels``, chunk by chunk, and return
-    the reduced statistics (None when ``statistics`` is false).
+    the reduced statistics (None when ``statistics`` is false), with the inertia when
+    ``with_inertia`` (computed while each chunk is at hand).
 
     The backend decides how the chunks run (one after another, or on several threads);
     each chunk writes its own slice of ``labels`` and returns its partial statistics.
@@ -93,7 +106,10 @@ def assign(
         if not statistics:
             return None
         wc = None if w is None else w[start:stop]
-        return Statistics(*backend.cluster_sums(rows, labels[start:stop], wc, k))
+        sums, weights = backend.cluster_sums(rows, labels[start:stop], wc, k)
+        if not with_inertia:
+            return Statistics(sums, weights)
+        return Statistics(sums, weights, _chunk_inertia(problem, centers, labels, start, stop))
 
     parts = backend.map_chunks(chunk, problem.chunks(k))
     return functools.reduce(operator.add, parts) if statistics else None
@@ -101,22 +117,22 @@ def assign(
 
 def inertia(problem: Problem, centers: Array, labels: Array) -> float:
     """Exact ``Σ w ‖x − c_label‖²`` (working units), accumulated in float64."""
-    return float(inertia_on_device(problem, centers, labels))
+    parts = problem.backend.map_chunks(
+        lambda a, b: _chunk_inertia(problem, centers, labels, a, b),
+        problem.chunks(int(centers.shape[0])),
+    )
+    return float(functools.reduce(operator.add, parts))
 
 
-def inertia_on_device(problem: Problem, centers: Array, labels: Array) -> Array:
-    """:func:`inertia` as a 0-d array on the device (no host synchronisation)."""
+def _chunk_inertia(
+    problem: Problem, centers: Array, labels: Array, start: int, stop: int
+) -> Array:
     backend, w = problem.backend, problem.weights
     xp = backend.xp
-
-    def chunk(start: int, stop: int) -> Array:
-        d2 = backend.sq_dist_to_assigned(problem.X[start:stop, ...], centers, labels[start:stop])
-        if w is not None:
-            d2 = d2 * xp.astype(w[start:stop], d2.dtype)
-        return xp.sum(d2)
-
-    parts = backend.map_chunks(chunk, problem.chunks(int(centers.shape[0])))
-    return functools.reduce(operator.add, parts)
+    d2 = backend.sq_dist_to_assigned(problem.X[start:stop, ...], centers, labels[start:stop])
+    if w is not None:
+        d2 = d2 * xp.astype(w[start:stop], d2.dtype)
+    return xp.sum(d2)
 
 
 def _averages(stats: Statistics, fallback: Array, xp: Any) -> Array:
@@ -172,7 +188,7 @@ def _relocate(
     is_empty = (stats.weights == 0)[:, None]
     sums = xp.where(is_empty, into.T @ far_rows, stats.sums - out_of.T @ far_rows)
     moved = xp.where(is_empty[:, 0], into.T @ far_w, stats.weights - out_of.T @ far_w)
-    return Statistics(sums, moved)
+    return Statistics(sums, moved, stats.inertia)
 
 
 def lloyd(
@@ -183,11 +199,14 @@ def lloyd(
     tol: float,
     empty_cluster: str = "relocate",
     verbose: bool = False,
+    track_inertia: bool = False,
 ) -> Generator[Step, None, Result]:
     """Run Lloyd's algorithm from ``centers`` (working units), yielding every iteration.
 
     The generator's return value is the :class:`Result`. Arrays in a :class:`Step` are
-    fresh arrays the loop does not write to again.
+    fresh arrays the loop does not write to again. ``track_inertia`` adds each step's
+    inertia (of its labels against the centres it started from) to the pass over the
+    data that computes the labels, for the frame stream; ``fit`` does not pay for it.
     """
     backend = problem.backend
     xp = backend.xp
@@ -199,7 +218,7 @@ def lloyd(
     shift = 0.0
     for i in range(max_iter):
         labels = xp.empty(n, dtype=xp.int32, device=dev)
-        stats = assign(problem, centers, labels)
+        stats = assign(problem, centers, labels, with_inertia=track_inertia)
         assert stats is not None
         new = _new_centers(stats, centers, empty_cluster, xp)
         changed = (
@@ -229,7 +248,7 @@ def lloyd(
                 shift,
                 tolerance,
             )
-        yield Step(i + 1, new, labels, shift, int(n_changed), converged)
+        yield Step(i + 1, new, labels, shift, stats.inertia, int(n_changed), converged)
         centers, labels_old = new, labels
         if converged:
             break

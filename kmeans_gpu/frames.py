@@ -87,6 +87,7 @@ def stream(job: Setup, display_indices: np.ndarray | None = None) -> Iterator[Fr
         iteration: int,
         centers: Array,
         labels: Array,
+        inertia_value: Array | float,
         shift: float,
         converged: bool,
         caller_centers: Array | None = None,
@@ -97,7 +98,10 @@ def stream(job: Setup, display_indices: np.ndarray | None = None) -> Iterator[Fr
             caller_centers = problem.from_working(centers)
         centroids = backend.host_copy(caller_centers)
         label_copy = backend.host_copy(shown)
-        inertia = backend.host_copy(_lloyd.inertia_on_device(problem, centers, labels))
+        if isinstance(inertia_value, float):  # the final one, already on the host
+            inertia: Callable[[], Any] = lambda: inertia_value  # noqa: E731
+        else:
+            inertia = backend.host_copy(inertia_value)
         unscaled_shift = math.ldexp(shift, -2 * problem.scale_exponent)
 
         def finish() -> Frame:
@@ -113,7 +117,7 @@ def stream(job: Setup, display_indices: np.ndarray | None = None) -> Iterator[Fr
 
         return finish
 
-    initial, centers, steps = job.start()
+    initial, centers, steps = job.start(track_inertia=True)
     shift = 0.0
     pending: Callable[[], Frame] | None = None
     while True:
@@ -127,6 +131,7 @@ def stream(job: Setup, display_indices: np.ndarray | None = None) -> Iterator[Fr
             step.iteration - 1,
             centers,
             step.labels,
+            step.inertia,
             shift,
             False,
             initial if step.iteration == 1 else None,
@@ -135,7 +140,9 @@ def stream(job: Setup, display_indices: np.ndarray | None = None) -> Iterator[Fr
             yield pending()
         pending = ready
         centers, shift = step.centers, step.center_shift
-    last = snapshot(result.n_iter, result.centers, result.labels, shift, result.converged)
+    last = snapshot(
+        result.n_iter, result.centers, result.labels, result.inertia, shift, result.converged
+    )
     if pending is not None:
         yield pending()
     yield last()
