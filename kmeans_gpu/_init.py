@@ -37,6 +37,7 @@ def kmeans_plusplus_working(
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(n_clusters))
     weights = xp.ones(n, dtype=X.dtype, device=dev) if w is None else w
+    weights_acc = xp.astype(weights, acc)
     x_sq = xp.sum(X * X, axis=1)
 
     def draw(values: Array, count: int) -> Array:
@@ -57,7 +58,7 @@ def kmeans_plusplus_working(
     for _ in range(1, n_clusters):
         candidates = draw(weights * closest, n_local_trials)
         d2 = xp.minimum(closest[None, :], sq_dist_to_rows(candidates))
-        potentials = xp.sum(xp.astype(d2, acc) * xp.astype(weights, acc)[None, :], axis=1)
+        potentials = xp.astype(d2, acc) @ weights_acc
         best = xp.reshape(xp.argmin(potentials), (1,))
         chosen.append(xp.take(candidates, best))
         closest = xp.take(d2, best, axis=0)[0, :]

@@ -14,7 +14,7 @@ import kmeans_gpu as kg
 from kmeans_gpu.display import Scene, make_scene
 
 from ._export import Saved, save
-from ._render import Renderer
+from ._render import Renderer, renderer_for
 
 logger = logging.getLogger("viz")
 
@@ -207,16 +207,12 @@ class InteractiveSession:
         self._stop()
         assert self.display is not None
         self.ax.clear()
-        values = [f.inertia for f in self.frames]
-        self.renderer = Renderer(
+        self.renderer = renderer_for(
             self.ax,
-            self.display.points,
-            self.k,
-            projection=self.display.projection,
+            self.frames,
+            self.display,
             trails=self.trails,
             inertia_inset=self.inertia_inset,
-            n_frames=len(self.frames),
-            inertia_range=(min(values), max(values)),
         )
         self.index = -1
         self._show_next()

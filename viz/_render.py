@@ -155,6 +155,33 @@ class Renderer:
         return self.artists
 
 
+def renderer_for(
+    ax: Axes, frames: FrameSource, scene: Scene, *, trails: bool, inertia_inset: bool
+) -> Renderer:
+    """A renderer sized for these frames: the number of clusters from the first frame,
+    the inset's limits from all of them (a list only)."""
+    if callable(frames):
+        first = next(iter(frames()))
+        n_frames = inertia_range = None
+    else:
+        if not frames:
+            raise ValueError("frames is empty")
+        first = frames[0]
+        n_frames = len(frames)
+        values = [f.inertia for f in frames]
+        inertia_range = (min(values), max(values))
+    return Renderer(
+        ax,
+        scene.points,
+        int(first.centroids.shape[0]),
+        projection=scene.projection,
+        trails=trails,
+        inertia_inset=inertia_inset,
+        n_frames=n_frames,
+        inertia_range=inertia_range,
+    )
+
+
 class ClusterAnimation(FuncAnimation):
     """A ``FuncAnimation`` of K-means frames that remembers how it was made, so
     :func:`viz.save` can render it again, headless, at any frame rate."""
@@ -238,26 +265,7 @@ def animate(
         else:
             ax = fig.subplots()
     fig = ax.figure
-    if callable(source):
-        first = next(iter(source()))
-        n_frames = inertia_range = None
-    else:
-        if not source:
-            raise ValueError("frames is empty")
-        first = source[0]
-        n_frames = len(source)
-        values = [f.inertia for f in source]
-        inertia_range = (min(values), max(values))
-    renderer = Renderer(
-        ax,
-        scene.points,
-        int(first.centroids.shape[0]),
-        projection=scene.projection,
-        trails=trails,
-        inertia_inset=inertia_inset,
-        n_frames=n_frames,
-        inertia_range=inertia_range,
-    )
+    renderer = renderer_for(ax, source, scene, trails=trails, inertia_inset=inertia_inset)
     anim = ClusterAnimation(
         fig,
         renderer.draw,
