@@ -432,11 +432,18 @@ def run_benchmark(
         active = [c for c in pool if not c.only or name in c.only]
         if needs_gpu:  # on the CPU only scikit-learn's Lloyd, once and briefly
             active = [c for c in active if c.gpu or c.name == "scikit-learn lloyd"]
-        prepared = {c.name: c.prepare(X, init) for c in active}
+        prepared: dict[str, tuple[Any, Any]] = {}
+        for c in list(active):  # prepare and warm up (imports, compilation, thread pools)
+            try:
+                prepared[c.name] = c.prepare(X, init)
+                if c.gpu or not needs_gpu:
+                    c.run(*prepared[c.name], min(2, iterations))
+            except Exception as exc:  # a broken peer must not sink the whole run
+                active.remove(c)
+                prepared.pop(c.name, None)
+                skipped.append(f"{c.name} on {name}: failed ({type(exc).__name__}: {exc})")
+                log(f"{name}: {c.name} failed: {exc!r}")
         samples: dict[str, list[Measurement]] = {c.name: [] for c in active}
-        for c in active:
-            if c.gpu or not needs_gpu:  # warm-up: imports, compilation, thread pools
-                c.run(*prepared[c.name], min(2, iterations))
         for rep in range(repeats):
             shift = rep % len(active)
             for c in active[shift:] + active[:shift]:

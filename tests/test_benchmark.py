@@ -78,3 +78,27 @@ def test_command_line_writes_json_and_markdown(tmp_path):
         cwd=ROOT,
     )
     assert skipped.returncode == 0 and "G1: needs a GPU" in skipped.stdout
+
+
+def test_a_failing_contender_is_reported_not_fatal(monkeypatch):
+    from kmeans_gpu import benchmark
+
+    real = benchmark.contenders
+
+    def with_a_broken_one(include_gpu):
+        chosen, skipped = real(include_gpu)
+
+        def broken(X, init, iterations):
+            raise RuntimeError("no such kernel")
+
+        return [*chosen, benchmark.Contender("broken peer", broken)], skipped
+
+    monkeypatch.setattr(benchmark, "contenders", with_a_broken_one)
+    doc = run_benchmark(["seed"], iterations=2, repeats=1, include=("numpy]", "broken"))
+    assert [r["contender"] for r in doc["results"]] == [
+        "kmeans-gpu[numpy]",
+        "kmeans-gpu[numpy] frames",
+    ]
+    assert any(
+        "broken peer on seed: failed (RuntimeError: no such kernel)" in s for s in doc["skipped"]
+    )
