@@ -195,3 +195,14 @@ def test_thread_count_respects_user_limits(monkeypatch):
         assert effective_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert effective_threads() == 1
+
+
+def test_torch_tensors_run_through_the_generic_path(rng):
+    """Any array API library: torch (when installed) computes on its own tensors."""
+    torch = pytest.importorskip("torch")
+    X = rng.normal(size=(400, 3))
+    est = KMeans(4, random_state=0).fit(torch.from_numpy(X))
+    assert isinstance(est.cluster_centers_, torch.Tensor) and est.backend_ == "torch"
+    reference = KMeans(4, random_state=0).fit(X)
+    np.testing.assert_array_equal(est.labels_.numpy(), reference.labels_)
+    np.testing.assert_allclose(est.cluster_centers_.numpy(), reference.cluster_centers_)
