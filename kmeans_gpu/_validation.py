@@ -32,22 +32,35 @@ class Placement:
 
     ``source`` is the backend of the caller's array (NumPy for lists and other
     array-likes) and ``device`` the caller's device; ``compute`` runs the solver.
+    ``dlpack``: the caller's arrays are on a CUDA device and the computation is on CuPy,
+    so arrays cross by DLPack, without a copy, both ways (not yet run on a GPU).
     """
 
     source: Backend
     device: Any
     compute: Backend
     compute_device: Any = None
+    dlpack: bool = False
 
     def to_compute(self, x: Any, dtype: Any = None) -> Array:
         if self.compute is not self.source and self.source.owns(x):
-            x = self.source.to_numpy(x)
+            x = self.compute.xp.from_dlpack(x) if self.dlpack else self.source.to_numpy(x)
         return self.compute.asarray(x, dtype=dtype, device=self.compute_device)
 
     def to_output(self, x: Array) -> Array:
         if self.compute is self.source:
             return x
+        if self.dlpack:
+            return self.source.xp.from_dlpack(x)
         return self.source.asarray(self.compute.to_numpy(x), device=self.device)
+
+
+def _on_cuda(x: Any) -> bool:
+    """Whether an array says (through DLPack) that it lives on a CUDA device."""
+    try:
+        return int(x.__dlpack_device__()[0]) == 2  # kDLCUDA
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        return False
 
 
 def _is_sparse(x: Any) -> bool:
@@ -85,7 +98,8 @@ def resolve_backend(X: Any, backend: str | Backend, device: Any = None) -> tuple
         logger.info("backend='auto': computing on %r", compute.name)
     if device is None and compute is source:
         device = source.device(X)
-    return X, Placement(source, source.device(X), compute, device)
+    dlpack = compute is not source and compute.name == "cupy" and _on_cuda(X)
+    return X, Placement(source, source.device(X), compute, device, dlpack)
 
 
 def _host_array(X: Any) -> np.ndarray:

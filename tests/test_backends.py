@@ -206,3 +206,23 @@ def test_torch_tensors_run_through_the_generic_path(rng):
     reference = KMeans(4, random_state=0).fit(X)
     np.testing.assert_array_equal(est.labels_.numpy(), reference.labels_)
     np.testing.assert_allclose(est.cluster_centers_.numpy(), reference.cluster_centers_)
+
+
+@pytest.mark.gpu
+def test_torch_cuda_tensors_cross_to_cupy_without_a_copy(rng):
+    """backend="cupy" with a torch CUDA tensor: DLPack both ways, torch tensors back."""
+    torch = pytest.importorskip("torch")
+    from kmeans_gpu.backends import _cupy_has_device
+
+    if not (_cupy_has_device() and torch.cuda.is_available()):
+        pytest.skip("needs CuPy and torch with a CUDA device")
+    from kmeans_gpu._validation import check_array
+
+    X = torch.from_numpy(rng.normal(size=(2000, 8)).astype(np.float32)).cuda()
+    moved, placement = check_array(X, backend="cupy")
+    assert placement.dlpack and moved.data.ptr == X.data_ptr()  # the same memory
+    est = KMeans(5, init=X[:5], backend="cupy").fit(X)
+    assert isinstance(est.cluster_centers_, torch.Tensor) and est.cluster_centers_.is_cuda
+    host = X.cpu().numpy()
+    reference = KMeans(5, init=host[:5]).fit(host)
+    np.testing.assert_array_equal(est.labels_.cpu().numpy(), reference.labels_)
