@@ -75,18 +75,19 @@ def find_ffmpeg(explicit: str | os.PathLike[str] | None = None) -> str:
 
 @dataclass(frozen=True)
 class WriterSpec:
-    """How to write one format: availability first, then a matplotlib writer."""
+    """How to write one format: ``check`` (before rendering) finds what the writer needs
+    and returns the matplotlib settings to write with; ``make`` builds the writer."""
 
     name: str
     check: Callable[[Any], dict[str, Any]]
-    make: Callable[[int, dict[str, Any]], Any]
+    make: Callable[[int], Any]
 
 
 def _mp4_check(ffmpeg: Any) -> dict[str, Any]:
     return {"animation.ffmpeg_path": find_ffmpeg(ffmpeg)}
 
 
-def _mp4_writer(fps: int, rc: dict[str, Any]) -> Any:
+def _mp4_writer(fps: int) -> Any:
     from matplotlib.animation import FFMpegWriter
 
     return FFMpegWriter(fps=fps, codec="h264", extra_args=["-pix_fmt", "yuv420p"])
@@ -102,7 +103,7 @@ def _gif_check(ffmpeg: Any) -> dict[str, Any]:
     return {}
 
 
-def _gif_writer(fps: int, rc: dict[str, Any]) -> Any:
+def _gif_writer(fps: int) -> Any:
     from matplotlib.animation import PillowWriter
 
     return PillowWriter(fps=fps)
@@ -234,7 +235,7 @@ def save(
     fig, ax = plt.subplots()
     try:
         rendered = animate(frames, points, ax=ax, repeat=False, blit=False, **animate_options)
-        writer = spec.make(fps, rc)
+        writer = spec.make(fps)
         with _progress_bar(len(frames), progress) as bar, atomic_path(target) as temporary:
             import matplotlib as mpl
 
