@@ -284,7 +284,8 @@ default="k-means++"
     verbose : bool, default=False
         Log every iteration at INFO level on the ``kmeans_gpu`` logger.
     working_memory : int, default=None
-        Bytes for one chunk's distance block (default 32 MiB); the solver never holds
+        Bytes for one chunk's distance block (default: the backend's, 32 MiB on the
+        CPU, a quarter of free device memory up to 1 GiB on CuPy); the solver never holds
         an ``n_samples × n_clusters`` matrix.
 
     Returns

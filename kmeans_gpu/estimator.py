@@ -56,7 +56,8 @@ default="k-means++"
         another array API library) and sends other input (lists...) to CuPy when a CUDA
         device is present, else to NumPy.
     working_memory : int, default=None
-        Bytes for one chunk's distance block (default 32 MiB).
+        Bytes for one chunk's distance block (default: the backend's, 32 MiB on the
+        CPU, a quarter of the free device memory up to 1 GiB on CuPy).
 
     Attributes
     ----------
