@@ -37,17 +37,23 @@ EMPTY_CLUSTER_POLICIES = ("relocate", "keep")
 
 @dataclass(frozen=True)
 class Statistics:
-    """Per-cluster weighted sums ``(k, d)`` and weights ``(k,)`` of some rows, and, when
-    asked for, their inertia (a 0-d float64 array) against the centres they were
-    assigned to."""
+    """Per-cluster weighted sums ``(k, d)`` and weights ``(k,)`` of some rows, how many
+    of their labels changed (0-d array), and, when asked for, their inertia (0-d float64
+    array) against the centres they were assigned to."""
 
     sums: Array
     weights: Array
+    changed: Array
     inertia: Array | None = None
 
     def __add__(self, other: Statistics) -> Statistics:
         inertia = None if self.inertia is None else self.inertia + other.inertia
-        return Statistics(self.sums + other.sums, self.weights + other.weights, inertia)
+        return Statistics(
+            self.sums + other.sums,
+            self.weights + other.weights,
+            self.changed + other.changed,
+            inertia,
+        )
 
 
 @dataclass(frozen=True)
@@ -87,10 +93,12 @@ def assign(
     *,
     statistics: bool = True,
     with_inertia: bool = False,
+    previous: Array | None = None,
 ) -> Statistics | None:
     """Write the nearest centre of every row into ``labels``, chunk by chunk, and return
     the reduced statistics (None when ``statistics`` is false), with the inertia when
-    ``with_inertia`` (computed while each chunk is at hand).
+    ``with_inertia`` (computed while each chunk is at hand) and the number of labels that
+    differ from ``previous`` (all of them when it is None).
 
     The backend decides how the chunks run (one after another, or on several threads);
     each chunk writes its own slice of ``labels`` and returns its partial statistics.
@@ -107,9 +115,14 @@ def assign(
             return None
         wc = None if w is None else w[start:stop]
         sums, weights = backend.cluster_sums(rows, labels[start:stop], wc, k)
+        if previous is None:
+            changed = xp.asarray(stop - start, device=backend.device(X))
+        else:
+            changed = xp.count_nonzero(labels[start:stop] != previous[start:stop])
         if not with_inertia:
-            return Statistics(sums, weights)
-        return Statistics(sums, weights, _chunk_inertia(problem, centers, labels, start, stop))
+            return Statistics(sums, weights, changed)
+        inertia = _chunk_inertia(problem, centers, labels, start, stop)
+        return Statistics(sums, weights, changed, inertia)
 
     parts = backend.map_chunks(chunk, problem.chunks(k))
     return functools.reduce(operator.add, parts) if statistics else None
@@ -135,16 +148,17 @@ def _chunk_inertia(
     return xp.sum(d2)
 
 
-def _averages(stats: Statistics, fallback: Array, xp: Any) -> Array:
-    """Weighted means; clusters of zero weight take the row of ``fallback``."""
-    w = stats.weights[:, None]
+def weighted_means(sums: Array, weights: Array, fallback: Array, xp: Any) -> Array:
+    """``sums / weights`` per cluster; clusters of zero weight take ``fallback``'s row
+    (the seed's rule when ``fallback`` is the previous centres)."""
+    w = weights[:, None]
     has_weight = w > 0
     inverse = 1.0 / xp.where(has_weight, w, xp.ones_like(w))
-    return xp.where(has_weight, stats.sums * inverse, fallback)
+    return xp.where(has_weight, sums * inverse, fallback)
 
 
 def _new_centers(stats: Statistics, centers: Array, empty_cluster: str, xp: Any) -> Array:
-    means = _averages(stats, centers, xp)
+    means = weighted_means(stats.sums, stats.weights, centers, xp)
     if empty_cluster == "keep":
         return means
     # An empty cluster that could not be relocated (every point sits on its centre) goes
@@ -188,7 +202,7 @@ def _relocate(
     is_empty = (stats.weights == 0)[:, None]
     sums = xp.where(is_empty, into.T @ far_rows, stats.sums - out_of.T @ far_rows)
     moved = xp.where(is_empty[:, 0], into.T @ far_w, stats.weights - out_of.T @ far_w)
-    return Statistics(sums, moved, stats.inertia)
+    return Statistics(sums, moved, stats.changed, stats.inertia)
 
 
 def lloyd(
@@ -218,17 +232,12 @@ def lloyd(
     shift = 0.0
     for i in range(max_iter):
         labels = xp.empty(n, dtype=xp.int32, device=dev)
-        stats = assign(problem, centers, labels, with_inertia=track_inertia)
+        stats = assign(problem, centers, labels, with_inertia=track_inertia, previous=labels_old)
         assert stats is not None
         new = _new_centers(stats, centers, empty_cluster, xp)
-        changed = (
-            xp.asarray(float(n), dtype=acc, device=dev)
-            if labels_old is None
-            else xp.astype(xp.count_nonzero(labels != labels_old), acc)
-        )
         checks = xp.stack(
             [
-                changed,
+                xp.astype(stats.changed, acc),
                 xp.astype(xp.sum((new - centers) ** 2), acc),
                 xp.sum(xp.astype(stats.weights == 0, acc)),
             ]

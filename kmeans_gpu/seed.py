@@ -104,8 +104,8 @@ def recalc_centroids(
         raise ValueError(f"labels must lie in [0, {k}), got values outside it")
     device = backend_.device(problem.X)
     labels_dev = backend_.asarray(labels_np.astype(np.int32), device=device)
-    stats = _lloyd.Statistics(*backend_.cluster_sums(problem.X, labels_dev, None, k))
-    new = _lloyd._new_centers(stats, centers, "keep", xp)
+    sums, weights = backend_.cluster_sums(problem.X, labels_dev, None, k)
+    new = _lloyd.weighted_means(sums, weights, centers, xp)
     return placement.to_output(problem.from_working(new))
 
 
