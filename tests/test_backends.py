@@ -226,3 +226,17 @@ def test_torch_cuda_tensors_cross_to_cupy_without_a_copy(rng):
     host = X.cpu().numpy()
     reference = KMeans(5, init=host[:5]).fit(host)
     np.testing.assert_array_equal(est.labels_.cpu().numpy(), reference.labels_)
+
+
+def test_fits_from_user_threads_use_the_pool_and_agree(rng):
+    """A fit started from a user's thread gets the thread pool too, and concurrent fits
+    from several threads give the single-threaded result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    X = rng.normal(size=(30_000, 3))
+    expected = KMeans(8, random_state=0, backend="numpy").fit(X)
+    with ThreadPoolExecutor(3) as pool:
+        fits = list(pool.map(lambda _: KMeans(8, random_state=0).fit(X), range(3)))
+    for est in fits:
+        np.testing.assert_array_equal(est.labels_, expected.labels_)
+        assert est.n_iter_ == expected.n_iter_

@@ -29,6 +29,7 @@ BLOCK_BYTES = 1 << 23
 FEW_CLUSTERS = 32
 #: Up to this many features, the per-cluster sums use bincount, column by column.
 FEW_FEATURES = 8
+_WORKER_PREFIX = "kmeans-gpu-worker"
 #: Chunks smaller than this are not worth a thread.
 MIN_CHUNK_ROWS = 2048
 
@@ -89,7 +90,10 @@ class NumpyBackend(Backend):
         self, work: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]
     ) -> list[T]:
         threads = 1 if len(ranges) < 2 else min(effective_threads(), len(ranges))
-        if threads <= 1 or threading.current_thread() is not threading.main_thread():
+        # inside one of our own workers (a nested call) run in place: never wait on the
+        # pool from the pool
+        nested = threading.current_thread().name.startswith(_WORKER_PREFIX)
+        if threads <= 1 or nested:
             return super().map_chunks(work, ranges)
         pool = self._executor(threads)
         controller = _blas_controller()
@@ -101,7 +105,7 @@ class NumpyBackend(Backend):
             if self._pool is None or self._pool_size != threads:
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
-                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kmeans-gpu")
+                self._pool = ThreadPoolExecutor(threads, thread_name_prefix=_WORKER_PREFIX)
                 self._pool_size = threads
             return self._pool
 
