@@ -204,18 +204,12 @@ def fit(X: Any, n_clusters: Any, **params: Any) -> Fitted:
         ):
             best = result
     assert best is not None
-    return finish(job, best)
-
-
-def finish(job: Setup, result: Result) -> Fitted:
-    """A run's result in the caller's units; warns when clusters collapsed."""
-    problem = job.problem
-    _warn_if_collapsed(problem, result.labels, job.n_clusters)
+    _warn_if_collapsed(problem, best.labels, job.n_clusters)
     return Fitted(
-        centers=problem.from_working(result.centers),
-        labels=result.labels,
-        inertia=problem.inertia_from_working(result.inertia),
-        n_iter=result.n_iter,
+        centers=problem.from_working(best.centers),
+        labels=best.labels,
+        inertia=problem.inertia_from_working(best.inertia),
+        n_iter=best.n_iter,
         placement=job.placement,
     )
 
@@ -230,7 +224,7 @@ def _warn_if_collapsed(problem: Problem, labels: Array, n_clusters: int) -> None
             f"Number of distinct clusters ({distinct}) found smaller than n_clusters "
             f"({n_clusters}). Possibly due to duplicate points in X.",
             ConvergenceWarning,
-            stacklevel=5,
+            stacklevel=4,
         )
 
 

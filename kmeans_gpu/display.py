@@ -52,10 +52,14 @@ def pca_2d(X: Any, *, backend: str | Backend = "auto") -> Projection:
     arrays come to the host. Data with one or two features is shown as it is.
     """
     X, placement = check_array(X, backend=backend)
+    return _pca_2d(X, placement.compute)
+
+
+def _pca_2d(X: Any, compute: Backend) -> Projection:
+    """:func:`pca_2d` of an X already validated on ``compute``."""
     d = int(X.shape[1])
     if d <= 2:
         return Projection(np.zeros(d), np.eye(d, 2), ("x", "y" if d == 2 else ""), False)
-    compute = placement.compute
     xp = compute.xp
     acc = compute.accumulator_dtype(X.dtype)
     n = int(X.shape[0])
@@ -121,5 +125,5 @@ def make_scene(
     rows = X
     if indices is not None:
         rows = compute.xp.take(X, compute.asarray(indices, device=compute.device(X)), axis=0)
-    projection = pca_2d(X, backend=compute)
+    projection = _pca_2d(X, compute)  # X is validated: no second pass over it
     return Scene(projection(compute.to_numpy(rows)), indices, projection)
