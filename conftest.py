@@ -1,4 +1,5 @@
-"""Shared fixtures: the ``backend`` fixture runs a test on NumPy, on array_api_strict
+"""Shared fixtures: the ``backend`` fixture runs a test on NumPy (with numba's kernels,
+when numba is installed, and without them), on array_api_strict
 (its default device and its second device, so host/device mixing fails loudly) and on
 CuPy (marked ``gpu``; skipped without a CUDA device)."""
 
@@ -60,13 +61,17 @@ def _strict_factory(device: str | None) -> ArrayFactory:
 @pytest.fixture(
     params=[
         "numpy",
+        "numpy-plain",
         "array_api_strict",
         "array_api_strict-device1",
         pytest.param("cupy", marks=pytest.mark.gpu),
     ]
 )
-def backend(request: pytest.FixtureRequest) -> ArrayFactory:
-    if request.param == "numpy":
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ArrayFactory:
+    if request.param == "numpy":  # with numba's kernels when numba is installed
+        return ArrayFactory("numpy", np)
+    if request.param == "numpy-plain":  # pure NumPy, as without numba
+        monkeypatch.setenv("KMEANS_GPU_NUMBA", "0")
         return ArrayFactory("numpy", np)
     if request.param == "cupy":
         return _cupy_factory()

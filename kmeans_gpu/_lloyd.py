@@ -110,15 +110,14 @@ def assign(
 
     def chunk(start: int, stop: int) -> Statistics | None:
         rows = X[start:stop, ...]
-        labels[start:stop] = backend.assign(rows, centers, centers_sq)
         if not statistics:
+            labels[start:stop] = backend.assign(rows, centers, centers_sq)
             return None
         wc = None if w is None else w[start:stop]
-        sums, weights = backend.cluster_sums(rows, labels[start:stop], wc, k)
-        if previous is None:
-            changed = xp.asarray(stop - start, device=backend.device(X))
-        else:
-            changed = xp.count_nonzero(labels[start:stop] != previous[start:stop])
+        before = None if previous is None else previous[start:stop]
+        labels[start:stop], sums, weights, changed = backend.assign_and_sum(
+            rows, centers, centers_sq, wc, before
+        )
         if not with_inertia:
             return Statistics(sums, weights, changed)
         inertia = _chunk_inertia(problem, centers, labels, start, stop)

@@ -23,6 +23,10 @@ def test_import_pulls_in_neither_cupy_nor_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+    # numba (a second or more to import) comes in with the first NumPy fit, not before
+    code = "import sys, kmeans_gpu; from kmeans_gpu import KMeans; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_registry_names():
@@ -105,13 +109,18 @@ GENERIC = Backend(compat_np, "generic-numpy")
 
 
 def _fast_backends():
-    yield get_backend("numpy")
+    from kmeans_gpu.backends import _numpy
+
+    yield _numpy._numpy_backend(compiled=False)
+    yield _numpy._numpy_backend(compiled=True)  # numba's kernels, when installed
     if "cupy" in available_backends():
         yield get_backend("cupy")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(("d", "k"), [(1, 13), (2, 13), (5, 32), (8, 33), (9, 13), (40, 300)])
+@pytest.mark.parametrize(
+    ("d", "k"), [(1, 13), (2, 13), (5, 32), (8, 33), (8, 64), (8, 65), (9, 13), (40, 300)]
+)
 def test_overrides_match_generic(dtype, d, k, rng):
     n = 700
     X = rng.normal(size=(n, d)).astype(dtype)
@@ -134,6 +143,20 @@ def test_overrides_match_generic(dtype, d, k, rng):
             np.testing.assert_allclose(back(got_s), want_s, rtol=rtol, atol=rtol)
             np.testing.assert_allclose(back(got_w), want_w, rtol=rtol)
             assert back(got_s).dtype == dtype
+        previous = rng.randint(0, k, size=n).astype(np.int32)
+        for weights in (None, w):
+            for before in (None, previous):
+                want = GENERIC.assign_and_sum(X, C, csq, weights, before)
+                got = fast.assign_and_sum(
+                    to(X), to(C), to(csq), None if weights is None else to(weights),
+                    None if before is None else to(before),
+                )  # fmt: skip
+                np.testing.assert_array_equal(back(got[0]), want[0])
+                rtol = 1e-5 if dtype == np.float32 else 1e-12
+                np.testing.assert_allclose(back(got[1]), want[1], rtol=rtol, atol=rtol)
+                np.testing.assert_allclose(back(got[2]), want[2], rtol=rtol)
+                assert back(got[1]).dtype == back(got[2]).dtype == dtype
+                assert int(got[3]) == int(want[3])
         np.testing.assert_allclose(
             back(fast.sq_dist_to_assigned(to(X), to(C), to(want_labels))),
             GENERIC.sq_dist_to_assigned(X, C, want_labels),
@@ -167,6 +190,48 @@ def test_numpy_blocks_and_running_argmin_match_plain_argmin(rng, monkeypatch):
         np.testing.assert_array_equal(backend.assign(X, C, csq), want)
         monkeypatch.setattr(_numpy, "BLOCK_BYTES", 1 << 20)
         np.testing.assert_array_equal(backend.assign(X, C, csq), want)
+
+
+@pytest.mark.parametrize("d", [1, 2, 8, 9])
+def test_exact_ties_go_to_the_first_centre_on_every_path(d, rng):
+    """On a small integer grid every score is exact, so ties are real: every path must
+    pick the first of the tied centres, as argmin does."""
+    X = rng.randint(0, 3, size=(3000, d)).astype(np.float32)
+    C = np.vstack([rng.randint(0, 3, size=(40, d)), np.zeros((3, d))]).astype(np.float32)
+    csq = (C * C).sum(axis=1)
+    want = GENERIC.assign(X, C, csq)
+    for fast in _fast_backends():
+        np.testing.assert_array_equal(fast.to_numpy(fast.assign(fast.asarray(X),
+                                      fast.asarray(C), fast.asarray(csq))), want)  # fmt: skip
+
+
+def test_numba_kernels_on_blocks_smaller_than_the_chunk(rng, monkeypatch):
+    pytest.importorskip("numba")
+    from kmeans_gpu.backends import _numba, _numba_kernels, _numpy
+
+    backend = _numpy._numpy_backend(compiled=True)
+    monkeypatch.setattr(_numba, "SCAN_BLOCK_BYTES", 1 << 12)
+    for d, k in ((2, 5), (16, 70)):
+        X = rng.normal(size=(1001, d)).astype(np.float32)
+        C = rng.normal(size=(k, d)).astype(np.float32)
+        csq = (C * C).sum(axis=1)
+        want = GENERIC.assign_and_sum(X, C, csq, None, None)
+        got = backend.assign_and_sum(X, C, csq, None, None)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+    assert _numba_kernels.ROWS_PER_BLOCK < 1001  # the direct kernel's blocks were split
+
+
+def test_numba_is_used_when_installed_unless_switched_off(monkeypatch):
+    pytest.importorskip("numba")
+    from kmeans_gpu.backends._numba import NumbaBackend
+    from kmeans_gpu.backends._numpy import NumpyBackend
+
+    assert isinstance(get_backend("numpy"), NumbaBackend)
+    monkeypatch.setenv("KMEANS_GPU_NUMBA", "0")
+    assert type(get_backend("numpy")) is NumpyBackend
+    X = np.random.default_rng(0).normal(size=(500, 3))
+    assert type(get_backend(X)) is NumpyBackend
 
 
 def test_threaded_chunks_give_the_sequential_result(rng, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +13,10 @@ import numpy as np
 from kmeans_gpu.benchmark import WORKLOADS, make_data, markdown, run_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
+#: kmeans-gpu's rows on NumPy (a pure NumPy variant too, when numba serves by default)
+OURS_NUMPY = ["kmeans-gpu[numpy]", "kmeans-gpu[numpy] frames"] + (
+    ["kmeans-gpu[numpy] without numba"] if importlib.util.find_spec("numba") else []
+)
 
 
 def test_workloads_are_seeded_and_share_initial_centroids():
@@ -30,6 +35,7 @@ def test_run_reports_times_ratios_inertia_and_machine():
     assert {"kmeans-gpu[numpy]", "kmeans-gpu[numpy] frames", "scikit-learn lloyd"} <= set(rows)
     ours = rows["kmeans-gpu[numpy]"]
     assert ours["ratio"] == 1.0 and len(ours["samples_ms"]) == 2 and ours["n_iter"] == 3
+    assert set(OURS_NUMPY) <= set(rows)
     assert rows["scikit-learn lloyd"]["inertia_rel_diff"] < 1e-5  # same start, same run
     assert "the seed's per-point loop" in rows
     assert doc["machine"]["cores"] >= 1 and doc["machine"]["versions"]["numpy"]
@@ -65,10 +71,7 @@ def test_command_line_writes_json_and_markdown(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     doc = json.loads((tmp_path / "b.json").read_text())
-    assert [r["contender"] for r in doc["results"]] == [
-        "kmeans-gpu[numpy]",
-        "kmeans-gpu[numpy] frames",
-    ]
+    assert [r["contender"] for r in doc["results"]] == OURS_NUMPY
     assert (tmp_path / "b.md").read_text() == out.stdout
     skipped = subprocess.run(
         [sys.executable, "benchmarks/run.py", "G1", "--repeats", "1", "--quiet"],
@@ -95,10 +98,7 @@ def test_a_failing_contender_is_reported_not_fatal(monkeypatch):
 
     monkeypatch.setattr(benchmark, "contenders", with_a_broken_one)
     doc = run_benchmark(["seed"], iterations=2, repeats=1, include=("numpy]", "broken"))
-    assert [r["contender"] for r in doc["results"]] == [
-        "kmeans-gpu[numpy]",
-        "kmeans-gpu[numpy] frames",
-    ]
+    assert [r["contender"] for r in doc["results"]] == OURS_NUMPY
     assert any(
         "broken peer on seed: failed (RuntimeError: no such kernel)" in s for s in doc["skipped"]
     )

@@ -28,10 +28,11 @@ __all__ = [
 
 logger = logging.getLogger("kmeans_gpu")
 
-#: name -> (module, class), imported on first use
+#: name -> (module, factory), imported on first use; a factory returns the same backend
+#: object every time it is asked for the same thing
 _REGISTRY: dict[str, tuple[str, str]] = {
-    "numpy": ("kmeans_gpu.backends._numpy", "NumpyBackend"),
-    "cupy": ("kmeans_gpu.backends._cupy", "CupyBackend"),
+    "numpy": ("kmeans_gpu.backends._numpy", "make_backend"),
+    "cupy": ("kmeans_gpu.backends._cupy", "make_backend"),
 }
 BACKEND_NAMES = ("auto", *_REGISTRY)
 
@@ -70,9 +71,15 @@ def available_backends() -> list[str]:
 
 
 @functools.cache
+def _factory(name: str) -> Callable[[], Backend]:
+    module, factory = _REGISTRY[name]
+    make: Callable[[], Backend] = getattr(importlib.import_module(module), factory)
+    return make
+
+
 def _load(name: str) -> Backend:
-    module, cls = _REGISTRY[name]
-    return getattr(importlib.import_module(module), cls)()
+    """The backend registered as ``name`` (each factory keeps its own instances)."""
+    return _factory(name)()
 
 
 def _library_of(x: Any) -> str:

@@ -101,6 +101,28 @@ class Backend:
         scores = centers_sq[None, :] - 2.0 * (X @ centers.T)
         return xp.astype(xp.argmin(scores, axis=1), xp.int32)
 
+    def assign_and_sum(
+        self,
+        X: Array,
+        centers: Array,
+        centers_sq: Array,
+        weights: Array | None,
+        previous: Array | None,
+    ) -> tuple[Array, Array, Array, Array]:
+        """One chunk's share of a Lloyd iteration: the labels of the rows of ``X`` (as
+        :meth:`assign`), their per-cluster weighted sums ``(k, d)`` and weights ``(k,)``
+        (as :meth:`cluster_sums`), and how many labels differ from ``previous`` (0-d
+        array; all of them when ``previous`` is None). A backend that can do all of it
+        in one pass over the rows overrides this."""
+        xp = self.xp
+        labels = self.assign(X, centers, centers_sq)
+        sums, weight_sums = self.cluster_sums(X, labels, weights, int(centers.shape[0]))
+        if previous is None:
+            changed = xp.asarray(X.shape[0], device=self.device(X))
+        else:
+            changed = xp.count_nonzero(labels != previous)
+        return labels, sums, weight_sums, changed
+
     def column_mean(self, X: Array) -> Array:
         """The mean of each column of X."""
         return self.xp.mean(X, axis=0)

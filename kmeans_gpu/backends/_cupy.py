@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -92,3 +93,9 @@ class CupyBackend(Backend):
         sums = cp.zeros((n_clusters, X.shape[1]), dtype=X.dtype)
         cupyx.scatter_add(sums, labels, rows)
         return sums, weight_sums.astype(X.dtype, copy=False)
+
+
+@functools.cache
+def make_backend() -> CupyBackend:
+    """The one CuPy backend of this process."""
+    return CupyBackend()

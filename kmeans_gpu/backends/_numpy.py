@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -30,6 +31,7 @@ FEW_CLUSTERS = 32
 #: Up to this many features, the per-cluster sums use bincount, column by column.
 FEW_FEATURES = 8
 _WORKER_PREFIX = "kmeans-gpu-worker"
+logger = logging.getLogger("kmeans_gpu")
 #: Chunks smaller than this are not worth a thread.
 MIN_CHUNK_ROWS = 2048
 
@@ -124,17 +126,25 @@ class NumpyBackend(Backend):
         return (np.ones(X.shape[0], dtype=X.dtype) @ X) / X.shape[0]
 
     def _score_blocks(
-        self, X: Array, centers: Array, centers_sq: Array, *, transposed: bool
+        self,
+        X: Array,
+        centers: Array,
+        centers_sq: Array,
+        *,
+        transposed: bool,
+        add_squares: bool = True,
+        block_bytes: int | None = None,
     ) -> Any:
-        """Cache-sized blocks of ``‖c‖² − 2x·c``: ``(start, stop, scores)``, the scores
-        ``(k, m)`` when ``transposed`` else ``(m, k)``, in a reused buffer.
+        """Cache-sized blocks of ``‖c‖² − 2x·c`` (of ``−2x·c`` unless ``add_squares``):
+        ``(start, stop, scores)``, the scores ``(k, m)`` when ``transposed`` else
+        ``(m, k)``, in a reused buffer.
 
         (-2c)·x is exactly -2(c·x): scaling by a power of two rounds nothing, so these
         are the generic scores, with one pass over each block fewer.
         """
         n, k = X.shape[0], centers.shape[0]
         scaled = -2.0 * centers
-        block = max(16, BLOCK_BYTES // (k * X.itemsize))
+        block = max(16, (block_bytes or BLOCK_BYTES) // (k * X.itemsize))
         for start in range(0, n, block):
             stop = min(start + block, n)
             rows = X[start:stop]
@@ -142,11 +152,13 @@ class NumpyBackend(Backend):
             if transposed:
                 scores = scores.reshape(k, stop - start)
                 np.matmul(scaled, rows.T, out=scores)
-                scores += centers_sq[:, None]
+                if add_squares:
+                    scores += centers_sq[:, None]
             else:
                 scores = scores.reshape(stop - start, k)
                 np.matmul(rows, scaled.T, out=scores)
-                scores += centers_sq
+                if add_squares:
+                    scores += centers_sq
             yield start, stop, scores
 
     def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:
@@ -226,3 +238,23 @@ class NumpyBackend(Backend):
     def farthest(self, distances: Array, n: int) -> Array:
         # scikit-learn's choice, so that relocations (and therefore labels) agree with it.
         return np.argpartition(distances, -n)[: -n - 1 : -1]
+
+
+def make_backend() -> NumpyBackend:
+    """The NumPy backend: with compiled kernels when numba is installed and
+    ``KMEANS_GPU_NUMBA`` is not ``0`` (read on every call), else pure NumPy."""
+    return _numpy_backend(os.environ.get("KMEANS_GPU_NUMBA", "").strip() != "0")
+
+
+@functools.cache
+def _numpy_backend(compiled: bool) -> NumpyBackend:
+    if compiled:
+        try:
+            from ._numba import NumbaBackend
+        except ImportError as exc:
+            logger.debug("numba is not installed (%s): the pure NumPy path runs", exc)
+        except Exception as exc:  # a broken numba or llvmlite, an unusable cache...
+            logger.warning("numba kernels unavailable (%s): the pure NumPy path runs", exc)
+        else:
+            return NumbaBackend()
+    return NumpyBackend()
