@@ -172,18 +172,24 @@ def test_verbose_logs_iterations(rng, caplog):
 def test_memory_is_bounded_by_chunks(rng, monkeypatch):
     """No block of n × k: every assignment sees a chunk that fits the working memory."""
     numpy_backend = get_backend("numpy")
-    seen = []
-    original = type(numpy_backend).assign
+    seen: dict[str, list[int]] = {"assign": [], "assign_and_sum": []}
 
-    def recording(self, X, centers, centers_sq):
-        seen.append(X.shape[0] * centers.shape[0] * X.itemsize)
-        return original(self, X, centers, centers_sq)
+    def recorder(name):
+        original = getattr(type(numpy_backend), name)
 
-    monkeypatch.setattr(type(numpy_backend), "assign", recording)
+        def recording(self, X, centers, *args):
+            seen[name].append(X.shape[0] * centers.shape[0] * X.itemsize)
+            return original(self, X, centers, *args)
+
+        return recording
+
+    for name in seen:
+        monkeypatch.setattr(type(numpy_backend), name, recorder(name))
     X = rng.normal(size=(5000, 4))
     budget = 64 * 1024
     capped = KMeans(16, random_state=0, working_memory=budget, backend="numpy").fit(X)
-    assert max(seen) <= budget and len(seen) > 5000 * 16 * 8 // budget
+    chunks = seen["assign"] + seen["assign_and_sum"]
+    assert max(chunks) <= budget and len(seen["assign_and_sum"]) > 5000 * 16 * 8 // budget
     monkeypatch.undo()
     whole = KMeans(16, random_state=0, backend="numpy").fit(X)
     np.testing.assert_array_equal(capped.labels_, whole.labels_)
