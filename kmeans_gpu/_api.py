@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Generator
@@ -10,6 +11,7 @@ from typing import Any
 
 from ._init import check_init, initial_centers, kmeans_plusplus_working
 from ._lloyd import EMPTY_CLUSTER_POLICIES, Result, Step, lloyd, run_to_end
+from ._precision import check_precision
 from ._problem import Problem, make_problem
 from ._validation import (
     DimensionMismatchError,
@@ -161,14 +163,18 @@ def setup(
     empty_cluster: str = "relocate",
     verbose: bool = False,
     working_memory: int | None = None,
+    precision: str = "exact",
 ) -> Setup:
     """Validate every argument and build the problem."""
+    precision = check_precision(precision)  # the name now, before any work on the data
     init = check_init(init)
     runs = resolve_n_init(n_init, init)
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_tol(tol)
     empty_cluster = check_empty_cluster(empty_cluster)
     problem, placement, _ = prepare(X, sample_weight, backend, working_memory)
+    precision = check_precision(precision, problem.X.dtype, problem.backend.xp)
+    problem = dataclasses.replace(problem, precision=precision)
     return Setup(
         problem=problem,
         placement=placement,
@@ -242,6 +248,7 @@ def kmeans(
     empty_cluster: str = "relocate",
     verbose: bool = False,
     working_memory: int | None = None,
+    precision: str = "exact",
 ) -> tuple[Array, Array, float, int]:
     """Cluster X with Lloyd's K-means.
 
@@ -281,6 +288,12 @@ default="k-means++"
         Bytes for one chunk's distance block (default: the backend's, 32 MiB on the
         CPU, a quarter of free device memory up to 1 GiB on CuPy); the solver never holds
         an ``n_samples × n_clusters`` matrix.
+    precision : {"exact", "tf32", "bf16"}, default="exact"
+        Precision of the distance products of float32 data. ``"tf32"`` and ``"bf16"``
+        let a backend with tensor cores (CuPy on a GPU of compute capability 8.0+)
+        round the product's inputs; rows whose two nearest centres are too close to
+        tell apart at that precision are assigned again exactly, so the labels are the
+        exact ones. Backends without such products compute exactly.
 
     Returns
     -------
@@ -306,6 +319,7 @@ default="k-means++"
         empty_cluster=empty_cluster,
         verbose=verbose,
         working_memory=working_memory,
+        precision=precision,
     )
     out = fitted.placement.to_output
     return out(fitted.centers), out(fitted.labels), fitted.inertia, fitted.n_iter

@@ -111,12 +111,12 @@ def assign(
     def chunk(start: int, stop: int) -> Statistics | None:
         rows = X[start:stop, ...]
         if not statistics:
-            labels[start:stop] = backend.assign(rows, centers, centers_sq)
+            labels[start:stop] = backend.assign(rows, centers, centers_sq, problem.precision)
             return None
         wc = None if w is None else w[start:stop]
         before = None if previous is None else previous[start:stop]
         labels[start:stop], sums, weights, changed = backend.assign_and_sum(
-            rows, centers, centers_sq, wc, before
+            rows, centers, centers_sq, wc, before, problem.precision
         )
         if not with_inertia:
             return Statistics(sums, weights, changed)

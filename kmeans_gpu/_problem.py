@@ -27,6 +27,8 @@ class Problem:
     scale_exponent: int
     variance: float
     working_memory: int | None = None
+    #: precision of the distance products ("exact", "tf32", "bf16"; see _precision)
+    precision: str = "exact"
 
     @property
     def n_samples(self) -> int:

@@ -58,6 +58,12 @@ default="k-means++"
     working_memory : int, default=None
         Bytes for one chunk's distance block (default: the backend's, 32 MiB on the
         CPU, a quarter of the free device memory up to 1 GiB on CuPy).
+    precision : {"exact", "tf32", "bf16"}, default="exact"
+        Precision of the distance products in ``fit`` of float32 data. ``"tf32"`` and ``"bf16"``
+        let a backend with tensor cores (CuPy on a GPU of compute capability 8.0+)
+        round the product's inputs; rows whose two nearest centres are too close to
+        tell apart at that precision are assigned again exactly, so the labels are the
+        exact ones. Backends without such products compute exactly.
 
     Attributes
     ----------
@@ -89,6 +95,7 @@ default="k-means++"
         empty_cluster: str = "relocate",
         backend: str | Backend = "auto",
         working_memory: int | None = None,
+        precision: str = "exact",
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -100,6 +107,7 @@ default="k-means++"
         self.empty_cluster = empty_cluster
         self.backend = backend
         self.working_memory = working_memory
+        self.precision = precision
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -144,6 +152,7 @@ default="k-means++"
             "empty_cluster": self.empty_cluster,
             "verbose": bool(self.verbose),
             "working_memory": self.working_memory,
+            "precision": self.precision,
         }
 
     def iter_frames(

@@ -161,6 +161,7 @@ def iter_frames(
     display_indices: Any = None,
     random_state: Any = None,
     working_memory: int | None = None,
+    precision: str = "exact",
 ) -> Iterator[Frame]:
     """Run Lloyd's K-means on X and yield a :class:`Frame` per iteration.
 
@@ -184,6 +185,8 @@ default="k-means++"
         None copies every label. The solver always uses every row.
     random_state : int, RandomState, Generator or None, default=None
     working_memory : int, default=None
+    precision : {"exact", "tf32", "bf16"}, default="exact"
+        As in :func:`kmeans_gpu.kmeans`.
 
     Yields
     ------
@@ -220,6 +223,7 @@ default="k-means++"
         backend=backend,
         empty_cluster=empty_cluster,
         working_memory=working_memory,
+        precision=precision,
     )
     indices = check_display_indices(display_indices, job.problem.n_samples)
     return stream(job, indices)

@@ -89,14 +89,32 @@ class Backend:
         return [work(start, stop) for start, stop in ranges]
 
     # -- the Lloyd step ---------------------------------------------------------------
-    def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:
+    #: precisions other than "exact" whose products this backend computes faster
+    #: (tensor cores); it ignores the others, which is always allowed
+    reduced_products: frozenset[str] = frozenset()
+
+    def reduced_product(self, X: Array, scaled: Array, precision: str) -> Array:
+        """``X @ scaled.T`` with the inputs rounded to ``precision`` (one of
+        :attr:`reduced_products`) and the products summed in float32."""
+        raise NotImplementedError(f"{self.name} computes no {precision} products")
+
+    def assign(
+        self, X: Array, centers: Array, centers_sq: Array, precision: str = "exact"
+    ) -> Array:
         """Index of the nearest centre of each row of ``X`` (first one on ties).
 
         Uses ``‖c‖² − 2 x·c``, which orders centres as ``‖x − c‖²`` does; the block is
         ``X.shape[0] × k``, so callers pass row chunks. The result may be a buffer the
         backend reuses on its next call from the same thread: copy it before that (the
-        Lloyd loop copies each chunk's labels into its own array at once).
+        Lloyd loop copies each chunk's labels into its own array at once). With a
+        ``precision`` in :attr:`reduced_products` the product is computed at that
+        precision and near ties re-checked exactly (the same labels; see
+        ``kmeans_gpu/_precision.py``).
         """
+        if precision in self.reduced_products:
+            from .._precision import assign_reduced
+
+            return assign_reduced(self, X, centers, centers_sq, precision)
         xp = self.xp
         scores = centers_sq[None, :] - 2.0 * (X @ centers.T)
         return xp.astype(xp.argmin(scores, axis=1), xp.int32)
@@ -108,6 +126,7 @@ class Backend:
         centers_sq: Array,
         weights: Array | None,
         previous: Array | None,
+        precision: str = "exact",
     ) -> tuple[Array, Array, Array, Array]:
         """One chunk's share of a Lloyd iteration: the labels of the rows of ``X`` (as
         :meth:`assign`), their per-cluster weighted sums ``(k, d)`` and weights ``(k,)``
@@ -115,7 +134,7 @@ class Backend:
         array; all of them when ``previous`` is None). A backend that can do all of it
         in one pass over the rows overrides this."""
         xp = self.xp
-        labels = self.assign(X, centers, centers_sq)
+        labels = self.assign(X, centers, centers_sq, precision)
         sums, weight_sums = self.cluster_sums(X, labels, weights, int(centers.shape[0]))
         if previous is None:
             changed = xp.asarray(X.shape[0], device=self.device(X))

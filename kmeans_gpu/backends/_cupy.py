@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -42,13 +43,47 @@ class CupyBackend(Backend):
         free, _ = self._cupy.cuda.runtime.memGetInfo()
         return int(max(32 << 20, min(free // 4, 1 << 30)))
 
-    def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:
-        if not self.custom_kernels:
-            return super().assign(X, centers, centers_sq)
-        from ._cuda import argmin_scores
+    @functools.cached_property
+    def reduced_products(self) -> frozenset[str]:  # type: ignore[override]
+        """TF32 and bfloat16 products need tensor cores (compute capability 8.0+)."""
+        major = int(self._cupy.cuda.Device().compute_capability) // 10
+        return frozenset({"tf32", "bf16"}) if major >= 8 else frozenset()
 
-        # (-2c)·x is exactly -2(c·x), so the kernel sees the generic scores
-        return argmin_scores(X @ (-2.0 * centers).T, centers_sq)
+    @contextlib.contextmanager
+    def _compute_type(self, dtype: Any, precision: str) -> Iterator[None]:
+        """cuBLAS products of ``dtype`` at ``precision`` inside the block: exact float32
+        unless asked (so ``CUPY_TF32=1`` cannot sneak TF32 into the exact path)."""
+        from cupy._core import _routines_linalg as linalg
+
+        code = {
+            "exact": linalg.COMPUTE_TYPE_DEFAULT,
+            "tf32": linalg.COMPUTE_TYPE_TF32,
+            "bf16": linalg.COMPUTE_TYPE_BF16,
+        }[precision]
+        core = self._cupy._core
+        previous = core.get_compute_type(dtype)
+        core.set_compute_type(dtype, code)
+        try:
+            yield
+        finally:
+            core.set_compute_type(dtype, previous)
+
+    def reduced_product(self, X: Array, scaled: Array, precision: str) -> Array:
+        with self._compute_type(X.dtype, precision):  # inputs rounded, float32 sums
+            return X @ scaled.T
+
+    def assign(
+        self, X: Array, centers: Array, centers_sq: Array, precision: str = "exact"
+    ) -> Array:
+        if precision in self.reduced_products:  # reduced product, near ties re-checked
+            return super().assign(X, centers, centers_sq, precision)
+        with self._compute_type(X.dtype, "exact"):
+            if not self.custom_kernels:
+                return super().assign(X, centers, centers_sq)
+            from ._cuda import argmin_scores
+
+            # (-2c)·x is exactly -2(c·x), so the kernel sees the generic scores
+            return argmin_scores(X @ (-2.0 * centers).T, centers_sq)
 
     def host_copy(self, x: Array) -> Callable[[], np.ndarray]:
         """Copy ``x`` into pinned host memory on a separate stream, without blocking.

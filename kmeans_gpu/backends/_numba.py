@@ -54,7 +54,9 @@ class NumbaBackend(NumpyBackend):
             sums(start, stop, labels[start:stop])
         return labels
 
-    def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:
+    def assign(
+        self, X: Array, centers: Array, centers_sq: Array, precision: str = "exact"
+    ) -> Array:
         return self._labels(X, centers, centers_sq, lambda *_: None)
 
     def assign_and_sum(
@@ -64,6 +66,7 @@ class NumbaBackend(NumpyBackend):
         centers_sq: Array,
         weights: Array | None,
         previous: Array | None,
+        precision: str = "exact",
     ) -> tuple[Array, Array, Array, Array]:
         k, d = centers.shape
         sums = np.zeros((k, d), dtype=np.float64)

@@ -161,7 +161,9 @@ class NumpyBackend(Backend):
                     scores += centers_sq
             yield start, stop, scores
 
-    def assign(self, X: Array, centers: Array, centers_sq: Array) -> Array:
+    def assign(
+        self, X: Array, centers: Array, centers_sq: Array, precision: str = "exact"
+    ) -> Array:
         # this thread's buffer: no fresh pages to fault in on every chunk (see the
         # contract in Backend.assign)
         labels = self._scratch("labels", X.shape[0], np.int32)

@@ -1,0 +1,147 @@
+"""precision="tf32"/"bf16": reduced-precision products with near ties re-checked.
+
+Tensor cores are not available here, so a test backend emulates them exactly as they
+compute: float32 inputs rounded to nearest-even to 11 (TF32) or 8 (bfloat16)
+significant bits, products summed in float32. The re-check logic itself is the
+library's generic code, the same that runs on CuPy.
+"""
+
+from __future__ import annotations
+
+import array_api_compat.numpy as compat_np
+import numpy as np
+import pytest
+
+from kmeans_gpu import KMeans, kmeans
+from kmeans_gpu._precision import UNIT_ROUNDOFF, assign_reduced, error_bound
+from kmeans_gpu.backends import Backend
+
+DROPPED_BITS = {"tf32": 13, "bf16": 16}  # of float32's 24 significant bits
+
+
+def round_significand(x: np.ndarray, precision: str) -> np.ndarray:
+    """Round float32 values to nearest (ties to even) at ``precision``."""
+    drop = DROPPED_BITS[precision]
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    lowest_kept = (bits >> np.uint32(drop)) & np.uint32(1)
+    bits = bits + np.uint32((1 << (drop - 1)) - 1) + lowest_kept
+    return (bits & ~np.uint32((1 << drop) - 1)).view(np.float32)
+
+
+class EmulatedTensorCores(Backend):
+    """The generic NumPy backend with TF32/bf16 products as tensor cores make them."""
+
+    reduced_products = frozenset({"tf32", "bf16"})
+
+    def __init__(self) -> None:
+        super().__init__(compat_np, "emulated-tensor-cores")
+        self.reduced_calls = 0
+
+    def reduced_product(self, X, scaled, precision):
+        self.reduced_calls += 1
+        a, b = round_significand(X, precision), round_significand(scaled, precision)
+        return a @ b.T  # float32 sums
+
+
+def exact_scores(X, C):
+    return (C * C).sum(axis=1)[None, :] + X @ (-2.0 * C).T
+
+
+def test_rounding_helper_rounds_to_nearest():
+    x = np.array([1.0, 1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 1.0 + 2.0**-12], np.float32)
+    assert round_significand(x, "tf32").tolist() == [1.0, 1.0, 1.0 + 2.0**-9, 1.0]
+    y = np.array([1.0 + 2.0**-8, 1.0 + 3 * 2.0**-8, -(1.0 + 2.0**-6)], np.float32)
+    assert round_significand(y, "bf16").tolist() == [1.0, 1.0 + 2.0**-6, -(1.0 + 2.0**-6)]
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+@pytest.mark.parametrize(("d", "scale"), [(2, 1.0), (64, 1e3), (300, 1e-3)])
+def test_reduced_scores_stay_within_the_error_bound(precision, d, scale):
+    rng = np.random.default_rng(d)
+    X = (rng.normal(size=(2000, d)) * scale).astype(np.float32)
+    C = (rng.normal(size=(50, d)) * scale).astype(np.float32)
+    csq = (C * C).sum(axis=1)
+    reduced = csq[None, :] + EmulatedTensorCores().reduced_product(X, -2.0 * C, precision)
+    bound = error_bound(
+        np.sqrt((X * X).sum(axis=1)), np.sqrt(csq.max()), d, UNIT_ROUNDOFF[precision]
+    )
+    # the bound carries a safety factor of two; the errors must fit without it
+    worst = np.abs(reduced - exact_scores(X, C)).max(axis=1)
+    assert np.all(worst <= bound / 2)
+    assert worst.max() > bound.max() / 2**12  # and it is not absurdly loose
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_near_ties_are_rechecked_so_labels_are_exact(precision):
+    rng = np.random.default_rng(1)
+    X = rng.uniform(size=(20_000, 16)).astype(np.float32)  # crowded: many near ties
+    C = rng.uniform(size=(300, 16)).astype(np.float32)
+    csq = (C * C).sum(axis=1)
+    backend = EmulatedTensorCores()
+    want = np.argmin(exact_scores(X, C), axis=1)
+    raw = np.argmin(csq[None, :] + backend.reduced_product(X, -2.0 * C, precision), axis=1)
+    assert np.count_nonzero(raw != want) > 0  # without the re-check, labels would differ
+    got = assign_reduced(backend, X, C, csq, precision)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.int32
+
+
+def test_a_fit_at_reduced_precision_equals_the_exact_fit():
+    rng = np.random.default_rng(2)
+    X = np.vstack([rng.normal(loc=m, size=(3000, 8)) for m in range(6)]).astype(np.float32)
+    backend = EmulatedTensorCores()
+    exact = kmeans(X, 12, random_state=0, backend=backend, max_iter=50)
+    for precision in ("tf32", "bf16"):
+        calls = backend.reduced_calls
+        got = kmeans(X, 12, random_state=0, backend=backend, max_iter=50, precision=precision)
+        assert backend.reduced_calls > calls  # the reduced path really ran
+        np.testing.assert_array_equal(got[1], exact[1])
+        np.testing.assert_array_equal(got[0], exact[0])
+        assert got[2] == exact[2] and got[3] == exact[3]
+
+
+def test_backends_without_tensor_cores_compute_exactly(backend):
+    X = np.random.default_rng(3).normal(size=(500, 4)).astype(np.float32)
+    a = KMeans(5, random_state=0).fit(backend.asarray(X))
+    b = KMeans(5, random_state=0, precision="tf32").fit(backend.asarray(X))
+    np.testing.assert_array_equal(backend.to_numpy(a.labels_), backend.to_numpy(b.labels_))
+    np.testing.assert_array_equal(
+        backend.to_numpy(a.cluster_centers_), backend.to_numpy(b.cluster_centers_)
+    )
+
+
+def test_bad_precision_is_refused_clearly():
+    X = np.zeros((10, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        kmeans(X, 2, precision="fp16")
+    with pytest.raises(ValueError, match="precision='tf32' rounds float32 inputs"):
+        kmeans(X.astype(np.float64), 2, precision="tf32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        KMeans(2, precision="half").fit(X)
+    assert KMeans(2, precision="bf16").get_params()["precision"] == "bf16"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_cupy_reduced_precision_gives_the_exact_labels(precision):
+    from kmeans_gpu.backends import _cupy_has_device
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy
+
+    from kmeans_gpu.backends import get_backend
+
+    backend = get_backend("cupy")
+    if precision not in backend.reduced_products:
+        pytest.skip("this GPU has no TF32/bf16 tensor cores")
+    rng = np.random.default_rng(4)
+    X = cupy.asarray(rng.uniform(size=(50_000, 32)).astype(np.float32))
+    C = cupy.asarray(rng.uniform(size=(500, 32)).astype(np.float32))
+    csq = (C * C).sum(axis=1)
+    want = backend.assign(X, C, csq)
+    got = backend.assign(X, C, csq, precision)
+    np.testing.assert_array_equal(cupy.asnumpy(got), cupy.asnumpy(want))
+    # the product really was reduced: it differs from the exact one somewhere
+    reduced = backend.reduced_product(X, -2.0 * C, precision)
+    assert float(cupy.abs(reduced - X @ (-2.0 * C).T).max()) > 0
