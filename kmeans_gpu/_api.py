@@ -173,7 +173,7 @@ def setup(
     tol = check_tol(tol)
     empty_cluster = check_empty_cluster(empty_cluster)
     problem, placement, _ = prepare(X, sample_weight, backend, working_memory)
-    precision = check_precision(precision, problem.X.dtype, problem.backend.xp)
+    precision = check_precision(precision, problem.dtype, problem.backend.xp)
     problem = dataclasses.replace(problem, precision=precision)
     return Setup(
         problem=problem,

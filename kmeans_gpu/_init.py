@@ -29,16 +29,27 @@ def kmeans_plusplus_working(
     Each new centre is the best (lowest weighted potential) of ``n_local_trials``
     candidates drawn with probability proportional to ``w · D(x)²``.
     """
-    backend, X, w = problem.backend, problem.X, problem.weights
+    backend, w = problem.backend, problem.weights
     xp = backend.xp
     n = problem.n_samples
-    dev = backend.device(X)
-    acc = backend.accumulator_dtype(X.dtype)
+    dev = problem.device
+    acc = backend.accumulator_dtype(problem.dtype)
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(n_clusters))
-    weights = xp.ones(n, dtype=X.dtype, device=dev) if w is None else w
+    weights = xp.ones(n, dtype=problem.dtype, device=dev) if w is None else w
     weights_acc = xp.astype(weights, acc)
-    x_sq = xp.sum(X * X, axis=1)
+    # with a working copy, one product over all of it (one BLAS call); without one,
+    # blocks of rows whose working copies fit the working memory
+    if problem.X_working is not None:
+        blocks = [(0, n)]
+    else:
+        blocks = problem.chunks(n_local_trials)
+
+    def row_norms(a: int, b: int) -> Array:
+        rows = problem.rows(a, b)
+        return xp.sum(rows * rows, axis=1)
+
+    x_sq = xp.concat([row_norms(a, b) for a, b in blocks])
 
     def draw(values: Array, count: int) -> Array:
         """Indices sampled with probability proportional to ``values``."""
@@ -48,9 +59,15 @@ def kmeans_plusplus_working(
         return xp.clip(found, max=n - 1)
 
     def sq_dist_to_rows(idx: Array) -> Array:
-        rows = xp.take(X, idx, axis=0)
-        d2 = xp.take(x_sq, idx)[:, None] + x_sq[None, :] - 2.0 * (rows @ X.T)
-        return xp.clip(d2, min=0.0)
+        """Squared distances of every row to the rows ``idx``: ``(len(idx), n)``."""
+        chosen = problem.take(idx)
+        chosen_sq = xp.take(x_sq, idx)[:, None]
+
+        def block(a: int, b: int) -> Array:
+            d2 = chosen_sq + x_sq[None, a:b] - 2.0 * (chosen @ problem.rows(a, b).T)
+            return xp.clip(d2, min=0.0)
+
+        return xp.concat([block(a, b) for a, b in blocks], axis=1)
 
     first = draw(weights, 1)
     chosen = [first]
@@ -63,7 +80,7 @@ def kmeans_plusplus_working(
         chosen.append(xp.take(candidates, best))
         closest = xp.take(d2, best, axis=0)[0, :]
     indices = xp.concat(chosen)
-    return xp.take(X, indices, axis=0), indices
+    return problem.take(indices), indices
 
 
 def random_rows(problem: Problem, n_clusters: int, random_state: np.random.RandomState) -> Array:
@@ -79,7 +96,7 @@ def random_rows(problem: Problem, n_clusters: int, random_state: np.random.Rando
             )
         p = w / w.sum()
     seeds = random_state.choice(problem.n_samples, size=n_clusters, replace=False, p=p)
-    return backend.asarray(seeds, device=backend.device(problem.X))
+    return backend.asarray(seeds, device=problem.device)
 
 
 def check_init(init: Any) -> str | Callable[..., Any] | Any:
@@ -110,8 +127,8 @@ def check_centers(centers: Any, problem: Problem, n_clusters: int, what: str) ->
         centers,
         backend=backend,
         name=what,
-        dtype=problem.X.dtype,
-        device=backend.device(problem.X),
+        dtype=problem.dtype,
+        device=problem.device,
     )
     if tuple(C.shape) != (n_clusters, problem.n_features):
         raise ValueError(

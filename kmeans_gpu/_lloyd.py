@@ -103,13 +103,13 @@ def assign(
     The backend decides how the chunks run (one after another, or on several threads);
     each chunk writes its own slice of ``labels`` and returns its partial statistics.
     """
-    backend, X, w = problem.backend, problem.X, problem.weights
+    backend, w = problem.backend, problem.weights
     xp = backend.xp
     k = int(centers.shape[0])
     centers_sq = xp.sum(centers * centers, axis=1)
 
     def chunk(start: int, stop: int) -> Statistics | None:
-        rows = X[start:stop, ...]
+        rows = problem.rows(start, stop)
         if not statistics:
             labels[start:stop] = backend.assign(rows, centers, centers_sq, problem.precision)
             return None
@@ -120,7 +120,7 @@ def assign(
         )
         if not with_inertia:
             return Statistics(sums, weights, changed)
-        inertia = _chunk_inertia(problem, centers, labels, start, stop)
+        inertia = _chunk_inertia(problem, centers, labels, start, stop, rows)
         return Statistics(sums, weights, changed, inertia)
 
     parts = backend.map_chunks(chunk, problem.chunks(k))
@@ -137,11 +137,18 @@ def inertia(problem: Problem, centers: Array, labels: Array) -> float:
 
 
 def _chunk_inertia(
-    problem: Problem, centers: Array, labels: Array, start: int, stop: int
+    problem: Problem,
+    centers: Array,
+    labels: Array,
+    start: int,
+    stop: int,
+    rows: Array | None = None,
 ) -> Array:
+    """Inertia of rows ``start:stop`` (``rows``: their working rows, when at hand)."""
     backend, w = problem.backend, problem.weights
     xp = backend.xp
-    d2 = backend.sq_dist_to_assigned(problem.X[start:stop, ...], centers, labels[start:stop])
+    rows = problem.rows(start, stop) if rows is None else rows
+    d2 = backend.sq_dist_to_assigned(rows, centers, labels[start:stop])
     if w is not None:
         d2 = d2 * xp.astype(w[start:stop], d2.dtype)
     return xp.sum(d2)
@@ -177,12 +184,12 @@ def _relocate(
     problem: Problem, centers: Array, labels: Array, stats: Statistics, n_empty: int
 ) -> Statistics:
     """Move each empty cluster onto one of the points farthest from their centre."""
-    backend, X = problem.backend, problem.X
+    backend = problem.backend
     xp = backend.xp
     k = int(centers.shape[0])
     distances = xp.concat(
         backend.map_chunks(
-            lambda a, b: backend.sq_dist_to_assigned(X[a:b, ...], centers, labels[a:b]),
+            lambda a, b: backend.sq_dist_to_assigned(problem.rows(a, b), centers, labels[a:b]),
             problem.chunks(k),
         )
     )
@@ -190,14 +197,14 @@ def _relocate(
         return stats
     far = backend.farthest(distances, n_empty)
     weights = problem.weights
-    far_w = xp.ones(n_empty, dtype=X.dtype, device=backend.device(X))
+    far_w = xp.ones(n_empty, dtype=problem.dtype, device=problem.device)
     if weights is not None:
         far_w = xp.take(weights, far)
-    far_rows = xp.take(X, far, axis=0) * far_w[:, None]
-    ids = xp.arange(k, dtype=labels.dtype, device=backend.device(X))
+    far_rows = problem.take(far) * far_w[:, None]
+    ids = xp.arange(k, dtype=labels.dtype, device=problem.device)
     empty = xp.nonzero(stats.weights == 0)[0]
-    into = xp.astype(xp.astype(empty, labels.dtype)[:, None] == ids[None, :], X.dtype)
-    out_of = xp.astype(xp.take(labels, far)[:, None] == ids[None, :], X.dtype)
+    into = xp.astype(xp.astype(empty, labels.dtype)[:, None] == ids[None, :], problem.dtype)
+    out_of = xp.astype(xp.take(labels, far)[:, None] == ids[None, :], problem.dtype)
     is_empty = (stats.weights == 0)[:, None]
     sums = xp.where(is_empty, into.T @ far_rows, stats.sums - out_of.T @ far_rows)
     moved = xp.where(is_empty[:, 0], into.T @ far_w, stats.weights - out_of.T @ far_w)
@@ -223,8 +230,8 @@ def lloyd(
     """
     backend = problem.backend
     xp = backend.xp
-    n, dev = problem.n_samples, backend.device(problem.X)
-    acc = backend.accumulator_dtype(problem.X.dtype)
+    n, dev = problem.n_samples, problem.device
+    acc = backend.accumulator_dtype(problem.dtype)
     tolerance = problem.tolerance(tol)
     labels_old = None
     strict = converged = False

@@ -4,6 +4,7 @@ overflow nor underflow."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -13,15 +14,20 @@ from .backends import Array, Backend
 
 @dataclass(frozen=True)
 class Problem:
-    """A validated, centred (and possibly rescaled) copy of X with its weights.
+    """Validated X with its weights, as the solver sees it: centred (and possibly
+    rescaled).
 
-    ``X = (X_input - mean) * 2**scale_exponent``; centres move between the caller's
-    units and the working units with :meth:`to_working` and :meth:`from_working`.
+    Working rows are ``(X_input - mean) * 2**scale_exponent``. A backend that keeps a
+    working copy (NumPy: memory is cheap, one subtraction per iteration is not) has it
+    in ``X_working``; the others (CuPy, array API libraries) make each chunk's working
+    rows when they are used, so the data exist once in device memory. :meth:`rows` and
+    :meth:`take` give working rows either way, bitwise the same. Centres move between
+    the caller's units and the working units with :meth:`to_working` and
+    :meth:`from_working`.
     """
 
     backend: Backend
     X_input: Array
-    X: Array
     weights: Array | None
     mean: Array
     scale_exponent: int
@@ -29,14 +35,40 @@ class Problem:
     working_memory: int | None = None
     #: precision of the distance products ("exact", "tf32", "bf16"; see _precision)
     precision: str = "exact"
+    #: the whole working copy, when the backend keeps one
+    X_working: Array | None = None
 
     @property
     def n_samples(self) -> int:
-        return int(self.X.shape[0])
+        return int(self.X_input.shape[0])
 
     @property
     def n_features(self) -> int:
-        return int(self.X.shape[1])
+        return int(self.X_input.shape[1])
+
+    @property
+    def dtype(self) -> Any:
+        return self.X_input.dtype
+
+    @property
+    def device(self) -> Any:
+        return self.backend.device(self.X_input)
+
+    def rows(self, start: int, stop: int) -> Array:
+        """Working rows ``start:stop``."""
+        if self.X_working is not None:
+            return self.X_working[start:stop, ...]
+        return self._working(self.X_input[start:stop, ...])
+
+    def take(self, indices: Array) -> Array:
+        """Working rows at ``indices``."""
+        take = self.backend.xp.take
+        if self.X_working is not None:
+            return take(self.X_working, indices, axis=0)
+        return self._working(take(self.X_input, indices, axis=0))
+
+    def _working(self, x: Array) -> Array:
+        return _rescale(x - self.mean, self.scale_exponent)
 
     def tolerance(self, tol: float) -> float:
         """scikit-learn's rule: ``tol`` times the mean per-feature variance."""
@@ -61,7 +93,7 @@ class Problem:
     def chunks(self, n_clusters: int) -> list[tuple[int, int]]:
         """Row ranges whose ``rows × n_clusters`` blocks fit the working memory (and
         that the backend can share among its threads)."""
-        itemsize = 8 if self.X.dtype == self.backend.xp.float64 else 4
+        itemsize = 8 if self.dtype == self.backend.xp.float64 else 4
         budget = self.working_memory or self.backend.default_working_memory()
         rows = max(1, budget // (2 * itemsize * (n_clusters + self.n_features)))
         rows = self.backend.chunk_rows(self.n_samples, rows)
@@ -109,28 +141,40 @@ def make_problem(
     """
     xp = backend.xp
     finfo = xp.finfo(X.dtype)
+    n, d = int(X.shape[0]), int(X.shape[1])
+    # passes over the data a block of rows at a time: no second copy of X unless the
+    # backend keeps one (its working copy)
+    step = max(1, (working_memory or backend.default_working_memory()) // (8 * d))
+    blocks = [(a, min(a + step, n)) for a in range(0, n, step)]
     mean = backend.column_mean(X) if center is None else center
     if not bool(xp.all(xp.isfinite(mean))):  # the sum overflowed: average scaled data
         pre = _scale_exponent(_max_abs(xp, X), finfo)
         mean = _rescale(xp.mean(_rescale(X, pre), axis=0), -pre)
-    centred = X - mean
-    exponent = _scale_exponent(_max_abs(xp, centred), finfo)
-    centred = _rescale(centred, exponent)
-    # mean(var(X, axis=0)) as E[x²] − E[x]² per feature, without an n × d temporary
-    n, d = int(X.shape[0]), int(X.shape[1])
-    flat = xp.reshape(centred, (n * d,))
-    column_means = backend.column_mean(centred)
-    variance = (
-        float(xp.vecdot(flat, flat)) / (n * d) - float(xp.vecdot(column_means, column_means)) / d
+    keep = backend.keeps_working_copy
+    centred = X - mean if keep else None
+    max_abs = max(
+        _max_abs(xp, centred[a:b, ...] if centred is not None else X[a:b, ...] - mean)
+        for a, b in blocks
     )
-    variance = max(variance, 0.0)
-    return Problem(
+    exponent = _scale_exponent(max_abs, finfo)
+    problem = Problem(
         backend=backend,
         X_input=X,
-        X=centred,
         weights=weights,
         mean=mean,
         scale_exponent=exponent,
-        variance=variance,
+        variance=0.0,
         working_memory=working_memory,
+        X_working=None if centred is None else _rescale(centred, exponent),
     )
+    # mean(var(X)) as E[x²] − E[x]² per feature, summed block by block
+    squares = 0.0
+    column_sums = xp.zeros(d, dtype=X.dtype, device=backend.device(X))
+    for a, b in blocks:
+        rows = problem.rows(a, b)
+        flat = xp.reshape(rows, ((b - a) * d,))
+        squares += float(xp.vecdot(flat, flat))
+        column_sums = column_sums + backend.column_mean(rows) * (b - a)
+    column_means = column_sums / n
+    variance = squares / (n * d) - float(xp.vecdot(column_means, column_means)) / d
+    return dataclasses.replace(problem, variance=max(variance, 0.0))

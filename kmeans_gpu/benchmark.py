@@ -133,7 +133,7 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None] = lambda: None) -> tu
     return time.perf_counter() - start, out
 
 
-def _ours(backend: str, *, numba: bool = True) -> Contender:
+def _ours(backend: str, *, numba: bool = True, precision: str = "exact") -> Contender:
     from . import kmeans
 
     def run(X: Any, init: Any, iterations: int) -> Measurement:
@@ -141,15 +141,26 @@ def _ours(backend: str, *, numba: bool = True) -> Contender:
         with _host_peak() as host, _environment("KMEANS_GPU_NUMBA", None if numba else "0"):
             seconds, (centers, _, _, n_iter) = _timed(
                 lambda: kmeans(
-                    X, init.shape[0], init=init, max_iter=iterations, tol=0.0, backend=backend
+                    X,
+                    init.shape[0],
+                    init=init,
+                    max_iter=iterations,
+                    tol=0.0,
+                    backend=backend,
+                    precision=precision,
                 ),
                 sync,
             )
         return Measurement(seconds, n_iter, _host(centers), host[0], _pool_peak(pool))
 
-    name = f"{OURS}[{backend}]" if numba else f"{OURS}[{backend}] without numba"
-    note = "" if numba else "the pure NumPy path (KMEANS_GPU_NUMBA=0)"
-    return Contender(name, run, _to_backend(backend), gpu=backend == "cupy", note=note)
+    name, note = f"{OURS}[{backend}]", ""
+    only: tuple[str, ...] = ()
+    if not numba:
+        name, note = f"{name} without numba", "the pure NumPy path (KMEANS_GPU_NUMBA=0)"
+    if precision != "exact":
+        name, only = f"{name} {precision}", ("G1", "G2")
+        note = f"precision={precision!r}: {precision} products, near ties re-checked exactly"
+    return Contender(name, run, _to_backend(backend), gpu=backend == "cupy", note=note, only=only)
 
 
 @contextlib.contextmanager
@@ -383,6 +394,8 @@ def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
         chosen += [_ours(backend), _ours_frames(backend)]
         if backend == "numpy" and _numpy_is_compiled():
             chosen.append(_ours("numpy", numba=False))
+        if backend == "cupy":
+            chosen.append(_ours("cupy", precision="tf32"))
     chosen += [_sklearn("lloyd"), _sklearn("elkan")]
     for module, factory in (("faiss", _faiss),):
         (
@@ -416,7 +429,7 @@ def final_inertia(X: Any, centers: Any, backend: str = "numpy") -> float:
 
     problem, _, working = prepare(X, None, backend, centers=centers)
     xp = problem.backend.xp
-    labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.backend.device(problem.X))
+    labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
     assign(problem, working, labels, statistics=False)
     return problem.inertia_from_working(inertia(problem, working, labels))
 

@@ -207,8 +207,7 @@ default="k-means++"
 
     def _labels(self, problem: Problem, centers: Array) -> Array:
         xp = problem.backend.xp
-        device = problem.backend.device(problem.X)
-        labels = xp.empty(problem.n_samples, dtype=xp.int32, device=device)
+        labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
         _lloyd.assign(problem, centers, labels, statistics=False)
         return labels
 
@@ -246,7 +245,7 @@ default="k-means++"
         centers_sq = xp.sum(centers * centers, axis=1)
         blocks = []
         for start, stop in problem.chunks(int(centers.shape[0])):
-            rows = problem.X[start:stop, ...]
+            rows = problem.rows(start, stop)
             rows_sq = xp.sum(rows * rows, axis=1)
             d2 = rows_sq[:, None] + centers_sq[None, :] - 2.0 * (rows @ centers.T)
             blocks.append(xp.sqrt(xp.clip(d2, min=0.0)))

@@ -79,7 +79,7 @@ def stream(job: Setup, display_indices: np.ndarray | None = None) -> Iterator[Fr
     problem = job.problem
     backend: Backend = problem.backend
     xp = backend.xp
-    device = backend.device(problem.X)
+    device = problem.device
     rows = None if display_indices is None else backend.asarray(display_indices, device=device)
     indices = None if display_indices is None else _frozen(display_indices.copy())
 

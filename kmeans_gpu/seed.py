@@ -70,7 +70,7 @@ def assign_points_to_centroids(
     """
     problem, centers, placement = _problem_and_centroids(centroids, points, backend, True)
     xp = problem.backend.xp
-    labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.backend.device(problem.X))
+    labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
     _lloyd.assign(problem, centers, labels, statistics=False)
     return placement.to_output(xp.astype(labels, xp.int64))
 
@@ -102,9 +102,8 @@ def recalc_centroids(
         )
     if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= k):
         raise ValueError(f"labels must lie in [0, {k}), got values outside it")
-    device = backend_.device(problem.X)
-    labels_dev = backend_.asarray(labels_np.astype(np.int32), device=device)
-    sums, weights = backend_.cluster_sums(problem.X, labels_dev, None, k)
+    labels_dev = backend_.asarray(labels_np.astype(np.int32), device=problem.device)
+    sums, weights = backend_.cluster_sums(problem.rows(0, problem.n_samples), labels_dev, None, k)
     new = _lloyd.weighted_means(sums, weights, centers, xp)
     return placement.to_output(problem.from_working(new))
 

@@ -199,7 +199,7 @@ def test_inertia_never_increases_across_iterations(backend, rng):
     X = backend.asarray(rng.normal(size=(400, 3)))
     problem = make_problem(get_backend(X), X, None)
     xp = problem.backend.xp
-    start = xp.take(problem.X, xp.asarray(np.arange(10), device=problem.X.device), axis=0)
+    start = problem.take(xp.asarray(np.arange(10), device=problem.device))
     from kmeans_gpu._lloyd import inertia
 
     values = []
@@ -216,3 +216,35 @@ def test_inertia_never_increases_across_iterations(backend, rng):
     assert len(values) > 2
     assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(values))
     assert result.inertia <= values[-1] * (1 + 1e-12)
+
+
+def test_only_a_host_backend_keeps_a_second_copy_of_the_data():
+    """Without a working copy (CuPy, array API libraries) the data exist once: a fit
+    from given centres allocates a small fraction of the data's size (chunks, labels),
+    not a centred copy; rows made per chunk are bitwise those of the copy."""
+    import tracemalloc
+
+    xp = pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(200_000, 64)) + 5).astype(np.float32)
+    init = X[:8].copy()
+
+    def peak_fraction(data, start):
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            kmeans(data, 8, init=start, max_iter=3, working_memory=1 << 20)
+            return (tracemalloc.get_traced_memory()[1] - base) / X.nbytes
+        finally:
+            tracemalloc.stop()
+
+    assert peak_fraction(xp.asarray(X), xp.asarray(init)) < 0.25
+    assert peak_fraction(X, init) > 1.0  # NumPy keeps its centred copy (the test can fail)
+    kept = make_problem(get_backend("numpy"), X, None)
+    lazy = make_problem(
+        get_backend(xp.asarray(X)), xp.asarray(X), None, center=xp.asarray(kept.mean)
+    )
+    assert lazy.X_working is None and kept.X_working is not None
+    for a, b in ((0, 7), (1000, 5000), (199_990, 200_000)):
+        np.testing.assert_array_equal(np.asarray(lazy.rows(a, b)), kept.rows(a, b))
+    assert lazy.variance == pytest.approx(kept.variance, rel=1e-6)

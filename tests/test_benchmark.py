@@ -102,3 +102,16 @@ def test_a_failing_contender_is_reported_not_fatal(monkeypatch):
     assert any(
         "broken peer on seed: failed (RuntimeError: no such kernel)" in s for s in doc["skipped"]
     )
+
+
+def test_reduced_precision_contender_is_a_gpu_workload_variant():
+    from kmeans_gpu import benchmark
+
+    contender = benchmark._ours("numpy", precision="tf32")  # NumPy computes it exactly
+    assert contender.name == "kmeans-gpu[numpy] tf32" and contender.only == ("G1", "G2")
+    assert "near ties re-checked" in contender.note
+    X, init = make_data("seed")
+    exact = benchmark._ours("numpy").run(X, init, 3)
+    reduced = contender.run(X, init, 3)
+    np.testing.assert_array_equal(reduced.centers, exact.centers)
+    assert reduced.n_iter == exact.n_iter == 3

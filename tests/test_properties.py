@@ -35,7 +35,7 @@ def datasets(draw, integer=False):
 def test_inertia_never_increases(data, seed):
     X, k = data
     problem = make_problem(get_backend("numpy"), X, None)
-    start = problem.X[np.random.RandomState(seed).choice(X.shape[0], k, replace=False)]
+    start = problem.take(np.random.RandomState(seed).choice(X.shape[0], k, replace=False))
     previous = np.inf
     for step in lloyd(problem, start, max_iter=50, tol=0.0, empty_cluster="keep"):
         value = inertia(problem, step.centers, step.labels)

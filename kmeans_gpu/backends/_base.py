@@ -69,6 +69,11 @@ class Backend:
         value = np.array(self.to_numpy(x), copy=True)
         return lambda: value
 
+    #: Whether the solver keeps a centred working copy of the whole data (fast on the
+    #: host) rather than centring each chunk when it is used (the data exist once: the
+    #: right choice for device memory). Both give bitwise the same rows.
+    keeps_working_copy = False
+
     def accumulator_dtype(self, dtype: Any) -> Any:
         """The dtype for sums that must not lose precision or overflow."""
         return getattr(self.xp, "float64", dtype)
@@ -161,7 +166,7 @@ class Backend:
         """How many rows carry each label, ``(n_clusters,)``."""
         xp = self.xp
         clusters = xp.arange(n_clusters, dtype=labels.dtype, device=self.device(labels))
-        step = max(1, (1 << 22) // n_clusters)
+        step = max(1, (1 << 20) // n_clusters)  # 8 MiB of int64 flags at most
         counts = xp.zeros(n_clusters, dtype=xp.int64, device=self.device(labels))
         n = labels.shape[0]
         for start in range(0, n, step):

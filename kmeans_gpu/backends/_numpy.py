@@ -63,6 +63,8 @@ def effective_threads() -> int:
 
 
 class NumpyBackend(Backend):
+    keeps_working_copy = True
+
     def __init__(self) -> None:
         import array_api_compat.numpy as xp
 
