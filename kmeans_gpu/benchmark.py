@@ -133,12 +133,26 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None] = lambda: None) -> tu
     return time.perf_counter() - start, out
 
 
-def _ours(backend: str, *, numba: bool = True, precision: str = "exact") -> Contender:
+#: variants of kmeans-gpu: name suffix -> (note, workloads (all when empty))
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "without numba": ("the pure NumPy path (KMEANS_GPU_NUMBA=0)", ()),
+    "tf32": ("precision='tf32': TF32 products, near ties re-checked exactly", ("G1", "G2")),
+    "CUDA kernels": (
+        "KMEANS_GPU_CUDA_KERNELS=1: the fused argmin kernel (off by default until verified)",
+        (),
+    ),
+}
+
+
+def _ours(backend: str, variant: str | None = None) -> Contender:
+    """kmeans-gpu on ``backend`` as a user gets it, or one of its :data:`VARIANTS`."""
     from . import kmeans
+
+    precision = "tf32" if variant == "tf32" else "exact"
 
     def run(X: Any, init: Any, iterations: int) -> Measurement:
         sync, pool = _cupy_sync_and_pool() if backend == "cupy" else (lambda: None, None)
-        with _host_peak() as host, _environment("KMEANS_GPU_NUMBA", None if numba else "0"):
+        with _host_peak() as host, _variant(backend, variant):
             seconds, (centers, _, _, n_iter) = _timed(
                 lambda: kmeans(
                     X,
@@ -153,29 +167,40 @@ def _ours(backend: str, *, numba: bool = True, precision: str = "exact") -> Cont
             )
         return Measurement(seconds, n_iter, _host(centers), host[0], _pool_peak(pool))
 
-    name, note = f"{OURS}[{backend}]", ""
-    only: tuple[str, ...] = ()
-    if not numba:
-        name, note = f"{name} without numba", "the pure NumPy path (KMEANS_GPU_NUMBA=0)"
-    if precision != "exact":
-        name, only = f"{name} {precision}", ("G1", "G2")
-        note = f"precision={precision!r}: {precision} products, near ties re-checked exactly"
-    return Contender(name, run, _to_backend(backend), gpu=backend == "cupy", note=note, only=only)
+    name = f"{OURS}[{backend}]"
+    if variant is None:
+        return Contender(name, run, _to_backend(backend), gpu=backend == "cupy")
+    note, only = VARIANTS[variant]
+    return Contender(
+        f"{name} {variant}", run, _to_backend(backend), gpu=backend == "cupy", note=note, only=only
+    )
 
 
 @contextlib.contextmanager
-def _environment(name: str, value: str | None) -> Iterator[None]:
-    """Set (or, for None, leave alone) one environment variable for a block."""
-    old = os.environ.get(name)
-    if value is not None:
-        os.environ[name] = value
-    try:
+def _variant(backend: str, variant: str | None) -> Iterator[None]:
+    """Switch the solver to ``variant`` for a block, and back."""
+    if variant == "without numba":  # read by the NumPy backend's factory at every fit
+        old = os.environ.get("KMEANS_GPU_NUMBA")
+        os.environ["KMEANS_GPU_NUMBA"] = "0"
+        try:
+            yield
+        finally:
+            if old is None:
+                del os.environ["KMEANS_GPU_NUMBA"]
+            else:
+                os.environ["KMEANS_GPU_NUMBA"] = old
+    elif variant == "CUDA kernels":  # read when the CuPy backend is made: set it there
+        from .backends import get_backend
+
+        solver = get_backend(backend)
+        old_flag = getattr(solver, "custom_kernels", False)
+        solver.custom_kernels = True  # type: ignore[attr-defined]
+        try:
+            yield
+        finally:
+            solver.custom_kernels = old_flag  # type: ignore[attr-defined]
+    else:
         yield
-    finally:
-        if value is not None and old is None:
-            del os.environ[name]
-        elif value is not None:
-            os.environ[name] = old  # type: ignore[assignment]
 
 
 def _numpy_is_compiled() -> bool:
@@ -393,9 +418,9 @@ def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
     for backend in backends:
         chosen += [_ours(backend), _ours_frames(backend)]
         if backend == "numpy" and _numpy_is_compiled():
-            chosen.append(_ours("numpy", numba=False))
+            chosen.append(_ours("numpy", "without numba"))
         if backend == "cupy":
-            chosen.append(_ours("cupy", precision="tf32"))
+            chosen += [_ours("cupy", "tf32"), _ours("cupy", "CUDA kernels")]
     chosen += [_sklearn("lloyd"), _sklearn("elkan")]
     for module, factory in (("faiss", _faiss),):
         (

@@ -107,7 +107,7 @@ def test_a_failing_contender_is_reported_not_fatal(monkeypatch):
 def test_reduced_precision_contender_is_a_gpu_workload_variant():
     from kmeans_gpu import benchmark
 
-    contender = benchmark._ours("numpy", precision="tf32")  # NumPy computes it exactly
+    contender = benchmark._ours("numpy", "tf32")  # NumPy computes it exactly
     assert contender.name == "kmeans-gpu[numpy] tf32" and contender.only == ("G1", "G2")
     assert "near ties re-checked" in contender.note
     X, init = make_data("seed")
