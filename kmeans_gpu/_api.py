@@ -9,6 +9,8 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ._init import check_init, initial_centers, kmeans_plusplus_working
 from ._lloyd import EMPTY_CLUSTER_POLICIES, Result, Step, lloyd, run_to_end
 from ._precision import check_precision
@@ -164,9 +166,12 @@ def setup(
     verbose: bool = False,
     working_memory: int | None = None,
     precision: str = "exact",
+    deterministic: bool = False,
 ) -> Setup:
     """Validate every argument and build the problem."""
     precision = check_precision(precision)  # the name now, before any work on the data
+    if not isinstance(deterministic, bool | np.bool_):
+        raise TypeError(f"deterministic must be True or False, got {deterministic!r}")
     init = check_init(init)
     runs = resolve_n_init(n_init, init)
     max_iter = check_positive_int(max_iter, "max_iter")
@@ -174,7 +179,7 @@ def setup(
     empty_cluster = check_empty_cluster(empty_cluster)
     problem, placement, _ = prepare(X, sample_weight, backend, working_memory)
     precision = check_precision(precision, problem.dtype, problem.backend.xp)
-    problem = dataclasses.replace(problem, precision=precision)
+    problem = dataclasses.replace(problem, precision=precision, deterministic=bool(deterministic))
     return Setup(
         problem=problem,
         placement=placement,
@@ -249,6 +254,7 @@ def kmeans(
     verbose: bool = False,
     working_memory: int | None = None,
     precision: str = "exact",
+    deterministic: bool = False,
 ) -> tuple[Array, Array, float, int]:
     """Cluster X with Lloyd's K-means.
 
@@ -294,6 +300,11 @@ default="k-means++"
         round the product's inputs; rows whose two nearest centres are too close to
         tell apart at that precision are assigned again exactly, so the labels are the
         exact ones. Backends without such products compute exactly.
+    deterministic : bool, default=False
+        Bitwise the same result on every run with the same input and machine. Only
+        CuPy needs it: its per-cluster sums use float atomics, whose order varies; with
+        ``True`` they come from a one-hot matrix product per chunk (about the work of
+        the distance product again). NumPy is always deterministic.
 
     Returns
     -------
@@ -320,6 +331,7 @@ default="k-means++"
         verbose=verbose,
         working_memory=working_memory,
         precision=precision,
+        deterministic=deterministic,
     )
     out = fitted.placement.to_output
     return out(fitted.centers), out(fitted.labels), fitted.inertia, fitted.n_iter

@@ -116,7 +116,7 @@ def assign(
         wc = None if w is None else w[start:stop]
         before = None if previous is None else previous[start:stop]
         labels[start:stop], sums, weights, changed = backend.assign_and_sum(
-            rows, centers, centers_sq, wc, before, problem.precision
+            rows, centers, centers_sq, wc, before, problem.precision, problem.deterministic
         )
         if not with_inertia:
             return Statistics(sums, weights, changed)

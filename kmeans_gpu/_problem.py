@@ -35,6 +35,8 @@ class Problem:
     working_memory: int | None = None
     #: precision of the distance products ("exact", "tf32", "bf16"; see _precision)
     precision: str = "exact"
+    #: per-cluster sums bitwise reproducible from run to run (see Backend.cluster_sums)
+    deterministic: bool = False
     #: the whole working copy, when the backend keeps one
     X_working: Array | None = None
 

@@ -64,6 +64,11 @@ default="k-means++"
         round the product's inputs; rows whose two nearest centres are too close to
         tell apart at that precision are assigned again exactly, so the labels are the
         exact ones. Backends without such products compute exactly.
+    deterministic : bool, default=False
+        Bitwise the same result on every run with the same input and machine. Only
+        CuPy needs it: its per-cluster sums use float atomics, whose order varies; with
+        ``True`` they come from a one-hot matrix product per chunk (about the work of
+        the distance product again). NumPy is always deterministic.
 
     Attributes
     ----------
@@ -96,6 +101,7 @@ default="k-means++"
         backend: str | Backend = "auto",
         working_memory: int | None = None,
         precision: str = "exact",
+        deterministic: bool = False,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -108,6 +114,7 @@ default="k-means++"
         self.backend = backend
         self.working_memory = working_memory
         self.precision = precision
+        self.deterministic = deterministic
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -153,6 +160,7 @@ default="k-means++"
             "verbose": bool(self.verbose),
             "working_memory": self.working_memory,
             "precision": self.precision,
+            "deterministic": self.deterministic,
         }
 
     def iter_frames(

@@ -162,6 +162,7 @@ def iter_frames(
     random_state: Any = None,
     working_memory: int | None = None,
     precision: str = "exact",
+    deterministic: bool = False,
 ) -> Iterator[Frame]:
     """Run Lloyd's K-means on X and yield a :class:`Frame` per iteration.
 
@@ -186,6 +187,8 @@ default="k-means++"
     random_state : int, RandomState, Generator or None, default=None
     working_memory : int, default=None
     precision : {"exact", "tf32", "bf16"}, default="exact"
+        As in :func:`kmeans_gpu.kmeans`.
+    deterministic : bool, default=False
         As in :func:`kmeans_gpu.kmeans`.
 
     Yields
@@ -224,6 +227,7 @@ default="k-means++"
         empty_cluster=empty_cluster,
         working_memory=working_memory,
         precision=precision,
+        deterministic=deterministic,
     )
     indices = check_display_indices(display_indices, job.problem.n_samples)
     return stream(job, indices)

@@ -145,3 +145,42 @@ def test_cupy_reduced_precision_gives_the_exact_labels(precision):
     # the product really was reduced: it differs from the exact one somewhere
     reduced = backend.reduced_product(X, -2.0 * C, precision)
     assert float(cupy.abs(reduced - X @ (-2.0 * C).T).max()) > 0
+
+
+def test_deterministic_sums_change_nothing_where_sums_are_ordered(backend):
+    X = np.random.default_rng(5).normal(size=(3000, 5)).astype(np.float32)
+    w = np.random.default_rng(6).uniform(0.5, 2, size=3000).astype(np.float32)
+    a = KMeans(6, random_state=0).fit(backend.asarray(X), sample_weight=backend.asarray(w))
+    b = KMeans(6, random_state=0, deterministic=True).fit(
+        backend.asarray(X), sample_weight=backend.asarray(w)
+    )
+    np.testing.assert_array_equal(backend.to_numpy(a.labels_), backend.to_numpy(b.labels_))
+    np.testing.assert_array_equal(
+        backend.to_numpy(a.cluster_centers_), backend.to_numpy(b.cluster_centers_)
+    )
+
+
+def test_deterministic_must_be_a_bool():
+    with pytest.raises(TypeError, match="deterministic must be True or False"):
+        kmeans(np.zeros((4, 2)), 2, deterministic="yes")
+
+
+@pytest.mark.gpu
+def test_cupy_deterministic_sums_repeat_bitwise_and_match_atomics():
+    from kmeans_gpu.backends import _cupy_has_device, get_backend
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy
+
+    backend = get_backend("cupy")
+    rng = np.random.default_rng(7)
+    X = cupy.asarray(rng.normal(size=(200_000, 16)).astype(np.float32))
+    labels = cupy.asarray(rng.integers(0, 64, size=200_000).astype(np.int32))
+    first = backend.cluster_sums(X, labels, None, 64, deterministic=True)
+    again = backend.cluster_sums(X, labels, None, 64, deterministic=True)
+    atomics = backend.cluster_sums(X, labels, None, 64)
+    for got, other in zip(first, again, strict=True):
+        cupy.testing.assert_array_equal(got, other)
+    for got, other in zip(first, atomics, strict=True):
+        cupy.testing.assert_allclose(got, other, rtol=1e-4, atol=1e-3)

@@ -132,6 +132,7 @@ class Backend:
         weights: Array | None,
         previous: Array | None,
         precision: str = "exact",
+        deterministic: bool = False,
     ) -> tuple[Array, Array, Array, Array]:
         """One chunk's share of a Lloyd iteration: the labels of the rows of ``X`` (as
         :meth:`assign`), their per-cluster weighted sums ``(k, d)`` and weights ``(k,)``
@@ -140,7 +141,8 @@ class Backend:
         in one pass over the rows overrides this."""
         xp = self.xp
         labels = self.assign(X, centers, centers_sq, precision)
-        sums, weight_sums = self.cluster_sums(X, labels, weights, int(centers.shape[0]))
+        k = int(centers.shape[0])
+        sums, weight_sums = self.cluster_sums(X, labels, weights, k, deterministic)
         if previous is None:
             changed = xp.asarray(X.shape[0], device=self.device(X))
         else:
@@ -152,9 +154,18 @@ class Backend:
         return self.xp.mean(X, axis=0)
 
     def cluster_sums(
-        self, X: Array, labels: Array, weights: Array | None, n_clusters: int
+        self,
+        X: Array,
+        labels: Array,
+        weights: Array | None,
+        n_clusters: int,
+        deterministic: bool = False,
     ) -> tuple[Array, Array]:
-        """Per-cluster weighted sums of rows ``(k, d)`` and total weights ``(k,)``."""
+        """Per-cluster weighted sums of rows ``(k, d)`` and total weights ``(k,)``.
+
+        ``deterministic`` asks for bitwise the same sums on every run (a backend whose
+        fast sums use atomics of varying order falls back to this one-hot product);
+        this implementation always is."""
         xp = self.xp
         clusters = xp.arange(n_clusters, dtype=labels.dtype, device=self.device(X))
         onehot = xp.astype(labels[:, None] == clusters[None, :], X.dtype)

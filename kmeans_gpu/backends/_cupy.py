@@ -118,8 +118,16 @@ class CupyBackend(Backend):
         return self._cupy.bincount(labels, minlength=n_clusters)
 
     def cluster_sums(
-        self, X: Array, labels: Array, weights: Array | None, n_clusters: int
+        self,
+        X: Array,
+        labels: Array,
+        weights: Array | None,
+        n_clusters: int,
+        deterministic: bool = False,
     ) -> tuple[Array, Array]:
+        if deterministic:  # float atomics add in a varying order: use the one-hot product
+            with self._compute_type(X.dtype, "exact"):
+                return super().cluster_sums(X, labels, weights, n_clusters)
         import cupyx
 
         cp = self._cupy

@@ -67,6 +67,7 @@ class NumbaBackend(NumpyBackend):
         weights: Array | None,
         previous: Array | None,
         precision: str = "exact",
+        deterministic: bool = False,  # always: rows are summed in order
     ) -> tuple[Array, Array, Array, Array]:
         k, d = centers.shape
         sums = np.zeros((k, d), dtype=np.float64)

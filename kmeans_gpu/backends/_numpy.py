@@ -198,7 +198,12 @@ class NumpyBackend(Backend):
         out[:] = label
 
     def cluster_sums(
-        self, X: Array, labels: Array, weights: Array | None, n_clusters: int
+        self,
+        X: Array,
+        labels: Array,
+        weights: Array | None,
+        n_clusters: int,
+        deterministic: bool = False,  # always: chunks are reduced in order
     ) -> tuple[Array, Array]:
         rows = X if weights is None else X * weights[:, None]
         if X.shape[1] <= FEW_FEATURES:
