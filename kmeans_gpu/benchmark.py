@@ -506,6 +506,9 @@ def run_benchmark(
                 prepared.pop(c.name, None)
                 skipped.append(f"{c.name} on {name}: failed ({type(exc).__name__}: {exc})")
                 log(f"{name}: {c.name} failed: {exc!r}")
+        if not active:
+            skipped.append(f"{name}: no contender could run")
+            continue
         samples: dict[str, list[Measurement]] = {c.name: [] for c in active}
         for rep in range(repeats):
             shift = rep % len(active)
@@ -544,10 +547,11 @@ def run_benchmark(
                 if r.workload == name and r.contender.startswith(OURS) and r.contender[-1] == "]"
             ),
             key=lambda r: r.ms_per_iter,
+            default=None,
         )
         reference = best_ours
         for r in rows:
-            if r.workload == name:
+            if r.workload == name and reference is not None:  # else no ratios to give
                 r.ratio = r.ms_per_iter / reference.ms_per_iter
                 r.inertia_rel_diff = abs(r.inertia - reference.inertia) / max(
                     reference.inertia, 1e-300

@@ -78,12 +78,15 @@ class CupyBackend(Backend):
         if precision in self.reduced_products:  # reduced product, near ties re-checked
             return super().assign(X, centers, centers_sq, precision)
         with self._compute_type(X.dtype, "exact"):
-            if not self.custom_kernels:
-                return super().assign(X, centers, centers_sq)
-            from ._cuda import argmin_scores
+            # (-2c)·x is exactly -2(c·x): the generic scores with one pass over the
+            # (rows × k) block fewer; the sum with ‖c‖² in place, one more fewer
+            product = X @ (-2.0 * centers).T
+            if self.custom_kernels:
+                from ._cuda import argmin_scores
 
-            # (-2c)·x is exactly -2(c·x), so the kernel sees the generic scores
-            return argmin_scores(X @ (-2.0 * centers).T, centers_sq)
+                return argmin_scores(product, centers_sq)  # reads the product once
+            product += centers_sq
+            return self._cupy.argmin(product, axis=1).astype(self._cupy.int32)
 
     def host_copy(self, x: Array) -> Callable[[], np.ndarray]:
         """Copy ``x`` into pinned host memory on a separate stream, without blocking.
@@ -99,7 +102,8 @@ class CupyBackend(Backend):
         if self._copy_stream is None:
             self._copy_stream = cp.cuda.Stream(non_blocking=True)
         stream = self._copy_stream
-        x = cp.ascontiguousarray(x)
+        shape = x.shape
+        x = cp.ascontiguousarray(x)  # (NumPy's version of it makes 0-d arrays 1-d)
         ready = cp.cuda.Event(disable_timing=True)
         ready.record()
         stream.wait_event(ready)
@@ -110,7 +114,7 @@ class CupyBackend(Backend):
 
         def finish(source: Array = x) -> np.ndarray:
             done.synchronize()
-            return out
+            return out.reshape(shape)
 
         return finish
 

@@ -1,0 +1,200 @@
+"""A host stand-in for CuPy, so the CuPy backend's Python code runs in CI.
+
+NumPy computes underneath; the stand-in has the parts of CuPy's API that kmeans-gpu
+calls (arrays with ``.get``, ``asnumpy``, ``cupyx.scatter_add``, streams, events and
+pinned memory, cuBLAS compute types, device queries), and records what it is asked to
+do. It proves that the backend's logic and calls are consistent; it cannot prove that
+CuPy behaves like this on a GPU: that is what the ``gpu`` tests and
+``scripts/gpu-check`` are for.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import types
+from typing import Any
+
+import numpy as np
+
+COMPUTE_TYPE_DEFAULT, COMPUTE_TYPE_BF16, COMPUTE_TYPE_TF32 = 1, 6, 7
+
+
+class _Device:
+    compute_capability = "90"
+
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
+
+    def __enter__(self) -> _Device:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def synchronize(self) -> None:
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Device) and other.index == self.index
+
+    def __hash__(self) -> int:
+        return self.index
+
+
+class ndarray(np.ndarray):
+    """A NumPy array that calls itself CuPy's."""
+
+    @property
+    def device(self) -> _Device:  # type: ignore[override]
+        return _Device(0)
+
+    def get(self, stream: Any = None, out: Any = None, blocking: bool = True) -> np.ndarray:
+        host = np.array(self.view(np.ndarray), copy=True)
+        if out is None:
+            return host
+        out[...] = host
+        return out
+
+
+ndarray.__module__ = "cupy"
+
+
+class _Event:
+    def __init__(self, disable_timing: bool = False) -> None:
+        self.recorded = False
+
+    def record(self, stream: Any = None) -> None:
+        self.recorded = True
+
+    def synchronize(self) -> None:
+        assert self.recorded, "an event was waited on before it was recorded"
+
+
+class _Stream:
+    def __init__(self, non_blocking: bool = False) -> None:
+        self.waited: list[_Event] = []
+
+    def wait_event(self, event: _Event) -> None:
+        assert event.recorded
+        self.waited.append(event)
+
+
+class _Pool:
+    def free_all_blocks(self) -> None:
+        return None
+
+    def total_bytes(self) -> int:
+        return 0
+
+
+class _RawModule:
+    """Compiles nothing: each kernel of kmeans_gpu's ``_cuda`` is replaced by what it
+    is specified to compute, after checking how it is launched."""
+
+    def __init__(self, code: str, options: Any = ()) -> None:
+        self.code = code
+
+    def get_function(self, name: str) -> Any:
+        assert name in self.code, f"no kernel {name} in the source"
+
+        def argmin_kernel(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+            product, centers_sq, rows, k, labels = args
+            assert block[0] % 32 == 0 and grid[0] * block[0] // 32 >= int(rows)  # a warp a row
+            assert product.flags.c_contiguous and product.shape == (int(rows), int(k))
+            labels[...] = np.argmin(product + centers_sq[None, :], axis=1)
+
+        return argmin_kernel
+
+
+def _as_cupy(value: Any) -> Any:
+    if type(value) is np.ndarray:
+        return value.view(ndarray)
+    if isinstance(value, tuple):
+        return tuple(_as_cupy(v) for v in value)
+    return value
+
+
+class _Namespace(types.ModuleType):
+    """``array_api_compat.cupy`` on the stand-in: array_api_compat's NumPy namespace,
+    taking (and ignoring) CuPy devices and returning stand-in arrays."""
+
+    def __getattr__(self, name: str) -> Any:
+        import array_api_compat.numpy as compat_numpy
+
+        value = getattr(compat_numpy, name)
+        if not callable(value) or isinstance(value, type):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            kwargs.pop("device", None)
+            return _as_cupy(value(*args, **kwargs))
+
+        return call
+
+
+def install(monkeypatch: Any) -> dict[str, Any]:
+    """Put the stand-in in ``sys.modules`` as ``cupy`` and ``cupyx`` (and
+    ``array_api_compat.cupy`` as the NumPy namespace); returns the record of calls."""
+    record: dict[str, Any] = {"compute_types": [], "scatter_add": 0, "pinned": 0}
+    compute = {"float32": COMPUTE_TYPE_DEFAULT, "float64": COMPUTE_TYPE_DEFAULT}
+
+    def asarray(x: Any, dtype: Any = None) -> ndarray:
+        return np.asarray(x, dtype=dtype).view(ndarray)
+
+    def get_compute_type(dtype: Any) -> int:
+        return compute[np.dtype(dtype).name]
+
+    def set_compute_type(dtype: Any, code: int) -> None:
+        record["compute_types"].append(code)
+        compute[np.dtype(dtype).name] = code
+
+    def scatter_add(a: np.ndarray, indices: Any, b: Any) -> None:
+        record["scatter_add"] += 1
+        np.add.at(a, np.asarray(indices), np.asarray(b))
+
+    def empty_pinned(shape: Any, dtype: Any = np.float64) -> np.ndarray:
+        record["pinned"] += 1
+        return np.empty(shape, dtype=dtype)
+
+    cupy = types.ModuleType("cupy")
+    for name in ("int32", "int64", "float32", "float64", "bincount", "argmin", "zeros", "empty"):
+        setattr(cupy, name, getattr(np, name))
+    cupy.ndarray = ndarray
+    cupy.asarray = asarray
+    cupy.ascontiguousarray = lambda x: np.ascontiguousarray(x).view(ndarray)
+    cupy.asnumpy = lambda x: np.array(np.asarray(x), copy=True)
+    cupy.from_dlpack = lambda x: np.from_dlpack(x).view(ndarray)
+    cupy.get_default_memory_pool = _Pool
+    cupy.RawModule = _RawModule
+    cupy.__version__ = "0.0-host-stand-in"
+    cupy.__spec__ = importlib.machinery.ModuleSpec("cupy", None)
+    runtime = types.SimpleNamespace(
+        getDeviceCount=lambda: 1,
+        memGetInfo=lambda: (8 << 30, 16 << 30),
+        getDeviceProperties=lambda index: {"name": b"host stand-in", "totalGlobalMem": 16 << 30},
+    )
+    cupy.cuda = types.SimpleNamespace(
+        runtime=runtime, Device=_Device, Stream=_Stream, Event=_Event
+    )
+    linalg = types.ModuleType("cupy._core._routines_linalg")
+    linalg.COMPUTE_TYPE_DEFAULT = COMPUTE_TYPE_DEFAULT
+    linalg.COMPUTE_TYPE_BF16 = COMPUTE_TYPE_BF16
+    linalg.COMPUTE_TYPE_TF32 = COMPUTE_TYPE_TF32
+    core = types.ModuleType("cupy._core")
+    core.get_compute_type = get_compute_type
+    core.set_compute_type = set_compute_type
+    core._routines_linalg = linalg
+    cupy._core = core
+    cupyx = types.ModuleType("cupyx")
+    cupyx.scatter_add = scatter_add
+    cupyx.empty_pinned = empty_pinned
+    for name, module in (
+        ("cupy", cupy),
+        ("cupy._core", core),
+        ("cupy._core._routines_linalg", linalg),
+        ("cupyx", cupyx),
+        ("array_api_compat.cupy", _Namespace("array_api_compat.cupy")),
+    ):
+        monkeypatch.setitem(sys.modules, name, module)
+    return record

@@ -1,0 +1,147 @@
+"""The CuPy backend's Python code, run on a host stand-in for CuPy (tests/fake_cupy.py).
+
+On a machine with a GPU the ``gpu`` tests run the real thing; here these catch what can
+go wrong above CUDA: a wrong call, a result in the wrong library, a compute type not
+restored, a frame copy not waited for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kmeans_gpu import KMeans, iter_frames, kmeans
+
+from . import fake_cupy
+
+
+@pytest.fixture
+def cupy(monkeypatch):
+    from kmeans_gpu import backends
+    from kmeans_gpu.backends import _cuda, _cupy
+
+    def clear():
+        backends._cupy_has_device.cache_clear()
+        backends._factory.cache_clear()
+        _cupy.make_backend.cache_clear()
+        _cuda._module.cache_clear()
+
+    clear()
+    record = fake_cupy.install(monkeypatch)
+    import sys
+
+    yield sys.modules["cupy"], record
+    clear()
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=5, size=(6, 8))
+    return (centres[rng.integers(0, 6, 4000)] + rng.normal(size=(4000, 8))).astype(np.float32)
+
+
+def test_a_fit_on_the_cupy_backend_equals_the_numpy_fit(cupy):
+    cp, record = cupy
+    from kmeans_gpu.backends import available_backends, get_backend
+
+    assert available_backends() == ["numpy", "cupy"]
+    X = _data()
+    want = KMeans(6, random_state=0, backend="numpy").fit(X)
+    got = KMeans(6, random_state=0).fit(cp.asarray(X))  # auto: CuPy arrays stay there
+    assert got.backend_ == "cupy" and isinstance(got.cluster_centers_, cp.ndarray)
+    np.testing.assert_array_equal(np.asarray(got.labels_), want.labels_)
+    np.testing.assert_allclose(np.asarray(got.cluster_centers_), want.cluster_centers_, rtol=1e-5)
+    assert got.n_iter_ == want.n_iter_ and got.inertia_ == pytest.approx(want.inertia_)
+    assert record["scatter_add"] > 0  # the CuPy sums ran
+    # NumPy in, computed on "cupy", NumPy out
+    out = KMeans(6, random_state=0, backend="cupy").fit(X)
+    assert type(out.cluster_centers_) is np.ndarray
+    np.testing.assert_array_equal(out.labels_, want.labels_)
+    assert get_backend("cupy").default_working_memory() == 1 << 30
+
+
+def test_exact_products_pin_the_compute_type_and_restore_it(cupy):
+    cp, record = cupy
+    X = cp.asarray(_data())
+    kmeans(X, 6, random_state=0)
+    assert record["compute_types"] and set(record["compute_types"]) == {
+        fake_cupy.COMPUTE_TYPE_DEFAULT
+    }
+    record["compute_types"].clear()
+    exact = kmeans(X, 6, random_state=0)
+    reduced = kmeans(X, 6, random_state=0, precision="tf32")
+    assert fake_cupy.COMPUTE_TYPE_TF32 in record["compute_types"]
+    assert cp._core.get_compute_type(np.float32) == fake_cupy.COMPUTE_TYPE_DEFAULT  # restored
+    np.testing.assert_array_equal(np.asarray(reduced[1]), np.asarray(exact[1]))
+
+
+def test_deterministic_sums_use_no_atomics(cupy):
+    cp, record = cupy
+    X = cp.asarray(_data())
+    before = record["scatter_add"]
+    fitted = kmeans(X, 6, random_state=0, deterministic=True)
+    assert record["scatter_add"] == before
+    np.testing.assert_array_equal(
+        np.asarray(fitted[1]), np.asarray(kmeans(X, 6, random_state=0)[1])
+    )
+
+
+def test_frames_on_cupy_copy_into_pinned_memory_after_their_event(cupy):
+    cp, record = cupy
+    X = _data()
+    frames = list(iter_frames(cp.asarray(X), X[:6], max_iter=20))
+    want = list(iter_frames(X, X[:6], max_iter=20, backend="numpy"))
+    assert len(frames) == len(want) and record["pinned"] > 0
+    for got, ref in zip(frames, want, strict=True):
+        assert type(got.labels) is np.ndarray and not got.labels.flags.writeable
+        np.testing.assert_array_equal(got.labels, ref.labels)
+        np.testing.assert_allclose(got.centroids, ref.centroids, rtol=1e-5)
+
+
+def test_estimator_methods_weights_and_relocation_on_cupy(cupy):
+    cp, _ = cupy
+    X = _data()
+    w = np.random.default_rng(1).uniform(0.5, 2.0, size=X.shape[0]).astype(np.float32)
+    # a far-away initial centre attracts no point: it must be relocated, as on NumPy
+    init = np.vstack([X[:5], np.full((1, 8), 1e3, dtype=np.float32)])
+    ours = KMeans(6, init=cp.asarray(init), n_init=1).fit(
+        cp.asarray(X), sample_weight=cp.asarray(w)
+    )
+    ref = KMeans(6, init=init, n_init=1, backend="numpy").fit(X, sample_weight=w)
+    np.testing.assert_array_equal(np.asarray(ours.labels_), ref.labels_)
+    np.testing.assert_allclose(np.asarray(ours.cluster_centers_), ref.cluster_centers_, rtol=1e-5)
+    Y = cp.asarray(X[:50])
+    np.testing.assert_array_equal(np.asarray(ours.predict(Y)), ref.predict(X[:50]))
+    np.testing.assert_allclose(np.asarray(ours.transform(Y)), ref.transform(X[:50]), rtol=1e-4)
+    assert ours.score(Y) == pytest.approx(ref.score(X[:50]), rel=1e-5)
+
+
+def test_benchmark_harness_runs_the_cupy_rows(cupy):
+    from kmeans_gpu.benchmark import machine_info, run_benchmark
+
+    assert machine_info()["gpu"] == "host stand-in"
+    doc = run_benchmark(["seed"], iterations=2, repeats=1, include=("cupy]", "CUDA kernels"))
+    names = [r["contender"] for r in doc["results"]]
+    assert names[:2] == ["kmeans-gpu[cupy]", "kmeans-gpu[cupy] frames"]
+    assert "kmeans-gpu[cupy] CUDA kernels" in names
+
+
+def test_the_argmin_kernel_path_when_switched_on(cupy, monkeypatch):
+    cp, _ = cupy
+    from kmeans_gpu.backends import get_backend
+
+    monkeypatch.setenv("KMEANS_GPU_CUDA_KERNELS", "1")
+    backend = get_backend("cupy")
+    assert backend.custom_kernels
+    X = _data()
+    C = X[:40].copy()
+    C[20] = C[3]  # an exact tie
+    csq = (C * C).sum(axis=1)
+    want = np.argmin(csq[None, :] - 2.0 * (X @ C.T), axis=1)
+    np.testing.assert_array_equal(
+        backend.assign(cp.asarray(X), cp.asarray(C), cp.asarray(csq)), want
+    )
+    np.testing.assert_array_equal(
+        np.asarray(kmeans(cp.asarray(X), 6, random_state=0)[1]),
+        kmeans(X, 6, random_state=0, backend="numpy")[1],
+    )
