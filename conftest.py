@@ -5,6 +5,7 @@ CuPy (marked ``gpu``; skipped without a CUDA device)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,17 +66,49 @@ def _strict_factory(device: str | None) -> ArrayFactory:
         "array_api_strict",
         "array_api_strict-device1",
         pytest.param("cupy", marks=pytest.mark.gpu),
+        "cupy-host",
     ]
 )
-def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ArrayFactory:
+def backend(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ArrayFactory]:
     if request.param == "numpy":  # with numba's kernels when numba is installed
-        return ArrayFactory("numpy", np)
-    if request.param == "numpy-plain":  # pure NumPy, as without numba
+        yield ArrayFactory("numpy", np)
+    elif request.param == "numpy-plain":  # pure NumPy, as without numba
         monkeypatch.setenv("KMEANS_GPU_NUMBA", "0")
-        return ArrayFactory("numpy", np)
-    if request.param == "cupy":
-        return _cupy_factory()
-    return _strict_factory("device1" if request.param.endswith("device1") else None)
+        yield ArrayFactory("numpy", np)
+    elif request.param == "cupy":
+        yield _cupy_factory()
+    elif request.param == "cupy-host":  # the CuPy backend on a host stand-in for CuPy
+        from tests import fake_cupy
+
+        if _real_cupy_present():
+            pytest.skip("CuPy is installed: the real one is tested instead")
+        _clear_backend_caches()
+        fake_cupy.install(monkeypatch)
+        import cupy  # the stand-in
+
+        yield ArrayFactory("cupy", cupy)
+        _clear_backend_caches()
+    else:
+        yield _strict_factory("device1" if request.param.endswith("device1") else None)
+
+
+def _real_cupy_present() -> bool:
+    import importlib.util
+    import sys
+
+    return "cupy" in sys.modules or importlib.util.find_spec("cupy") is not None
+
+
+def _clear_backend_caches() -> None:
+    from kmeans_gpu import backends
+    from kmeans_gpu.backends import _cuda, _cupy
+
+    backends._cupy_has_device.cache_clear()
+    backends._factory.cache_clear()
+    _cupy.make_backend.cache_clear()
+    _cuda._module.cache_clear()
 
 
 @pytest.fixture

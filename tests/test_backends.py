@@ -220,6 +220,18 @@ def test_numba_kernels_on_blocks_smaller_than_the_chunk(rng, monkeypatch):
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
     assert _numba_kernels.ROWS_PER_BLOCK < 1001  # the direct kernel's blocks were split
+    # long chunks of small k·d sum in interleaved lanes
+    n = 3 * _numba_kernels.LANED_ROWS + 3
+    X = rng.normal(size=(n, 2)).astype(np.float32)
+    w = rng.uniform(0.5, 2, size=n).astype(np.float32)
+    C = rng.normal(size=(5, 2)).astype(np.float32)
+    csq = (C * C).sum(axis=1)
+    for weights in (None, w):
+        want = GENERIC.assign_and_sum(X, C, csq, weights, None)
+        got = backend.assign_and_sum(X, C, csq, weights, None)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-5)
 
 
 def test_numba_is_used_when_installed_unless_switched_off(monkeypatch):

@@ -8,6 +8,8 @@ library's generic code, the same that runs on CuPy.
 
 from __future__ import annotations
 
+import functools
+
 import array_api_compat.numpy as compat_np
 import numpy as np
 import pytest
@@ -155,9 +157,11 @@ def test_deterministic_sums_change_nothing_where_sums_are_ordered(backend):
         backend.asarray(X), sample_weight=backend.asarray(w)
     )
     np.testing.assert_array_equal(backend.to_numpy(a.labels_), backend.to_numpy(b.labels_))
-    np.testing.assert_array_equal(
-        backend.to_numpy(a.cluster_centers_), backend.to_numpy(b.cluster_centers_)
-    )
+    # CuPy sums differently with the option (a product instead of atomics): to rounding
+    same = np.testing.assert_array_equal
+    if backend.name == "cupy":
+        same = functools.partial(np.testing.assert_allclose, rtol=1e-5)
+    same(backend.to_numpy(a.cluster_centers_), backend.to_numpy(b.cluster_centers_))
 
 
 def test_deterministic_must_be_a_bool():

@@ -20,9 +20,12 @@ _jit = numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy"
 ROWS_PER_BLOCK = 256
 
 
-#: Sums up to this many values (k·d) are kept in several interleaved copies, so that
-#: consecutive rows of one cluster do not wait on each other's additions.
+#: Sums up to this many values (k·d) over at least LANED_ROWS rows are kept in several
+#: interleaved copies, so that consecutive rows of one cluster do not wait on each
+#: other's additions. (Below that, one copy: then a cluster of identical rows sums to
+#: the same value whatever the order of the rows, as it does in the plain path.)
 LANED_SUMS = 4096
+LANED_ROWS = 4096
 LANES = 4  # a power of two
 
 
@@ -33,7 +36,7 @@ def accumulate(X, labels, weights, sums, weight_sums):
     n, d = X.shape
     k = sums.shape[0]
     weighted = weights.shape[0] > 0
-    lanes = LANES if k * d <= LANED_SUMS else 1
+    lanes = LANES if k * d <= LANED_SUMS and n >= LANED_ROWS else 1
     if lanes == 1:
         lane_sums = sums.reshape((1, k, d))
         lane_weights = weight_sums.reshape((1, k))
