@@ -82,33 +82,12 @@ def backend(
     elif request.param == "cupy-host":  # the CuPy backend on a host stand-in for CuPy
         from tests import fake_cupy
 
-        if _real_cupy_present():
-            pytest.skip("CuPy is installed: the real one is tested instead")
-        _clear_backend_caches()
-        fake_cupy.install(monkeypatch)
-        import cupy  # the stand-in
+        with fake_cupy.stand_in(monkeypatch):
+            import cupy  # the stand-in
 
-        yield ArrayFactory("cupy", cupy)
-        _clear_backend_caches()
+            yield ArrayFactory("cupy", cupy)
     else:
         yield _strict_factory("device1" if request.param.endswith("device1") else None)
-
-
-def _real_cupy_present() -> bool:
-    import importlib.util
-    import sys
-
-    return "cupy" in sys.modules or importlib.util.find_spec("cupy") is not None
-
-
-def _clear_backend_caches() -> None:
-    from kmeans_gpu import backends
-    from kmeans_gpu.backends import _cuda, _cupy
-
-    backends._cupy_has_device.cache_clear()
-    backends._factory.cache_clear()
-    _cupy.make_backend.cache_clear()
-    _cuda._module.cache_clear()
 
 
 @pytest.fixture

@@ -10,9 +10,12 @@ CuPy behaves like this on a GPU: that is what the ``gpu`` tests and
 
 from __future__ import annotations
 
+import contextlib
 import importlib.machinery
+import importlib.util
 import sys
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -198,3 +201,29 @@ def install(monkeypatch: Any) -> dict[str, Any]:
     ):
         monkeypatch.setitem(sys.modules, name, module)
     return record
+
+
+def clear_backend_caches() -> None:
+    """Forget what kmeans-gpu found out about CuPy (device, backend, compiled kernels)."""
+    from kmeans_gpu import backends
+    from kmeans_gpu.backends import _cuda, _cupy
+
+    backends._cupy_has_device.cache_clear()
+    backends._factory.cache_clear()
+    _cupy.make_backend.cache_clear()
+    _cuda._module.cache_clear()
+
+
+@contextlib.contextmanager
+def stand_in(monkeypatch: Any) -> Iterator[dict[str, Any]]:
+    """The stand-in installed for a block (skipped where the real CuPy is installed:
+    the ``gpu`` tests run that); yields the record of calls."""
+    import pytest
+
+    if "cupy" in sys.modules or importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed: the real one is tested instead")
+    clear_backend_caches()
+    try:
+        yield install(monkeypatch)
+    finally:
+        clear_backend_caches()

@@ -17,21 +17,10 @@ from . import fake_cupy
 
 @pytest.fixture
 def cupy(monkeypatch):
-    from kmeans_gpu import backends
-    from kmeans_gpu.backends import _cuda, _cupy
-
-    def clear():
-        backends._cupy_has_device.cache_clear()
-        backends._factory.cache_clear()
-        _cupy.make_backend.cache_clear()
-        _cuda._module.cache_clear()
-
-    clear()
-    record = fake_cupy.install(monkeypatch)
     import sys
 
-    yield sys.modules["cupy"], record
-    clear()
+    with fake_cupy.stand_in(monkeypatch) as record:
+        yield sys.modules["cupy"], record
 
 
 def _data():
