@@ -107,7 +107,14 @@ class _RawModule:
             assert product.flags.c_contiguous and product.shape == (int(rows), int(k))
             labels[...] = np.argmin(product + centers_sq[None, :], axis=1)
 
-        return argmin_kernel
+        def fused_kernel(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+            X, scaled, centers_sq, n, k, d, labels = args
+            assert block == (256,) and grid[0] * 64 >= int(n)  # 64 rows a block of 256
+            assert X.shape == (int(n), int(d)) and scaled.shape == (int(k), int(d))
+            assert X.flags.c_contiguous and scaled.flags.c_contiguous
+            labels[...] = np.argmin(centers_sq[None, :] + X @ scaled.T, axis=1)
+
+        return fused_kernel if "fused" in name else argmin_kernel
 
 
 def _as_cupy(value: Any) -> Any:

@@ -19,7 +19,7 @@ def test_kernels_compile_with_nvcc(tmp_path, arch):
     if nvcc is None:
         pytest.skip("nvcc is not installed")
     source = tmp_path / "kmeans_gpu_kernels.cu"
-    source.write_text(_cuda.ARGMIN_SOURCE)
+    source.write_text(_cuda.SOURCE)
     ptx = tmp_path / "kmeans_gpu_kernels.ptx"
     out = subprocess.run(
         [nvcc, "-ptx", f"-arch={arch}", "--std=c++14", str(source), "-o", str(ptx)],
@@ -29,15 +29,24 @@ def test_kernels_compile_with_nvcc(tmp_path, arch):
     )
     assert out.returncode == 0, out.stderr
     entries = set(re.findall(r"\.entry (\w+)\(", ptx.read_text()))
-    assert entries == set(_cuda.ARGMIN_KERNELS.values())
+    assert entries == {*_cuda.ARGMIN_KERNELS.values(), *_cuda.FUSED_KERNELS.values()}
 
 
 def test_kernels_are_off_unless_asked(monkeypatch):
     monkeypatch.delenv(_cuda.ENV_FLAG, raising=False)
-    assert not _cuda.kernels_enabled()
-    for value, expected in (("1", True), ("yes", True), ("0", False), ("", False)):
+    assert _cuda.kernel_mode() is None and not _cuda.kernels_enabled()
+    for value, expected in (
+        ("1", "argmin"),
+        ("yes", "argmin"),
+        ("argmin", "argmin"),
+        ("fused", "fused"),
+        ("FUSED", "fused"),
+        ("0", None),
+        ("", None),
+        ("fast", None),
+    ):
         monkeypatch.setenv(_cuda.ENV_FLAG, value)
-        assert _cuda.kernels_enabled() is expected
+        assert _cuda.kernel_mode() == expected
 
 
 @pytest.mark.gpu
@@ -58,8 +67,49 @@ def test_argmin_kernel_matches_plain_path(dtype, rng):
         plain = cp.argmin(csq[None, :] - 2.0 * (X @ C.T), axis=1)
         labels = _cuda.argmin_scores(X @ (-2.0 * C).T, csq)
         cp.testing.assert_array_equal(labels, plain.astype(cp.int32))
-        backend.custom_kernels = True
+        backend.custom_kernel = "argmin"
         try:
             cp.testing.assert_array_equal(backend.assign(X, C, csq), labels)
         finally:
-            backend.custom_kernels = _cuda.kernels_enabled()
+            backend.custom_kernel = _cuda.kernel_mode()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_kernel_matches_plain_path(dtype, rng):
+    """The fused kernel sums each product in its own order, so a near tie may go the
+    other way than with cuBLAS's product: every row must agree, or be such a tie."""
+    from kmeans_gpu.backends import _cupy_has_device, get_backend
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy as cp
+
+    backend = get_backend("cupy")
+    eps = np.finfo(dtype).eps
+    for n, d, k in ((1000, 3, 1), (5000, 16, 33), (4099, 64, 1000), (3000, 130, 70)):
+        X = cp.asarray(rng.normal(size=(n, d)).astype(dtype))
+        C = cp.asarray(rng.normal(size=(k, d)).astype(dtype))
+        C[k // 2] = C[0]  # an exact tie: the first index must win
+        csq = (C * C).sum(axis=1)
+        scores = csq[None, :] + X @ (-2.0 * C).T
+        plain = cp.argmin(scores, axis=1).astype(cp.int32)
+        labels = _cuda.fused_argmin(X, -2.0 * C, csq)
+        assert labels.dtype == cp.int32 and int(labels.max()) < k
+        rows = cp.arange(n)
+        gap = scores[rows, labels] - scores[rows, plain]
+        scale = (X * X).sum(axis=1) + csq.max()
+        assert bool(cp.all((labels == plain) | (cp.abs(gap) <= 8 * d * eps * scale)))
+        assert float(cp.mean((labels == plain).astype(cp.float64))) > 0.999
+        assert not bool(cp.any(labels == k // 2)) or k == 1  # the tie went to index 0
+        backend.custom_kernel = "fused"
+        try:
+            cp.testing.assert_array_equal(backend.assign(X, C, csq), labels)
+        finally:
+            backend.custom_kernel = _cuda.kernel_mode()
+    # exact arithmetic (small integers): every tie is real and goes to the first index
+    X = cp.asarray(rng.randint(0, 3, size=(4000, 5)).astype(dtype))
+    C = cp.asarray(rng.randint(0, 3, size=(90, 5)).astype(dtype))
+    csq = (C * C).sum(axis=1)
+    plain = cp.argmin(csq[None, :] + X @ (-2.0 * C).T, axis=1).astype(cp.int32)
+    cp.testing.assert_array_equal(_cuda.fused_argmin(X, -2.0 * C, csq), plain)

@@ -109,27 +109,27 @@ def test_benchmark_harness_runs_the_cupy_rows(cupy):
     from kmeans_gpu.benchmark import machine_info, run_benchmark
 
     assert machine_info()["gpu"] == "host stand-in"
-    doc = run_benchmark(["seed"], iterations=2, repeats=1, include=("cupy]", "CUDA kernels"))
+    doc = run_benchmark(["seed"], iterations=2, repeats=1, include=("cupy]", "CUDA"))
     names = [r["contender"] for r in doc["results"]]
     assert names[:2] == ["kmeans-gpu[cupy]", "kmeans-gpu[cupy] frames"]
-    assert "kmeans-gpu[cupy] CUDA kernels" in names
+    assert {"kmeans-gpu[cupy] CUDA argmin", "kmeans-gpu[cupy] CUDA fused"} <= set(names)
 
 
-def test_the_argmin_kernel_path_when_switched_on(cupy, monkeypatch):
+@pytest.mark.parametrize("mode", ["argmin", "fused"])
+def test_the_kernel_paths_when_switched_on(cupy, monkeypatch, mode):
     cp, _ = cupy
     from kmeans_gpu.backends import get_backend
 
-    monkeypatch.setenv("KMEANS_GPU_CUDA_KERNELS", "1")
+    monkeypatch.setenv("KMEANS_GPU_CUDA_KERNELS", "1" if mode == "argmin" else mode)
     backend = get_backend("cupy")
-    assert backend.custom_kernels
+    assert backend.custom_kernel == mode
     X = _data()
     C = X[:40].copy()
     C[20] = C[3]  # an exact tie
     csq = (C * C).sum(axis=1)
     want = np.argmin(csq[None, :] - 2.0 * (X @ C.T), axis=1)
-    np.testing.assert_array_equal(
-        backend.assign(cp.asarray(X), cp.asarray(C), cp.asarray(csq)), want
-    )
+    got = backend.assign(cp.asarray(X), cp.asarray(C), cp.asarray(csq))
+    np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(
         np.asarray(kmeans(cp.asarray(X), 6, random_state=0)[1]),
         kmeans(X, 6, random_state=0, backend="numpy")[1],

@@ -1,7 +1,8 @@
 """CUDA kernels for the CuPy backend, compiled once per process by NVRTC and cached.
 
-Off by default until they have run on a GPU (set ``KMEANS_GPU_CUDA_KERNELS=1``); the
-sources are compiled with ``nvcc -ptx`` in the test suite, so a syntax or type error
+Off by default until they have run on a GPU (``KMEANS_GPU_CUDA_KERNELS=1`` switches on
+the argmin kernel, ``=fused`` the fused product-and-argmin kernel); the sources are
+compiled with ``nvcc -ptx`` in the test suite, so a syntax or type error
 cannot land unnoticed, and a ``gpu`` test compares each kernel with the plain path.
 """
 
@@ -70,17 +71,149 @@ extern "C" __global__ void kmeans_gpu_argmin_f64(
 ARGMIN_KERNELS = {"float32": "kmeans_gpu_argmin_f32", "float64": "kmeans_gpu_argmin_f64"}
 WARPS_PER_BLOCK = 8
 
+#: Nearest centre of each row of X, the scores never written: a tiled product of X and
+#: S = −2C (64 rows × 64 centres per block of 16 × 16 threads, each thread a 4 × 4
+#: register tile, 16 features at a time through shared memory), each tile's scores
+#: ``acc + ‖c‖²`` folded at once into a running (value, index) minimum per row: first
+#: within a thread, then across the 16 threads of a row by shuffles; ties go to the
+#: lower index. FP32 (or FP64) arithmetic, no tensor cores: the product is summed over
+#: features in order, so near ties may resolve differently from cuBLAS's product.
+FUSED_TILE_ROWS = 64
+FUSED_THREADS = 256
+FUSED_SOURCE = r"""
+#define KG_TM 64
+#define KG_TN 64
+#define KG_TK 16
+
+template <typename T>
+__device__ __forceinline__ void kmeans_gpu_better(T& best, int& index, T value, int at)
+{
+    if (value < best || (value == best && at < index)) {
+        best = value;
+        index = at;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void kmeans_gpu_fused_tile(
+    const T* __restrict__ X, const T* __restrict__ S, const T* __restrict__ centers_sq,
+    long long n, int k, int d, int* __restrict__ labels, T infinity)
+{
+    __shared__ T xs[KG_TK][KG_TM + 1];  // xs[f][r]: 16 features of 64 rows (+1: no bank
+    __shared__ T cs[KG_TK][KG_TN + 1];  // cs[f][c]: 16 features of 64 centres  conflicts)
+    const int tx = threadIdx.x % 16;  // centre lane: columns tx, tx + 16, tx + 32, tx + 48
+    const int ty = threadIdx.x / 16;  // row lane: rows ty, ty + 16, ty + 32, ty + 48
+    const long long row0 = (long long)blockIdx.x * KG_TM;
+    T best[4];
+    int index[4];
+    for (int a = 0; a < 4; ++a) {
+        best[a] = infinity;
+        index[a] = k;
+    }
+    for (int col0 = 0; col0 < k; col0 += KG_TN) {
+        T acc[4][4];
+        for (int a = 0; a < 4; ++a) {
+            for (int b = 0; b < 4; ++b) {
+                acc[a][b] = 0;
+            }
+        }
+        for (int f0 = 0; f0 < d; f0 += KG_TK) {
+            for (int e = threadIdx.x; e < KG_TM * KG_TK; e += blockDim.x) {
+                const int r = e / KG_TK, f = e % KG_TK;  // neighbours read neighbours
+                const long long row = row0 + r;
+                xs[f][r] = (row < n && f0 + f < d) ? X[row * d + f0 + f] : T(0);
+                const int col = col0 + r;
+                cs[f][r] = (col < k && f0 + f < d) ? S[(long long)col * d + f0 + f] : T(0);
+            }
+            __syncthreads();
+            for (int f = 0; f < KG_TK; ++f) {
+                T xr[4], cr[4];
+                for (int a = 0; a < 4; ++a) {
+                    xr[a] = xs[f][ty + 16 * a];
+                    cr[a] = cs[f][tx + 16 * a];
+                }
+                for (int a = 0; a < 4; ++a) {
+                    for (int b = 0; b < 4; ++b) {
+                        acc[a][b] += xr[a] * cr[b];
+                    }
+                }
+            }
+            __syncthreads();
+        }
+        for (int a = 0; a < 4; ++a) {
+            T tile_best = infinity;
+            int tile_index = k;
+            for (int b = 0; b < 4; ++b) {  // columns grow with b
+                const int col = col0 + tx + 16 * b;
+                if (col < k) {
+                    kmeans_gpu_better(tile_best, tile_index, acc[a][b] + centers_sq[col], col);
+                }
+            }
+            for (int offset = 8; offset > 0; offset >>= 1) {  // the 16 lanes of this row
+                const T other = __shfl_down_sync(0xffffffffu, tile_best, offset, 16);
+                const int other_index = __shfl_down_sync(0xffffffffu, tile_index, offset, 16);
+                kmeans_gpu_better(tile_best, tile_index, other, other_index);
+            }
+            kmeans_gpu_better(best[a], index[a], tile_best, tile_index);
+        }
+    }
+    if (tx == 0) {
+        for (int a = 0; a < 4; ++a) {
+            const long long row = row0 + ty + 16 * a;
+            if (row < n) {
+                labels[row] = index[a];
+            }
+        }
+    }
+}
+
+extern "C" __global__ void kmeans_gpu_fused_argmin_f32(
+    const float* __restrict__ X, const float* __restrict__ S,
+    const float* __restrict__ centers_sq, long long n, int k, int d,
+    int* __restrict__ labels)
+{
+    kmeans_gpu_fused_tile<float>(X, S, centers_sq, n, k, d, labels,
+                                 __int_as_float(0x7f800000));
+}
+
+extern "C" __global__ void kmeans_gpu_fused_argmin_f64(
+    const double* __restrict__ X, const double* __restrict__ S,
+    const double* __restrict__ centers_sq, long long n, int k, int d,
+    int* __restrict__ labels)
+{
+    kmeans_gpu_fused_tile<double>(X, S, centers_sq, n, k, d, labels,
+                                  __longlong_as_double(0x7ff0000000000000LL));
+}
+"""
+FUSED_KERNELS = {
+    "float32": "kmeans_gpu_fused_argmin_f32",
+    "float64": "kmeans_gpu_fused_argmin_f64",
+}
+#: Every kernel, in one compilation unit.
+SOURCE = ARGMIN_SOURCE + FUSED_SOURCE
+KERNEL_MODES = ("argmin", "fused")
+
+
+def kernel_mode() -> str | None:
+    """Which custom kernel is switched on: ``KMEANS_GPU_CUDA_KERNELS=1`` (or ``argmin``)
+    for the argmin over cuBLAS's product, ``fused`` for the fused product and argmin;
+    None (the default) for none."""
+    value = os.environ.get(ENV_FLAG, "").strip().lower()
+    if value in ("1", "true", "yes", "on", "argmin"):
+        return "argmin"
+    return "fused" if value == "fused" else None
+
 
 def kernels_enabled() -> bool:
-    """Whether the custom kernels are switched on (``KMEANS_GPU_CUDA_KERNELS=1``)."""
-    return os.environ.get(ENV_FLAG, "").strip().lower() in ("1", "true", "yes", "on")
+    """Whether a custom kernel is switched on."""
+    return kernel_mode() is not None
 
 
 @functools.cache
 def _module() -> Any:
     import cupy
 
-    return cupy.RawModule(code=ARGMIN_SOURCE, options=("--std=c++14",))
+    return cupy.RawModule(code=SOURCE, options=("--std=c++14",))
 
 
 def argmin_scores(product: Any, centers_sq: Any) -> Any:
@@ -100,6 +233,31 @@ def argmin_scores(product: Any, centers_sq: Any) -> Any:
             cupy.ascontiguousarray(centers_sq),
             cupy.int64(rows),
             cupy.int32(k),
+            labels,
+        ),
+    )
+    return labels
+
+
+def fused_argmin(X: Any, scaled: Any, centers_sq: Any) -> Any:
+    """Labels ``argmin_j (X[i]·scaled[j] + centers_sq[j])`` (int32) without writing the
+    scores; ``scaled`` is ``−2·centres``."""
+    import cupy
+
+    n, d = X.shape
+    kernel = _module().get_function(FUSED_KERNELS[X.dtype.name])
+    labels = cupy.empty(n, dtype=cupy.int32)
+    blocks = (n + FUSED_TILE_ROWS - 1) // FUSED_TILE_ROWS
+    kernel(
+        (blocks,),
+        (FUSED_THREADS,),
+        (
+            cupy.ascontiguousarray(X),
+            cupy.ascontiguousarray(scaled),
+            cupy.ascontiguousarray(centers_sq),
+            cupy.int64(n),
+            cupy.int32(scaled.shape[0]),
+            cupy.int32(d),
             labels,
         ),
     )

@@ -17,13 +17,14 @@ class CupyBackend(Backend):
         import array_api_compat.cupy as xp
         import cupy
 
-        from ._cuda import kernels_enabled
+        from ._cuda import kernel_mode
 
         super().__init__(xp, "cupy")
         self._cupy = cupy
         self._copy_stream: Any = None
-        #: the custom CUDA kernels of ``_cuda`` (off until verified on a GPU)
-        self.custom_kernels = kernels_enabled()
+        #: the custom CUDA kernel in use: None, "argmin" or "fused" (see ``_cuda``; off
+        #: until verified on a GPU)
+        self.custom_kernel = kernel_mode()
 
     def owns(self, x: object) -> bool:
         return isinstance(x, self._cupy.ndarray)
@@ -77,11 +78,15 @@ class CupyBackend(Backend):
     ) -> Array:
         if precision in self.reduced_products:  # reduced product, near ties re-checked
             return super().assign(X, centers, centers_sq, precision)
+        if self.custom_kernel == "fused":  # the scores are never written
+            from ._cuda import fused_argmin
+
+            return fused_argmin(X, -2.0 * centers, centers_sq)
         with self._compute_type(X.dtype, "exact"):
             # (-2c)·x is exactly -2(c·x): the generic scores with one pass over the
             # (rows × k) block fewer; the sum with ‖c‖² in place, one more fewer
             product = X @ (-2.0 * centers).T
-            if self.custom_kernels:
+            if self.custom_kernel == "argmin":
                 from ._cuda import argmin_scores
 
                 return argmin_scores(product, centers_sq)  # reads the product once
