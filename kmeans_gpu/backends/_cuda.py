@@ -216,27 +216,40 @@ def _module() -> Any:
     return cupy.RawModule(code=SOURCE, options=("--std=c++14",))
 
 
+def _labels_from(
+    kernels: dict[str, str],
+    rows: int,
+    rows_per_block: int,
+    threads: int,
+    arrays: tuple[Any, ...],
+    sizes: tuple[Any, ...],
+) -> Any:
+    """Launch the ``kernels`` entry for the arrays' dtype over ``rows`` rows, with the
+    (C-contiguous) ``arrays``, then the ``sizes``, then the int32 labels it writes."""
+    import cupy
+
+    kernel = _module().get_function(kernels[arrays[0].dtype.name])
+    labels = cupy.empty(rows, dtype=cupy.int32)
+    blocks = (rows + rows_per_block - 1) // rows_per_block
+    contiguous = tuple(cupy.ascontiguousarray(a) for a in arrays)
+    kernel((blocks,), (threads,), (*contiguous, *sizes, labels))
+    return labels
+
+
 def argmin_scores(product: Any, centers_sq: Any) -> Any:
-    """Labels ``argmin_j (product[i, j] + centers_sq[j])`` (int32) of a C-contiguous
-    ``product`` of shape (rows, k)."""
+    """Labels ``argmin_j (product[i, j] + centers_sq[j])`` (int32) of a product of
+    shape (rows, k); one warp per row."""
     import cupy
 
     rows, k = product.shape
-    kernel = _module().get_function(ARGMIN_KERNELS[product.dtype.name])
-    labels = cupy.empty(rows, dtype=cupy.int32)
-    blocks = (rows + WARPS_PER_BLOCK - 1) // WARPS_PER_BLOCK
-    kernel(
-        (blocks,),
-        (32 * WARPS_PER_BLOCK,),
-        (
-            cupy.ascontiguousarray(product),
-            cupy.ascontiguousarray(centers_sq),
-            cupy.int64(rows),
-            cupy.int32(k),
-            labels,
-        ),
+    return _labels_from(
+        ARGMIN_KERNELS,
+        rows,
+        WARPS_PER_BLOCK,
+        32 * WARPS_PER_BLOCK,
+        (product, centers_sq),
+        (cupy.int64(rows), cupy.int32(k)),
     )
-    return labels
 
 
 def fused_argmin(X: Any, scaled: Any, centers_sq: Any) -> Any:
@@ -245,20 +258,11 @@ def fused_argmin(X: Any, scaled: Any, centers_sq: Any) -> Any:
     import cupy
 
     n, d = X.shape
-    kernel = _module().get_function(FUSED_KERNELS[X.dtype.name])
-    labels = cupy.empty(n, dtype=cupy.int32)
-    blocks = (n + FUSED_TILE_ROWS - 1) // FUSED_TILE_ROWS
-    kernel(
-        (blocks,),
-        (FUSED_THREADS,),
-        (
-            cupy.ascontiguousarray(X),
-            cupy.ascontiguousarray(scaled),
-            cupy.ascontiguousarray(centers_sq),
-            cupy.int64(n),
-            cupy.int32(scaled.shape[0]),
-            cupy.int32(d),
-            labels,
-        ),
+    return _labels_from(
+        FUSED_KERNELS,
+        n,
+        FUSED_TILE_ROWS,
+        FUSED_THREADS,
+        (X, scaled, centers_sq),
+        (cupy.int64(n), cupy.int32(scaled.shape[0]), cupy.int32(d)),
     )
-    return labels
