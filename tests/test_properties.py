@@ -5,11 +5,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from kmeans_gpu import KMeans
+from kmeans_gpu import KMeans, iter_frames
 from kmeans_gpu._lloyd import inertia, lloyd
 from kmeans_gpu._problem import make_problem
 from kmeans_gpu.backends import get_backend
@@ -55,15 +55,32 @@ def test_predict_is_invariant_to_row_order(data, seed, random):
     np.testing.assert_array_equal(est.predict(X[order]), est.predict(X)[order])
 
 
-@SETTINGS
+def _meets_a_rounding_tie(X, init):
+    """Whether some row, at some iteration of the fit from ``init``, has two nearest
+    centres whose squared distances differ by no more than rounding."""
+    scale = 1.0 + (X * X).sum(axis=1).max() + (init * init).sum(axis=1).max()
+    for frame in iter_frames(X, init, tol=1e-4, empty_cluster="keep", backend="numpy"):
+        d2 = ((X[:, None, :] - frame.centroids[None, :, :]) ** 2).sum(axis=2)
+        if d2.shape[1] > 1:
+            two = np.partition(d2, 1, axis=1)[:, :2]
+            if np.any(two[:, 1] - two[:, 0] <= 1e-9 * scale):
+                return True
+    return False
+
+
+@settings(SETTINGS, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(datasets(integer=True), st.randoms(use_true_random=False))
 def test_fit_from_given_centres_is_invariant_to_row_order(data, random):
+    """Unless the run meets a tie at rounding level: then the last bits of the sums,
+    which depend on the order of the rows (the centring mean's among them), decide it.
+    Integer grids and duplicate initial centres make such ties (hypothesis found two)."""
     X, k = data
     init = X[:k].copy()
     order = np.arange(X.shape[0])
     random.shuffle(order)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        assume(not _meets_a_rounding_tie(X, init))
         a = KMeans(k, init=init, empty_cluster="keep").fit(X)
         b = KMeans(k, init=init, empty_cluster="keep").fit(X[order])
     np.testing.assert_array_equal(b.labels_, a.labels_[order])
