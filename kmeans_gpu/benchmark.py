@@ -521,8 +521,10 @@ def run_benchmark(
                 if brief and rep:
                     continue
                 count = min(3, iterations) if brief else iterations
-                samples[c.name].append(c.run(*prepared[c.name], count))
-                log(f"{name} rep {rep + 1}/{repeats}: {c.name}")
+                m = c.run(*prepared[c.name], count)
+                samples[c.name].append(m)
+                per_iteration = m.seconds / max(m.n_iter, 1) * 1e3
+                log(f"{name} rep {rep + 1}/{repeats}: {c.name}: {per_iteration:.3f} ms/iteration")
         evaluate = _evaluator(X, needs_gpu)
         for c in active:
             runs = samples[c.name]
