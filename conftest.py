@@ -20,6 +20,9 @@ class ArrayFactory:
     name: str
     xp: Any
     device: Any = None
+    #: whether the backend's per-cluster sums use float atomics, whose order (and so
+    #: the last bits of a result) varies from run to run: CuPy on a GPU
+    atomic_sums: bool = False
 
     def asarray(self, x: Any, dtype: Any = None) -> Any:
         x = np.asarray(x) if dtype is None else np.asarray(x, dtype=dtype)
@@ -28,11 +31,22 @@ class ArrayFactory:
         return self.xp.asarray(x, device=self.device)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        if isinstance(x, np.ndarray):
-            return x
+        if isinstance(x, (np.ndarray, np.generic, float, int)):
+            return np.asarray(x)
         if self.name == "cupy":
             return x.get()
         return np.from_dlpack(x)
+
+    def assert_same_run(self, actual: Any, desired: Any) -> None:
+        """Two runs of one computation agree: bitwise, or within a few roundings on a
+        backend with :attr:`atomic_sums`."""
+        actual, desired = np.asarray(self.to_numpy(actual)), np.asarray(self.to_numpy(desired))
+        if not self.atomic_sums:
+            np.testing.assert_array_equal(actual, desired)
+            return
+        eps = 64 * np.finfo(np.result_type(desired.dtype, np.float32)).eps
+        scale = float(np.max(np.abs(desired), initial=0.0))
+        np.testing.assert_allclose(actual, desired, rtol=eps, atol=eps * scale)
 
     def owns(self, x: Any) -> bool:
         if self.name == "numpy":
@@ -49,7 +63,7 @@ def _cupy_factory() -> ArrayFactory:
         pytest.skip("CuPy with a CUDA device is not available")
     import cupy
 
-    return ArrayFactory("cupy", cupy)
+    return ArrayFactory("cupy", cupy, atomic_sums=True)
 
 
 def _strict_factory(device: str | None) -> ArrayFactory:

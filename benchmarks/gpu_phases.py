@@ -5,10 +5,11 @@ CUDA events, median of ``--repeats`` after a warm-up:
 
 * the two ceilings: a device-to-device copy of X (bytes read + written per second) and
   cuBLAS's float32 product of one chunk with the centres, exact and TF32 (TFLOP/s);
-* each step of one iteration, over all rows: centring the rows (what ``Problem.rows``
-  does per chunk), the assignment for each kernel choice and precision, the per-cluster
-  sums (float atomics, and the deterministic one-hot product), and the whole iteration
-  as ``kmeans(..., max_iter=iterations)`` runs it.
+* each step of one iteration, over all rows (timed on one or two chunks, scaled):
+  centring the rows (what ``Problem.rows`` does per chunk), the assignment for each
+  kernel choice and precision, the argsort the sorted sums need, the per-cluster sums
+  (plain CuPy's atomic per element, the sorted-sums kernel, the deterministic one-hot
+  product), and the whole iteration as ``kmeans(..., max_iter=iterations)`` runs it.
 
 It prints one table per workload and, with ``--json``, writes every number. A script to
 learn from, not a test: it asserts nothing, and reports which share of the labels each
@@ -59,7 +60,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     rng = cp.random.default_rng(0)
     X = rng.standard_normal((n, d), dtype=cp.float32)
     X += rng.integers(0, 8, size=(n, 1)).astype(cp.float32)  # some structure
-    init = X[rng.choice(n, size=k, replace=False)]
+    init = X[:: n // k][:k].copy()  # k distinct rows
     problem, _, centers = prepare(X, None, "cupy", centers=init)
     backend = problem.backend
     chunks = problem.chunks(k)
@@ -92,11 +93,13 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         / chunk,
     )
     reference = None
+    kernels = {None: "plain CuPy", "argmin": "argmin kernel", "fused": "fused kernel"}
     for mode, precision in (
         (None, "exact"),
         ("argmin", "exact"),
         ("fused", "exact"),
         (None, "tf32"),
+        ("argmin", "tf32"),
     ):
         backend.custom_kernel = mode
         labels = backend.assign(Xc, centers, csq, precision)
@@ -105,40 +108,47 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         agree = float(cp.mean((labels == reference).astype(cp.float32)))
         ms = gpu_ms(cp, lambda p=precision: backend.assign(Xc, centers, csq, p), repeats)
         add(
-            f"assign, kernel {mode or 'cuBLAS+argmin'}, {precision} (all rows)",
+            f"assign, {kernels[mode]}, {precision} (all rows)",
             ms * n / chunk,
             f"labels agree with the first: {agree:.5f}",
         )
-    backend.custom_kernel = None
-    labels = cp.concatenate([backend.assign(problem.rows(a, b), centers, csq) for a, b in chunks])
-    for deterministic in (False, True):
-        ms = (
-            sum(
-                gpu_ms(
-                    cp,
-                    lambda a=a, b=b, det=deterministic: backend.cluster_sums(
-                        problem.rows(a, b), labels[a:b], None, k, det
-                    ),
-                    repeats,
-                )
-                for a, b in chunks[:2]
+    backend.custom_kernel = "argmin"
+    some = chunks[:2]
+    rows = [problem.rows(a, b) for a, b in some]
+    labels = [backend.assign(r, centers, csq) for r in rows]
+    share = n / sum(b - a for a, b in some)
+    ms = sum(gpu_ms(cp, lambda lab=lab: cp.argsort(lab), repeats) for lab in labels)
+    add("argsort of the labels (all rows)", ms * share)
+    sums = {None: "plain CuPy (an atomic per element)", "argmin": "sorted-sums kernel"}
+    for mode, deterministic in ((None, False), ("argmin", False), ("argmin", True)):
+        backend.custom_kernel = mode
+        ms = sum(
+            gpu_ms(
+                cp,
+                lambda r=r, lab=lab, det=deterministic: backend.cluster_sums(r, lab, None, k, det),
+                repeats,
             )
-            * n
-            / sum(b - a for a, b in chunks[:2])
+            for r, lab in zip(rows, labels, strict=True)
         )
-        add(
-            f"cluster sums{' (deterministic)' if deterministic else ''} + centring (all rows)",
-            ms,
-        )
-    for mode in (None, "argmin", "fused"):
+        what = "one-hot product (deterministic)" if deterministic else sums[mode]
+        add(f"cluster sums, {what} (all rows)", ms * share)
+    del rows, labels
+    for mode, precision in (
+        (None, "exact"),
+        ("argmin", "exact"),
+        ("fused", "exact"),
+        ("argmin", "tf32"),
+    ):
         backend.custom_kernel = mode
         ms = gpu_ms(
             cp,
-            lambda: kmeans(X, k, init=init, max_iter=iterations, tol=0.0, backend="cupy"),
+            lambda p=precision: kmeans(
+                X, k, init=init, max_iter=iterations, tol=0.0, backend="cupy", precision=p
+            ),
             max(1, repeats // 2),
         )
-        add(f"kmeans() per iteration, kernel {mode or 'cuBLAS+argmin'}", ms / iterations)
-    backend.custom_kernel = None
+        add(f"kmeans() per iteration, {kernels[mode]}, {precision}", ms / iterations)
+    backend.custom_kernel = "argmin"
     pool = cp.get_default_memory_pool()
     add(
         "memory pool total after the runs (MiB)",

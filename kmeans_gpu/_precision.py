@@ -60,16 +60,15 @@ def assign_reduced(
     a near tie assigned again exactly (same result as ``backend.assign``)."""
     xp = backend.xp
     scaled = -2.0 * centers
-    scores = centers_sq[None, :] + backend.reduced_product(X, scaled, precision)
-    labels = xp.astype(xp.argmin(scores, axis=1), xp.int32)
-    best = xp.min(scores, axis=1)
+    product = backend.reduced_product(X, scaled, precision)
+    labels, best, second = backend.nearest_two(product, centers_sq)
+    del product
     row_norms = xp.sqrt(xp.sum(X * X, axis=1))
     max_center_norm = xp.max(xp.sqrt(centers_sq))
     margin = 2.0 * error_bound(
         row_norms, max_center_norm, int(X.shape[1]), UNIT_ROUNDOFF[precision]
     )
-    contenders = xp.sum(xp.astype(scores <= (best + margin)[:, None], xp.int32), axis=1)
-    near = contenders > 1
+    near = second <= best + margin  # another centre within the margin of the best
     # the rows to redo, gathered, assigned exactly, and put back without a scatter:
     # row i's exact label sits at position (number of near rows before it)
     redo = xp.nonzero(near)[0]

@@ -1,7 +1,7 @@
 """A host stand-in for CuPy, so the CuPy backend's Python code runs in CI.
 
 NumPy computes underneath; the stand-in has the parts of CuPy's API that kmeans-gpu
-calls (arrays with ``.get``, ``asnumpy``, ``cupyx.scatter_add``, streams, events and
+calls (arrays with ``.get``, ``asnumpy``, ``cupy.add.at``, streams, events and
 pinned memory, cuBLAS compute types, device queries), and records what it is asked to
 do. It proves that the backend's logic and calls are consistent; it cannot prove that
 CuPy behaves like this on a GPU: that is what the ``gpu`` tests and
@@ -16,7 +16,7 @@ import importlib.util
 import sys
 import types
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -95,6 +95,8 @@ class _RawModule:
     """Compiles nothing: each kernel of kmeans_gpu's ``_cuda`` is replaced by what it
     is specified to compute, after checking how it is launched."""
 
+    record: ClassVar[dict[str, Any]] = {}  # set by install()
+
     def __init__(self, code: str, options: Any = ()) -> None:
         self.code = code
 
@@ -114,7 +116,33 @@ class _RawModule:
             assert X.flags.c_contiguous and scaled.flags.c_contiguous
             labels[...] = np.argmin(centers_sq[None, :] + X @ scaled.T, axis=1)
 
-        return fused_kernel if "fused" in name else argmin_kernel
+        def nearest_two_kernel(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+            product, centers_sq, rows, k, labels, best, second = args
+            assert block[0] % 32 == 0 and grid[0] * block[0] // 32 >= int(rows)  # a warp a row
+            assert product.flags.c_contiguous and product.shape == (int(rows), int(k))
+            scores = product + centers_sq[None, :]
+            labels[...] = np.argmin(scores, axis=1)
+            two = np.sort(scores, axis=1)[:, :2]
+            best[...] = two[:, 0]
+            second[...] = two[:, 1] if int(k) > 1 else np.inf
+
+        def sorted_sums_kernel(
+            grid: tuple[int, int], block: tuple[int], args: tuple[Any, ...]
+        ) -> None:
+            X, order, labels, weights, weighted, rows, d, tile, sums = args
+            assert grid[0] * int(tile) >= int(rows) and grid[1] * block[0] >= int(d)
+            assert order.dtype == np.int64 and labels.dtype == np.int32
+            assert np.all(np.diff(labels[order]) >= 0), "rows not in label order"
+            rows_ = X * weights[:, None] if int(weighted) else X
+            np.add.at(sums, labels, rows_)
+            self.record["atomic_sums"] += 1
+
+        kernels = {
+            "fused": fused_kernel,
+            "nearest_two": nearest_two_kernel,
+            "sorted_sums": sorted_sums_kernel,
+        }
+        return next((v for key, v in kernels.items() if key in name), argmin_kernel)
 
 
 def _as_cupy(value: Any) -> Any:
@@ -146,7 +174,7 @@ class _Namespace(types.ModuleType):
 def install(monkeypatch: Any) -> dict[str, Any]:
     """Put the stand-in in ``sys.modules`` as ``cupy`` and ``cupyx`` (and
     ``array_api_compat.cupy`` as the NumPy namespace); returns the record of calls."""
-    record: dict[str, Any] = {"compute_types": [], "scatter_add": 0, "pinned": 0}
+    record: dict[str, Any] = {"compute_types": [], "atomic_sums": 0, "pinned": 0}
     compute = {"float32": COMPUTE_TYPE_DEFAULT, "float64": COMPUTE_TYPE_DEFAULT}
 
     def asarray(x: Any, dtype: Any = None) -> ndarray:
@@ -159,8 +187,8 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         record["compute_types"].append(code)
         compute[np.dtype(dtype).name] = code
 
-    def scatter_add(a: np.ndarray, indices: Any, b: Any) -> None:
-        record["scatter_add"] += 1
+    def add_at(a: np.ndarray, indices: Any, b: Any) -> None:
+        record["atomic_sums"] += 1
         np.add.at(a, np.asarray(indices), np.asarray(b))
 
     def empty_pinned(shape: Any, dtype: Any = np.float64) -> np.ndarray:
@@ -168,15 +196,26 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         return np.empty(shape, dtype=dtype)
 
     cupy = types.ModuleType("cupy")
-    for name in ("int32", "int64", "float32", "float64", "bincount", "argmin", "zeros", "empty"):
+    for name in (
+        "int32",
+        "int64",
+        "float32",
+        "float64",
+        "bincount",
+        "argmin",
+        "argsort",
+        "zeros",
+        "empty",
+    ):
         setattr(cupy, name, getattr(np, name))
     cupy.ndarray = ndarray
+    cupy.add = types.SimpleNamespace(at=add_at)
     cupy.asarray = asarray
     cupy.ascontiguousarray = lambda x: np.ascontiguousarray(x).view(ndarray)
     cupy.asnumpy = lambda x: np.array(np.asarray(x), copy=True)
     cupy.from_dlpack = lambda x: np.from_dlpack(x).view(ndarray)
     cupy.get_default_memory_pool = _Pool
-    cupy.RawModule = _RawModule
+    cupy.RawModule = type("RawModule", (_RawModule,), {"record": record})
     cupy.__version__ = "0.0-host-stand-in"
     cupy.__spec__ = importlib.machinery.ModuleSpec("cupy", None)
     runtime = types.SimpleNamespace(
@@ -197,7 +236,6 @@ def install(monkeypatch: Any) -> dict[str, Any]:
     core._routines_linalg = linalg
     cupy._core = core
     cupyx = types.ModuleType("cupyx")
-    cupyx.scatter_add = scatter_add
     cupyx.empty_pinned = empty_pinned
     for name, module in (
         ("cupy", cupy),

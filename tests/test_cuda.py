@@ -29,24 +29,33 @@ def test_kernels_compile_with_nvcc(tmp_path, arch):
     )
     assert out.returncode == 0, out.stderr
     entries = set(re.findall(r"\.entry (\w+)\(", ptx.read_text()))
-    assert entries == {*_cuda.ARGMIN_KERNELS.values(), *_cuda.FUSED_KERNELS.values()}
+    assert entries == {
+        *_cuda.ARGMIN_KERNELS.values(),
+        *_cuda.FUSED_KERNELS.values(),
+        *_cuda.NEAREST_TWO_KERNELS.values(),
+        *_cuda.SORTED_SUMS_KERNELS.values(),
+    }
 
 
-def test_kernels_are_off_unless_asked(monkeypatch):
+def test_kernel_choice_from_the_environment(monkeypatch):
     monkeypatch.delenv(_cuda.ENV_FLAG, raising=False)
-    assert _cuda.kernel_mode() is None and not _cuda.kernels_enabled()
+    assert _cuda.kernel_mode() == "argmin" and _cuda.kernels_enabled()  # the default
     for value, expected in (
         ("1", "argmin"),
         ("yes", "argmin"),
         ("argmin", "argmin"),
+        ("", "argmin"),
         ("fused", "fused"),
         ("FUSED", "fused"),
         ("0", None),
-        ("", None),
-        ("fast", None),
+        ("plain", None),
+        ("off", None),
     ):
         monkeypatch.setenv(_cuda.ENV_FLAG, value)
         assert _cuda.kernel_mode() == expected
+    monkeypatch.setenv(_cuda.ENV_FLAG, "fast")
+    with pytest.raises(ValueError, match="KMEANS_GPU_CUDA_KERNELS='fast'"):
+        _cuda.kernel_mode()
 
 
 @pytest.mark.gpu
@@ -113,3 +122,76 @@ def test_fused_kernel_matches_plain_path(dtype, rng):
     csq = (C * C).sum(axis=1)
     plain = cp.argmin(csq[None, :] + X @ (-2.0 * C).T, axis=1).astype(cp.int32)
     cp.testing.assert_array_equal(_cuda.fused_argmin(X, -2.0 * C, csq), plain)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nearest_two_kernel_matches_plain_path(dtype, rng):
+    from kmeans_gpu.backends import Backend, _cupy_has_device, get_backend
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy as cp
+
+    backend = get_backend("cupy")
+    for n, d, k in ((1000, 3, 1), (5000, 16, 33), (4099, 64, 1000)):
+        X = cp.asarray(rng.normal(size=(n, d)).astype(dtype))
+        C = cp.asarray(rng.normal(size=(k, d)).astype(dtype))
+        C[k // 2] = C[0]  # an exact tie: first index, and the second score equals the best
+        csq = (C * C).sum(axis=1)
+        product = X @ (-2.0 * C).T
+        got = _cuda.nearest_two(product, csq)
+        want = Backend.nearest_two(backend, product, csq)  # the generic array-API path
+        for a, b in zip(got, want, strict=True):
+            cp.testing.assert_array_equal(a, b)
+        assert got[0].dtype == cp.int32 and got[1].dtype == dtype
+    # small integers: many exact ties, all resolved as the plain path does
+    X = cp.asarray(rng.randint(0, 3, size=(4000, 5)).astype(dtype))
+    C = cp.asarray(rng.randint(0, 3, size=(90, 5)).astype(dtype))
+    csq = (C * C).sum(axis=1)
+    product = X @ (-2.0 * C).T
+    for a, b in zip(
+        _cuda.nearest_two(product, csq), Backend.nearest_two(backend, product, csq), strict=True
+    ):
+        cp.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sorted_sums_kernel_matches_plain_path(dtype, rng):
+    from kmeans_gpu.backends import Backend, _cupy_has_device, get_backend
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy as cp
+
+    backend = get_backend("cupy")
+    eps = np.finfo(dtype).eps
+    for n, d, k in (
+        (1, 3, 1),
+        (1000, 3, 1),
+        (5000, 16, 33),
+        (100_003, 130, 1000),
+        (70_000, 64, 4096),
+    ):
+        X = cp.asarray(rng.normal(size=(n, d)).astype(dtype))
+        labels = cp.asarray(rng.randint(0, max(1, k - 3), size=n).astype(np.int32))  # empties
+        w = cp.asarray(rng.uniform(0.5, 2.0, size=n).astype(dtype))
+        for weights in (None, w):
+            got = _cuda.sorted_sums(X, labels, weights, k)
+            want, _ = Backend.cluster_sums(backend, X, labels, weights, k)  # one-hot product
+            assert got.shape == (k, d) and got.dtype == dtype
+            scale = float(cp.abs(X).max()) * 2.0 * n / k + 1.0
+            cp.testing.assert_allclose(got, want, rtol=0, atol=64 * eps * scale)
+        assert not bool(cp.any(got[k - 3 :])) or k < 4  # clusters nobody chose sum to zero
+    # small integers: every partial sum is exact, so the sums equal the plain ones bitwise
+    X = cp.asarray(rng.randint(-4, 5, size=(200_000, 24)).astype(dtype))
+    labels = cp.asarray(rng.randint(0, 300, size=200_000).astype(np.int32))
+    want, _ = Backend.cluster_sums(backend, X, labels, None, 300)
+    cp.testing.assert_array_equal(_cuda.sorted_sums(X, labels, None, 300), want)
+    backend.custom_kernel = None  # the plain CuPy path: float atomics per element
+    try:
+        plain, _ = backend.cluster_sums(X, labels, None, 300)
+    finally:
+        backend.custom_kernel = _cuda.kernel_mode()
+    cp.testing.assert_array_equal(plain, want)

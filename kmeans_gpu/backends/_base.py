@@ -124,6 +124,19 @@ class Backend:
         scores = centers_sq[None, :] - 2.0 * (X @ centers.T)
         return xp.astype(xp.argmin(scores, axis=1), xp.int32)
 
+    def nearest_two(self, product: Array, centers_sq: Array) -> tuple[Array, Array, Array]:
+        """For the scores ``s = product + centers_sq`` of shape (rows, k): the index of
+        each row's smallest score (int32, first on ties), that score, and the
+        second-smallest score (equal to the smallest on a tie; +inf when k == 1)."""
+        xp = self.xp
+        scores = product + centers_sq[None, :]
+        labels = xp.astype(xp.argmin(scores, axis=1), xp.int32)
+        best = xp.min(scores, axis=1)
+        k = int(scores.shape[1])
+        columns = xp.arange(k, dtype=labels.dtype, device=self.device(scores))
+        others = xp.where(columns[None, :] == labels[:, None], xp.inf, scores)
+        return labels, best, xp.min(others, axis=1)
+
     def assign_and_sum(
         self,
         X: Array,

@@ -1,9 +1,14 @@
 """CUDA kernels for the CuPy backend, compiled once per process by NVRTC and cached.
 
-Off by default until they have run on a GPU (``KMEANS_GPU_CUDA_KERNELS=1`` switches on
-the argmin kernel, ``=fused`` the fused product-and-argmin kernel); the sources are
-compiled with ``nvcc -ptx`` in the test suite, so a syntax or type error
-cannot land unnoticed, and a ``gpu`` test compares each kernel with the plain path.
+By default the CuPy backend takes the argmin of cuBLAS's product with ``ARGMIN`` (one
+read of the scores instead of three passes), the two smallest scores for the reduced-
+precision re-check with ``NEAREST_TWO``, and per-cluster sums with ``SORTED_SUMS``
+(rows in label order, one atomic per label run instead of one per element);
+``KMEANS_GPU_CUDA_KERNELS=plain`` turns them all off (plain CuPy operations),
+``=fused`` uses the fused product-and-argmin kernel for exact assignment too (slower
+than cuBLAS + argmin on an H200: BENCHMARKS.md). The sources are compiled with
+``nvcc -ptx`` in the test suite, so a syntax or type error cannot land unnoticed, and a
+``gpu`` test compares each kernel with the plain path.
 """
 
 from __future__ import annotations
@@ -189,23 +194,161 @@ FUSED_KERNELS = {
     "float32": "kmeans_gpu_fused_argmin_f32",
     "float64": "kmeans_gpu_fused_argmin_f64",
 }
+#: The two smallest scores of each row of a reduced-precision product, for the near-tie
+#: re-check of ``precision="tf32"|"bf16"``: ``argmin_j s_ij``, its score and the
+#: second-smallest score (equal to it on a tie), ``s_ij = P[i, j] + ‖c_j‖²``, in one
+#: read of P. One warp per row.
+NEAREST_TWO_SOURCE = r"""
+template <typename T>
+__device__ __forceinline__ void kmeans_gpu_nearest_two_row(
+    const T* __restrict__ product, const T* __restrict__ centers_sq,
+    long long rows, int k, int* __restrict__ labels, T* __restrict__ best_out,
+    T* __restrict__ second_out, T infinity)
+{
+    const long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= rows) {
+        return;
+    }
+    const T* scores = product + row * (long long)k;
+    T best = infinity, second = infinity;
+    int index = k;
+    for (int j = lane; j < k; j += 32) {
+        const T value = scores[j] + centers_sq[j];
+        if (value < best) {
+            second = best;
+            best = value;
+            index = j;
+        } else if (value < second) {
+            second = value;
+        }
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        const T other = __shfl_down_sync(0xffffffffu, best, offset);
+        const T other_second = __shfl_down_sync(0xffffffffu, second, offset);
+        const int other_index = __shfl_down_sync(0xffffffffu, index, offset);
+        if (other < best || (other == best && other_index < index)) {
+            second = best < other_second ? best : other_second;
+            best = other;
+            index = other_index;
+        } else {
+            second = other < second ? other : second;
+        }
+    }
+    if (lane == 0) {
+        labels[row] = index;
+        best_out[row] = best;
+        second_out[row] = second;
+    }
+}
+
+extern "C" __global__ void kmeans_gpu_nearest_two_f32(
+    const float* __restrict__ product, const float* __restrict__ centers_sq,
+    long long rows, int k, int* __restrict__ labels, float* __restrict__ best,
+    float* __restrict__ second)
+{
+    kmeans_gpu_nearest_two_row<float>(product, centers_sq, rows, k, labels, best, second,
+                                      __int_as_float(0x7f800000));
+}
+
+extern "C" __global__ void kmeans_gpu_nearest_two_f64(
+    const double* __restrict__ product, const double* __restrict__ centers_sq,
+    long long rows, int k, int* __restrict__ labels, double* __restrict__ best,
+    double* __restrict__ second)
+{
+    kmeans_gpu_nearest_two_row<double>(product, centers_sq, rows, k, labels, best, second,
+                                       __longlong_as_double(0x7ff0000000000000LL));
+}
+"""
+NEAREST_TWO_KERNELS = {
+    "float32": "kmeans_gpu_nearest_two_f32",
+    "float64": "kmeans_gpu_nearest_two_f64",
+}
+
+#: Per-cluster sums of rows visited in label order (``order``: an argsort of the
+#: labels): each block takes a tile of consecutive sorted rows, one thread per feature,
+#: adds rows into a register while the label stays the same and adds the register into
+#: ``sums`` (one atomic) when it changes; about ``d`` atomics per label run in a tile
+#: instead of one per element of X. Float atomics: the order of the additions varies
+#: between runs (``deterministic=True`` takes the one-hot product instead).
+SORTED_SUMS_THREADS = 128
+SORTED_SUMS_SOURCE = r"""
+template <typename T>
+__device__ __forceinline__ void kmeans_gpu_sorted_sums_tile(
+    const T* __restrict__ X, const long long* __restrict__ order,
+    const int* __restrict__ labels, const T* __restrict__ weights, int weighted,
+    long long rows, int d, int tile, T* __restrict__ sums)
+{
+    const int feature = blockIdx.y * blockDim.x + threadIdx.x;
+    const long long start = (long long)blockIdx.x * tile;
+    const long long stop = start + tile < rows ? start + tile : rows;
+    if (feature >= d || start >= stop) {
+        return;
+    }
+    int current = labels[order[start]];
+    T acc = 0;
+    for (long long t = start; t < stop; ++t) {
+        const long long row = order[t];
+        const int label = labels[row];
+        if (label != current) {
+            atomicAdd(sums + (long long)current * d + feature, acc);
+            acc = 0;
+            current = label;
+        }
+        const T value = X[row * d + feature];
+        acc += weighted ? value * weights[row] : value;
+    }
+    atomicAdd(sums + (long long)current * d + feature, acc);
+}
+
+extern "C" __global__ void kmeans_gpu_sorted_sums_f32(
+    const float* __restrict__ X, const long long* __restrict__ order,
+    const int* __restrict__ labels, const float* __restrict__ weights, int weighted,
+    long long rows, int d, int tile, float* __restrict__ sums)
+{
+    kmeans_gpu_sorted_sums_tile<float>(X, order, labels, weights, weighted, rows, d, tile,
+                                       sums);
+}
+
+extern "C" __global__ void kmeans_gpu_sorted_sums_f64(
+    const double* __restrict__ X, const long long* __restrict__ order,
+    const int* __restrict__ labels, const double* __restrict__ weights, int weighted,
+    long long rows, int d, int tile, double* __restrict__ sums)
+{
+    kmeans_gpu_sorted_sums_tile<double>(X, order, labels, weights, weighted, rows, d, tile,
+                                        sums);
+}
+"""
+SORTED_SUMS_KERNELS = {
+    "float32": "kmeans_gpu_sorted_sums_f32",
+    "float64": "kmeans_gpu_sorted_sums_f64",
+}
+
 #: Every kernel, in one compilation unit.
-SOURCE = ARGMIN_SOURCE + FUSED_SOURCE
+SOURCE = ARGMIN_SOURCE + FUSED_SOURCE + NEAREST_TWO_SOURCE + SORTED_SUMS_SOURCE
 KERNEL_MODES = ("argmin", "fused")
 
 
 def kernel_mode() -> str | None:
-    """Which custom kernel is switched on: ``KMEANS_GPU_CUDA_KERNELS=1`` (or ``argmin``)
-    for the argmin over cuBLAS's product, ``fused`` for the fused product and argmin;
-    None (the default) for none."""
+    """Which custom kernels the CuPy backend uses, from ``KMEANS_GPU_CUDA_KERNELS``:
+    ``"argmin"`` (the default; also ``1``/``on``/``argmin``) for the argmin and
+    nearest-two kernels over cuBLAS's product and the sorted per-cluster sums;
+    ``"fused"`` for the same with the fused product-and-argmin kernel for exact
+    assignment; None (``0``/``off``/``plain``) for plain CuPy operations only."""
     value = os.environ.get(ENV_FLAG, "").strip().lower()
-    if value in ("1", "true", "yes", "on", "argmin"):
+    if value in ("", "1", "true", "yes", "on", "argmin"):
         return "argmin"
-    return "fused" if value == "fused" else None
+    if value in ("0", "false", "no", "off", "none", "plain"):
+        return None
+    if value == "fused":
+        return "fused"
+    raise ValueError(
+        f"{ENV_FLAG}={value!r} is not one of 'argmin' (the default), 'fused' or 'plain'"
+    )
 
 
 def kernels_enabled() -> bool:
-    """Whether a custom kernel is switched on."""
+    """Whether custom kernels are switched on."""
     return kernel_mode() is not None
 
 
@@ -266,3 +409,59 @@ def fused_argmin(X: Any, scaled: Any, centers_sq: Any) -> Any:
         (X, scaled, centers_sq),
         (cupy.int64(n), cupy.int32(scaled.shape[0]), cupy.int32(d)),
     )
+
+
+def nearest_two(product: Any, centers_sq: Any) -> tuple[Any, Any, Any]:
+    """For the scores ``s = product + centers_sq`` of shape (rows, k): the index of each
+    row's smallest score (int32, first on ties), that score, and the second-smallest
+    (equal to the smallest on a tie); one warp per row, one read of ``product``."""
+    import cupy
+
+    rows, k = product.shape
+    kernel = _module().get_function(NEAREST_TWO_KERNELS[product.dtype.name])
+    labels = cupy.empty(rows, dtype=cupy.int32)
+    best = cupy.empty(rows, dtype=product.dtype)
+    second = cupy.empty(rows, dtype=product.dtype)
+    blocks = (rows + WARPS_PER_BLOCK - 1) // WARPS_PER_BLOCK
+    args = (cupy.ascontiguousarray(product), cupy.ascontiguousarray(centers_sq))
+    kernel(
+        (blocks,),
+        (32 * WARPS_PER_BLOCK,),
+        (*args, cupy.int64(rows), cupy.int32(k), labels, best, second),
+    )
+    return labels, best, second
+
+
+def sorted_sums(X: Any, labels: Any, weights: Any, n_clusters: int) -> Any:
+    """Per-cluster sums ``(n_clusters, d)`` of the rows of ``X`` (times ``weights`` when
+    given), in X's dtype: rows visited in label order, a tile of them per block."""
+    import cupy
+
+    rows, d = X.shape
+    sums = cupy.zeros((n_clusters, d), dtype=X.dtype)
+    if rows == 0:
+        return sums
+    kernel = _module().get_function(SORTED_SUMS_KERNELS[X.dtype.name])
+    order = cupy.argsort(labels).astype(cupy.int64, copy=False)
+    # enough tiles to fill the device, long enough that each adds few atomics
+    tile = int(min(256, max(16, rows // 2048)))
+    threads = min(SORTED_SUMS_THREADS, 32 * ((d + 31) // 32))
+    grid = ((rows + tile - 1) // tile, (d + threads - 1) // threads)
+    X = cupy.ascontiguousarray(X)
+    w = X if weights is None else cupy.ascontiguousarray(weights.astype(X.dtype, copy=False))
+    kernel(
+        grid,
+        (threads,),
+        (
+            X,
+            order,
+            cupy.ascontiguousarray(labels),
+            w,
+            cupy.int32(weights is not None),
+            cupy.int64(rows),
+            cupy.int32(d),
+            cupy.int32(tile),
+            sums,
+        ),
+    )
+    return sums

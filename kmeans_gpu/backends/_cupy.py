@@ -1,4 +1,5 @@
-"""CuPy: the generic backend on a CUDA device, with scatter-add sums."""
+"""CuPy: the generic backend on a CUDA device, with CUDA kernels for the argmin of
+cuBLAS's product and the per-cluster sums (``_cuda``)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ class CupyBackend(Backend):
         super().__init__(xp, "cupy")
         self._cupy = cupy
         self._copy_stream: Any = None
-        #: the custom CUDA kernel in use: None, "argmin" or "fused" (see ``_cuda``; off
-        #: until verified on a GPU)
+        #: the custom CUDA kernels in use: "argmin" (default), "fused" or None (plain
+        #: CuPy); see ``_cuda``
         self.custom_kernel = kernel_mode()
 
     def owns(self, x: object) -> bool:
@@ -93,6 +94,13 @@ class CupyBackend(Backend):
             product += centers_sq
             return self._cupy.argmin(product, axis=1).astype(self._cupy.int32)
 
+    def nearest_two(self, product: Array, centers_sq: Array) -> tuple[Array, Array, Array]:
+        if self.custom_kernel is None:
+            return super().nearest_two(product, centers_sq)
+        from ._cuda import nearest_two
+
+        return nearest_two(product, centers_sq)
+
     def host_copy(self, x: Array) -> Callable[[], np.ndarray]:
         """Copy ``x`` into pinned host memory on a separate stream, without blocking.
 
@@ -137,13 +145,16 @@ class CupyBackend(Backend):
         if deterministic:  # float atomics add in a varying order: use the one-hot product
             with self._compute_type(X.dtype, "exact"):
                 return super().cluster_sums(X, labels, weights, n_clusters)
-        import cupyx
-
         cp = self._cupy
         weight_sums = cp.bincount(labels, weights=weights, minlength=n_clusters)
-        rows = X if weights is None else X * weights[:, None]
-        sums = cp.zeros((n_clusters, X.shape[1]), dtype=X.dtype)
-        cupyx.scatter_add(sums, labels, rows)
+        if self.custom_kernel is not None:
+            from ._cuda import sorted_sums
+
+            sums = sorted_sums(X, labels, weights, n_clusters)
+        else:  # one float atomic per element of X
+            rows = X if weights is None else X * weights[:, None]
+            sums = cp.zeros((n_clusters, X.shape[1]), dtype=X.dtype)
+            cp.add.at(sums, labels, rows)
         return sums, weight_sums.astype(X.dtype, copy=False)
 
 
