@@ -7,9 +7,10 @@ CUDA events, median of ``--repeats`` after a warm-up:
   cuBLAS's float32 product of one chunk with the centres, exact and TF32 (TFLOP/s);
 * each step of one iteration, over all rows (timed on one or two chunks, scaled):
   centring the rows (what ``Problem.rows`` does per chunk), the assignment for each
-  kernel choice and precision, the argsort the sorted sums need, the per-cluster sums
-  (plain CuPy's atomic per element, the sorted-sums kernel, the deterministic one-hot
-  product), and the whole iteration as ``kmeans(..., max_iter=iterations)`` runs it.
+  kernel choice and precision, the share of rows the tf32 path re-checks, the
+  per-cluster sums (float atomics; the deterministic one-hot product), and, from fits
+  of 1 and ``1 + iterations`` iterations, the cost of one Lloyd iteration inside
+  ``kmeans`` and the fixed cost of a fit.
 
 It prints one table per workload and, with ``--json``, writes every number. A script to
 learn from, not a test: it asserts nothing, and reports which share of the labels each
@@ -30,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kmeans_gpu import kmeans
 from kmeans_gpu._api import prepare
-from kmeans_gpu.benchmark import WORKLOADS
+from kmeans_gpu._precision import UNIT_ROUNDOFF, error_bound
+from kmeans_gpu.benchmark import WORKLOADS, make_data
 
 
 def say(line: str) -> None:
@@ -57,10 +59,15 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
 
     n, d, k, _ = WORKLOADS[name]
     n = rows or n
-    rng = cp.random.default_rng(0)
-    X = rng.standard_normal((n, d), dtype=cp.float32)
-    X += rng.integers(0, 8, size=(n, 1)).astype(cp.float32)  # some structure
-    init = X[:: n // k][:k].copy()  # k distinct rows
+    if rows is None:  # the benchmark's data
+        host_X, host_init = make_data(name)
+        X, init = cp.asarray(host_X), cp.asarray(host_init)
+        del host_X
+    else:  # drawn on the device: random rows around 8 offsets
+        rng = cp.random.default_rng(0)
+        X = rng.standard_normal((n, d), dtype=cp.float32)
+        X += rng.integers(0, 8, size=(n, 1)).astype(cp.float32)
+        init = X[:: n // k][:k].copy()  # k distinct rows
     problem, _, centers = prepare(X, None, "cupy", centers=init)
     backend = problem.backend
     chunks = problem.chunks(k)
@@ -69,13 +76,13 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     csq = cp.sum(centers * centers, axis=1)
     results: list[dict[str, Any]] = []
 
-    def add(step: str, ms: float, note: str = "") -> None:
-        results.append({"workload": name, "step": step, "ms": ms, "note": note})
-        say(f"{name:3} {step:52} {ms:10.3f} ms  {note}")
+    def add(step: str, value: float, note: str = "", unit: str = "ms") -> None:
+        results.append({"workload": name, "step": step, unit: value, "note": note})
+        say(f"{name:3} {step:58} {value:10.3f} {unit:3}  {note}")
 
     say(f"{name}: {n:,} x {d}, k = {k:,}; {len(chunks)} chunks of {chunk:,} rows")
     ms = gpu_ms(cp, lambda: X.copy(), repeats)
-    add("copy X (device to device)", ms, f"{2 * X.nbytes / ms / 1e9:.0f} GB/s")
+    add("copy X (device to device)", ms, f"{2 * X.nbytes / ms / 1e6:.0f} GB/s read + written")
     flop = 2.0 * chunk * k * d
     for precision in ("exact", "tf32"):
         with backend._compute_type(X.dtype, precision):
@@ -112,16 +119,21 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             ms * n / chunk,
             f"labels agree with the first: {agree:.5f}",
         )
+    # how many rows the tf32 path assigns again exactly (its near ties)
     backend.custom_kernel = "argmin"
+    product = backend.reduced_product(Xc, -2.0 * centers, "tf32")
+    _, best, second = backend.nearest_two(product, csq)
+    del product
+    norms = cp.sqrt(cp.sum(Xc * Xc, axis=1))
+    bound = error_bound(norms, cp.max(cp.sqrt(csq)), d, UNIT_ROUNDOFF["tf32"])
+    near = float(cp.mean((second <= best + 2.0 * bound).astype(cp.float32)))
+    gap = float(cp.median((second - best) / (2.0 * bound)))
+    add("tf32: rows re-checked exactly", near, f"median gap / margin {gap:.3g}", unit="of 1")
     some = chunks[:2]
     rows = [problem.rows(a, b) for a, b in some]
     labels = [backend.assign(r, centers, csq) for r in rows]
     share = n / sum(b - a for a, b in some)
-    ms = sum(gpu_ms(cp, lambda lab=lab: cp.argsort(lab), repeats) for lab in labels)
-    add("argsort of the labels (all rows)", ms * share)
-    sums = {None: "plain CuPy (an atomic per element)", "argmin": "sorted-sums kernel"}
-    for mode, deterministic in ((None, False), ("argmin", False), ("argmin", True)):
-        backend.custom_kernel = mode
+    for deterministic in (False, True):
         ms = sum(
             gpu_ms(
                 cp,
@@ -130,7 +142,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             )
             for r, lab in zip(rows, labels, strict=True)
         )
-        what = "one-hot product (deterministic)" if deterministic else sums[mode]
+        what = "one-hot product (deterministic)" if deterministic else "float atomics"
         add(f"cluster sums, {what} (all rows)", ms * share)
     del rows, labels
     for mode, precision in (
@@ -140,20 +152,29 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         ("argmin", "tf32"),
     ):
         backend.custom_kernel = mode
-        ms = gpu_ms(
-            cp,
-            lambda p=precision: kmeans(
+
+        def fit(iterations: int, p: str = precision) -> Any:
+            return kmeans(
                 X, k, init=init, max_iter=iterations, tol=0.0, backend="cupy", precision=p
-            ),
-            max(1, repeats // 2),
+            )
+
+        # a fit of m iterations costs F + m·P: the fixed cost F (validation, centring,
+        # the final assignment and inertia) and the cost P of one Lloyd iteration
+        once = gpu_ms(cp, lambda fit=fit: fit(1), max(1, repeats // 2))
+        more = gpu_ms(cp, lambda fit=fit: fit(1 + iterations), max(1, repeats // 2))
+        per_iteration = (more - once) / iterations
+        add(
+            f"kmeans(), {kernels[mode]}, {precision}: one Lloyd iteration",
+            per_iteration,
+            f"fixed cost of a fit: {once - per_iteration:.1f} ms",
         )
-        add(f"kmeans() per iteration, {kernels[mode]}, {precision}", ms / iterations)
     backend.custom_kernel = "argmin"
     pool = cp.get_default_memory_pool()
     add(
-        "memory pool total after the runs (MiB)",
+        "memory pool total after the runs",
         pool.total_bytes() / 2**20,
         f"X: {X.nbytes / 2**20:.0f} MiB",
+        unit="MiB",
     )
     return results
 

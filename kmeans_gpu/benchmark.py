@@ -155,7 +155,7 @@ def _ours(backend: str, variant: str | None = None) -> Contender:
     precision = "tf32" if variant == "tf32" else "exact"
 
     def run(X: Any, init: Any, iterations: int) -> Measurement:
-        sync, pool = _cupy_sync_and_pool() if backend == "cupy" else (lambda: None, None)
+        sync, peak = _cupy_sync_and_peak(X) if backend == "cupy" else (lambda: None, None)
         with _host_peak() as host, _variant(backend, variant):
             seconds, (centers, _, _, n_iter) = _timed(
                 lambda: kmeans(
@@ -169,7 +169,7 @@ def _ours(backend: str, variant: str | None = None) -> Contender:
                 ),
                 sync,
             )
-        return Measurement(seconds, n_iter, _host(centers), host[0], _pool_peak(pool))
+        return Measurement(seconds, n_iter, _host(centers), host[0], peak and peak())
 
     name = f"{OURS}[{backend}]"
     if variant is None:
@@ -217,7 +217,7 @@ def _ours_frames(backend: str) -> Contender:
     from . import iter_frames
 
     def run(X: Any, init: Any, iterations: int) -> Measurement:
-        sync, pool = _cupy_sync_and_pool() if backend == "cupy" else (lambda: None, None)
+        sync, peak = _cupy_sync_and_peak(X) if backend == "cupy" else (lambda: None, None)
         with _host_peak() as host:
             seconds, frames = _timed(
                 lambda: list(
@@ -233,7 +233,7 @@ def _ours_frames(backend: str) -> Contender:
                 sync,
             )
         last = frames[-1]
-        return Measurement(seconds, last.iteration, last.centroids, host[0], _pool_peak(pool))
+        return Measurement(seconds, last.iteration, last.centroids, host[0], peak and peak())
 
     return Contender(
         f"{OURS}[{backend}] frames",
@@ -256,16 +256,17 @@ def _to_backend(backend: str) -> Callable[[np.ndarray, np.ndarray], tuple[Any, A
     return prepare
 
 
-def _cupy_sync_and_pool() -> tuple[Callable[[], None], Any]:
+def _cupy_sync_and_peak(X: Any) -> tuple[Callable[[], None], Callable[[], int]]:
+    """A device sync, and a callable giving, after the run, its peak device memory:
+    the data ``X`` plus what CuPy's pool held beyond the arrays alive before the run
+    (the other contenders' inputs among them). The pool keeps freed blocks, so its
+    total after the run is at least the run's peak use."""
     import cupy
 
     pool = cupy.get_default_memory_pool()
     pool.free_all_blocks()
-    return cupy.cuda.Device().synchronize, pool
-
-
-def _pool_peak(pool: Any) -> int | None:
-    return None if pool is None else int(pool.total_bytes())
+    before = int(pool.used_bytes())
+    return cupy.cuda.Device().synchronize, lambda: int(X.nbytes) + pool.total_bytes() - before
 
 
 def _host(x: Any) -> np.ndarray:

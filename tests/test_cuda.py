@@ -33,7 +33,6 @@ def test_kernels_compile_with_nvcc(tmp_path, arch):
         *_cuda.ARGMIN_KERNELS.values(),
         *_cuda.FUSED_KERNELS.values(),
         *_cuda.NEAREST_TWO_KERNELS.values(),
-        *_cuda.SORTED_SUMS_KERNELS.values(),
     }
 
 
@@ -154,44 +153,3 @@ def test_nearest_two_kernel_matches_plain_path(dtype, rng):
         _cuda.nearest_two(product, csq), Backend.nearest_two(backend, product, csq), strict=True
     ):
         cp.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sorted_sums_kernel_matches_plain_path(dtype, rng):
-    from kmeans_gpu.backends import Backend, _cupy_has_device, get_backend
-
-    if not _cupy_has_device():
-        pytest.skip("CuPy with a CUDA device is not available")
-    import cupy as cp
-
-    backend = get_backend("cupy")
-    eps = np.finfo(dtype).eps
-    for n, d, k in (
-        (1, 3, 1),
-        (1000, 3, 1),
-        (5000, 16, 33),
-        (100_003, 130, 1000),
-        (70_000, 64, 4096),
-    ):
-        X = cp.asarray(rng.normal(size=(n, d)).astype(dtype))
-        labels = cp.asarray(rng.randint(0, max(1, k - 3), size=n).astype(np.int32))  # empties
-        w = cp.asarray(rng.uniform(0.5, 2.0, size=n).astype(dtype))
-        for weights in (None, w):
-            got = _cuda.sorted_sums(X, labels, weights, k)
-            want, _ = Backend.cluster_sums(backend, X, labels, weights, k)  # one-hot product
-            assert got.shape == (k, d) and got.dtype == dtype
-            scale = float(cp.abs(X).max()) * 2.0 * n / k + 1.0
-            cp.testing.assert_allclose(got, want, rtol=0, atol=64 * eps * scale)
-        assert not bool(cp.any(got[k - 3 :])) or k < 4  # clusters nobody chose sum to zero
-    # small integers: every partial sum is exact, so the sums equal the plain ones bitwise
-    X = cp.asarray(rng.randint(-4, 5, size=(200_000, 24)).astype(dtype))
-    labels = cp.asarray(rng.randint(0, 300, size=200_000).astype(np.int32))
-    want, _ = Backend.cluster_sums(backend, X, labels, None, 300)
-    cp.testing.assert_array_equal(_cuda.sorted_sums(X, labels, None, 300), want)
-    backend.custom_kernel = None  # the plain CuPy path: float atomics per element
-    try:
-        plain, _ = backend.cluster_sums(X, labels, None, 300)
-    finally:
-        backend.custom_kernel = _cuda.kernel_mode()
-    cp.testing.assert_array_equal(plain, want)

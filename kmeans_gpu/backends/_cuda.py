@@ -1,14 +1,13 @@
 """CUDA kernels for the CuPy backend, compiled once per process by NVRTC and cached.
 
 By default the CuPy backend takes the argmin of cuBLAS's product with ``ARGMIN`` (one
-read of the scores instead of three passes), the two smallest scores for the reduced-
-precision re-check with ``NEAREST_TWO``, and per-cluster sums with ``SORTED_SUMS``
-(rows in label order, one atomic per label run instead of one per element);
-``KMEANS_GPU_CUDA_KERNELS=plain`` turns them all off (plain CuPy operations),
-``=fused`` uses the fused product-and-argmin kernel for exact assignment too (slower
-than cuBLAS + argmin on an H200: BENCHMARKS.md). The sources are compiled with
-``nvcc -ptx`` in the test suite, so a syntax or type error cannot land unnoticed, and a
-``gpu`` test compares each kernel with the plain path.
+read of the scores instead of CuPy's add-then-argmin passes), and the two smallest
+scores for the reduced-precision re-check with ``NEAREST_TWO``;
+``KMEANS_GPU_CUDA_KERNELS=plain`` turns them off (plain CuPy operations), ``=fused``
+uses the fused product-and-argmin kernel for exact assignment (slower than cuBLAS +
+argmin on an H200: BENCHMARKS.md). The sources are compiled with ``nvcc -ptx`` in the
+test suite, so a syntax or type error cannot land unnoticed, and a ``gpu`` test
+compares each kernel with the plain path.
 """
 
 from __future__ import annotations
@@ -265,76 +264,17 @@ NEAREST_TWO_KERNELS = {
     "float64": "kmeans_gpu_nearest_two_f64",
 }
 
-#: Per-cluster sums of rows visited in label order (``order``: an argsort of the
-#: labels): each block takes a tile of consecutive sorted rows, one thread per feature,
-#: adds rows into a register while the label stays the same and adds the register into
-#: ``sums`` (one atomic) when it changes; about ``d`` atomics per label run in a tile
-#: instead of one per element of X. Float atomics: the order of the additions varies
-#: between runs (``deterministic=True`` takes the one-hot product instead).
-SORTED_SUMS_THREADS = 128
-SORTED_SUMS_SOURCE = r"""
-template <typename T>
-__device__ __forceinline__ void kmeans_gpu_sorted_sums_tile(
-    const T* __restrict__ X, const long long* __restrict__ order,
-    const int* __restrict__ labels, const T* __restrict__ weights, int weighted,
-    long long rows, int d, int tile, T* __restrict__ sums)
-{
-    const int feature = blockIdx.y * blockDim.x + threadIdx.x;
-    const long long start = (long long)blockIdx.x * tile;
-    const long long stop = start + tile < rows ? start + tile : rows;
-    if (feature >= d || start >= stop) {
-        return;
-    }
-    int current = labels[order[start]];
-    T acc = 0;
-    for (long long t = start; t < stop; ++t) {
-        const long long row = order[t];
-        const int label = labels[row];
-        if (label != current) {
-            atomicAdd(sums + (long long)current * d + feature, acc);
-            acc = 0;
-            current = label;
-        }
-        const T value = X[row * d + feature];
-        acc += weighted ? value * weights[row] : value;
-    }
-    atomicAdd(sums + (long long)current * d + feature, acc);
-}
-
-extern "C" __global__ void kmeans_gpu_sorted_sums_f32(
-    const float* __restrict__ X, const long long* __restrict__ order,
-    const int* __restrict__ labels, const float* __restrict__ weights, int weighted,
-    long long rows, int d, int tile, float* __restrict__ sums)
-{
-    kmeans_gpu_sorted_sums_tile<float>(X, order, labels, weights, weighted, rows, d, tile,
-                                       sums);
-}
-
-extern "C" __global__ void kmeans_gpu_sorted_sums_f64(
-    const double* __restrict__ X, const long long* __restrict__ order,
-    const int* __restrict__ labels, const double* __restrict__ weights, int weighted,
-    long long rows, int d, int tile, double* __restrict__ sums)
-{
-    kmeans_gpu_sorted_sums_tile<double>(X, order, labels, weights, weighted, rows, d, tile,
-                                        sums);
-}
-"""
-SORTED_SUMS_KERNELS = {
-    "float32": "kmeans_gpu_sorted_sums_f32",
-    "float64": "kmeans_gpu_sorted_sums_f64",
-}
-
 #: Every kernel, in one compilation unit.
-SOURCE = ARGMIN_SOURCE + FUSED_SOURCE + NEAREST_TWO_SOURCE + SORTED_SUMS_SOURCE
+SOURCE = ARGMIN_SOURCE + FUSED_SOURCE + NEAREST_TWO_SOURCE
 KERNEL_MODES = ("argmin", "fused")
 
 
 def kernel_mode() -> str | None:
     """Which custom kernels the CuPy backend uses, from ``KMEANS_GPU_CUDA_KERNELS``:
     ``"argmin"`` (the default; also ``1``/``on``/``argmin``) for the argmin and
-    nearest-two kernels over cuBLAS's product and the sorted per-cluster sums;
-    ``"fused"`` for the same with the fused product-and-argmin kernel for exact
-    assignment; None (``0``/``off``/``plain``) for plain CuPy operations only."""
+    nearest-two kernels over cuBLAS's product; ``"fused"`` for the same with the fused
+    product-and-argmin kernel for exact assignment; None (``0``/``off``/``plain``) for
+    plain CuPy operations only."""
     value = os.environ.get(ENV_FLAG, "").strip().lower()
     if value in ("", "1", "true", "yes", "on", "argmin"):
         return "argmin"
@@ -430,38 +370,3 @@ def nearest_two(product: Any, centers_sq: Any) -> tuple[Any, Any, Any]:
         (*args, cupy.int64(rows), cupy.int32(k), labels, best, second),
     )
     return labels, best, second
-
-
-def sorted_sums(X: Any, labels: Any, weights: Any, n_clusters: int) -> Any:
-    """Per-cluster sums ``(n_clusters, d)`` of the rows of ``X`` (times ``weights`` when
-    given), in X's dtype: rows visited in label order, a tile of them per block."""
-    import cupy
-
-    rows, d = X.shape
-    sums = cupy.zeros((n_clusters, d), dtype=X.dtype)
-    if rows == 0:
-        return sums
-    kernel = _module().get_function(SORTED_SUMS_KERNELS[X.dtype.name])
-    order = cupy.argsort(labels).astype(cupy.int64, copy=False)
-    # enough tiles to fill the device, long enough that each adds few atomics
-    tile = int(min(256, max(16, rows // 2048)))
-    threads = min(SORTED_SUMS_THREADS, 32 * ((d + 31) // 32))
-    grid = ((rows + tile - 1) // tile, (d + threads - 1) // threads)
-    X = cupy.ascontiguousarray(X)
-    w = X if weights is None else cupy.ascontiguousarray(weights.astype(X.dtype, copy=False))
-    kernel(
-        grid,
-        (threads,),
-        (
-            X,
-            order,
-            cupy.ascontiguousarray(labels),
-            w,
-            cupy.int32(weights is not None),
-            cupy.int64(rows),
-            cupy.int32(d),
-            cupy.int32(tile),
-            sums,
-        ),
-    )
-    return sums
