@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kmeans_gpu import kmeans
 from kmeans_gpu._api import prepare
+from kmeans_gpu._lloyd import assign, inertia
 from kmeans_gpu._precision import UNIT_ROUNDOFF, error_bound
 from kmeans_gpu.benchmark import WORKLOADS, make_data
 
@@ -145,6 +146,14 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         what = "one-hot product (deterministic)" if deterministic else "float atomics"
         add(f"cluster sums, {what} (all rows)", ms * share)
     del rows, labels
+    # the fixed cost of a fit, part by part
+    ms = gpu_ms(cp, lambda: prepare(X, None, "cupy", centers=init), max(1, repeats // 2))
+    add("fit set-up: validation, centring, scale, variance", ms)
+    final = cp.empty(n, dtype=cp.int32)
+    ms = gpu_ms(cp, lambda: assign(problem, centers, final, statistics=False), repeats)
+    add("final assignment (all rows, no sums)", ms)
+    ms = gpu_ms(cp, lambda: inertia(problem, centers, final), repeats)
+    add("final inertia (all rows)", ms)
     for mode, precision in (
         (None, "exact"),
         ("argmin", "exact"),

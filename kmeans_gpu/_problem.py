@@ -145,8 +145,9 @@ def make_problem(
     finfo = xp.finfo(X.dtype)
     n, d = int(X.shape[0]), int(X.shape[1])
     # passes over the data a block of rows at a time: no second copy of X unless the
-    # backend keeps one (its working copy)
-    step = max(1, (working_memory or backend.default_working_memory()) // (8 * d))
+    # backend keeps one (its working copy); a block's temporaries (its centred rows and
+    # one product of them) take at most half the working memory, even in float64
+    step = max(1, (working_memory or backend.default_working_memory()) // (32 * d))
     blocks = [(a, min(a + step, n)) for a in range(0, n, step)]
     mean = backend.column_mean(X) if center is None else center
     if not bool(xp.all(xp.isfinite(mean))):  # the sum overflowed: average scaled data

@@ -33,7 +33,7 @@ class Placement:
     ``source`` is the backend of the caller's array (NumPy for lists and other
     array-likes) and ``device`` the caller's device; ``compute`` runs the solver.
     ``dlpack``: the caller's arrays are on a CUDA device and the computation is on CuPy,
-    so arrays cross by DLPack, without a copy, both ways (not yet run on a GPU).
+    so arrays cross by DLPack, without a copy, both ways (tested with torch on an H200).
     """
 
     source: Backend

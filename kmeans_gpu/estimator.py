@@ -67,8 +67,9 @@ default="k-means++"
     deterministic : bool, default=False
         Bitwise the same result on every run with the same input and machine. Only
         CuPy needs it: its per-cluster sums use float atomics, whose order varies; with
-        ``True`` they come from a one-hot matrix product per chunk (about the work of
-        the distance product again). NumPy is always deterministic.
+        ``True`` they come from a one-hot matrix product per chunk, which costs far
+        more (on an H200, 1M × 128 rows, k = 1,024: 38.6 ms against 1.1 ms per
+        iteration). NumPy is always deterministic.
 
     Attributes
     ----------
