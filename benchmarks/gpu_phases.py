@@ -33,7 +33,7 @@ from kmeans_gpu import kmeans
 from kmeans_gpu._api import prepare
 from kmeans_gpu._lloyd import assign, inertia
 from kmeans_gpu._precision import UNIT_ROUNDOFF, error_bound
-from kmeans_gpu.benchmark import WORKLOADS, make_data
+from kmeans_gpu.benchmark import WORKLOADS, device_peak_bytes, make_data
 
 
 def say(line: str) -> None:
@@ -178,6 +178,14 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             f"fixed cost of a fit: {once - per_iteration:.1f} ms",
         )
     backend.custom_kernel = "argmin"
+    _, peak = device_peak_bytes(lambda: kmeans(X, k, init=init, max_iter=2, tol=0.0))
+    add(
+        "device memory held beyond X during a fit (memory hook)",
+        peak / 2**20,
+        f"{peak / X.nbytes:.2f} of X; workspace "
+        f"{backend.default_working_memory() / 2**20:.0f} MiB",
+        unit="MiB",
+    )
     pool = cp.get_default_memory_pool()
     add(
         "memory pool total after the runs",

@@ -124,6 +124,35 @@ def _host_peak() -> Iterator[list[int | None]]:
         out[0] = max(0, peak - base)
 
 
+def device_peak_bytes(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """Run ``fn`` (CuPy work) and return its result and the most device memory it held
+    at once beyond what was in use before: the running sum of what CuPy's memory pool
+    handed out and took back, seen by a memory hook (exact, unlike the pool's total,
+    which keeps freed blocks; the hook costs a little time on every allocation, so
+    time runs without it)."""
+    import cupy
+    from cupy.cuda import memory_hook
+
+    class PeakHook(memory_hook.MemoryHook):  # type: ignore[misc]
+        name = "kmeans_gpu_peak_bytes"
+
+        def __init__(self) -> None:
+            self.in_use = self.peak = 0
+
+        def malloc_postprocess(self, **kwargs: Any) -> None:
+            self.in_use += int(kwargs["mem_size"])
+            self.peak = max(self.peak, self.in_use)
+
+        def free_postprocess(self, **kwargs: Any) -> None:
+            self.in_use -= int(kwargs["mem_size"])
+
+    hook = PeakHook()
+    with hook:
+        out = fn()
+        cupy.cuda.Device().synchronize()
+    return out, hook.peak
+
+
 # -- contenders -----------------------------------------------------------------------
 def _timed(fn: Callable[[], Any], sync: Callable[[], None] = lambda: None) -> tuple[float, Any]:
     sync()

@@ -246,3 +246,25 @@ def test_only_a_host_backend_keeps_a_second_copy_of_the_data():
     for a, b in ((0, 7), (1000, 5000), (199_990, 200_000)):
         np.testing.assert_array_equal(np.asarray(lazy.rows(a, b)), kept.rows(a, b))
     assert lazy.variance == pytest.approx(kept.variance, rel=1e-6)
+
+
+@pytest.mark.gpu
+def test_cupy_fit_holds_at_most_a_quarter_of_the_data_or_the_workspace():
+    """Issue 5's memory budget on the device: extra GPU memory during a fit at most 25 %
+    of the data's size or the configured workspace, whichever is larger."""
+    from kmeans_gpu.backends import _cupy_has_device
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy as cp
+
+    from kmeans_gpu.benchmark import device_peak_bytes
+
+    X = cp.random.default_rng(0).standard_normal((2_000_000, 64), dtype=cp.float32) + 3
+    init = X[:: 2_000_000 // 256].copy()
+    for workspace in (16 << 20, 256 << 20):
+        (centers, labels, *_), peak = device_peak_bytes(
+            lambda w=workspace: kmeans(X, 256, init=init, max_iter=3, working_memory=w)
+        )
+        assert 0 < peak <= max(X.nbytes // 4, workspace), (workspace, peak)
+        assert labels.shape == (2_000_000,) and centers.shape == (256, 64)
