@@ -155,11 +155,14 @@ def make_problem(
         mean = _rescale(xp.mean(_rescale(X, pre), axis=0), -pre)
     keep = backend.keeps_working_copy
     centred = X - mean if keep else None
-    max_abs = max(
-        _max_abs(xp, centred[a:b, ...] if centred is not None else X[a:b, ...] - mean)
-        for a, b in blocks
-    )
-    exponent = _scale_exponent(max_abs, finfo)
+    # max |x - mean| kept on the device block to block, read once
+    largest: Array | None = None
+    for a, b in blocks:
+        x = centred[a:b, ...] if centred is not None else X[a:b, ...] - mean
+        block = xp.maximum(xp.max(x), -xp.min(x))
+        largest = block if largest is None else xp.maximum(largest, block)
+    assert largest is not None  # n >= 1: at least one block
+    exponent = _scale_exponent(float(largest), finfo)
     problem = Problem(
         backend=backend,
         X_input=X,
@@ -170,14 +173,15 @@ def make_problem(
         working_memory=working_memory,
         X_working=None if centred is None else _rescale(centred, exponent),
     )
-    # mean(var(X)) as E[x²] − E[x]² per feature, summed block by block
-    squares = 0.0
+    # mean(var(X)) as E[x²] − E[x]² per feature, summed block by block on the device
+    # (each block's sum of squares in X's dtype, added up in float64) and read once
+    squares = xp.zeros((), dtype=xp.float64, device=backend.device(X))
     column_sums = xp.zeros(d, dtype=X.dtype, device=backend.device(X))
     for a, b in blocks:
         rows = problem.rows(a, b)
         flat = xp.reshape(rows, ((b - a) * d,))
-        squares += float(xp.vecdot(flat, flat))
+        squares = squares + xp.astype(xp.vecdot(flat, flat), xp.float64)
         column_sums = column_sums + backend.column_mean(rows) * (b - a)
     column_means = column_sums / n
-    variance = squares / (n * d) - float(xp.vecdot(column_means, column_means)) / d
+    variance = float(squares) / (n * d) - float(xp.vecdot(column_means, column_means)) / d
     return dataclasses.replace(problem, variance=max(variance, 0.0))

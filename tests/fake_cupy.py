@@ -45,14 +45,46 @@ class _Device:
         return self.index
 
 
+#: how many times the host has waited for a device value: every read of an array's
+#: values into Python (``float(x)``, ``bool(x)``, ``x.item()``, a blocking ``get``,
+#: ``asnumpy``) and the CuPy functions that read one internally (``bincount`` reads the
+#: labels' maximum, ``nonzero`` the count)
+host_reads = [0]
+
+
+def _read(value: Any) -> Any:
+    host_reads[0] += 1
+    return value
+
+
 class ndarray(np.ndarray):
-    """A NumPy array that calls itself CuPy's."""
+    """A NumPy array that calls itself CuPy's (and counts reads of its values)."""
 
     @property
     def device(self) -> _Device:  # type: ignore[override]
         return _Device(0)
 
+    def __float__(self) -> float:
+        return _read(float(self.view(np.ndarray)))
+
+    def __int__(self) -> int:
+        return _read(int(self.view(np.ndarray)))
+
+    def __bool__(self) -> bool:
+        return _read(bool(self.view(np.ndarray)))
+
+    def __index__(self) -> int:
+        return _read(self.view(np.ndarray).__index__())
+
+    def item(self, *args: Any) -> Any:
+        return _read(self.view(np.ndarray).item(*args))
+
+    def tolist(self) -> Any:
+        return _read(self.view(np.ndarray).tolist())
+
     def get(self, stream: Any = None, out: Any = None, blocking: bool = True) -> np.ndarray:
+        if blocking:
+            _read(None)
         host = np.array(self.view(np.ndarray), copy=True)
         if out is None:
             return host
@@ -155,6 +187,8 @@ class _Namespace(types.ModuleType):
 
         def call(*args: Any, **kwargs: Any) -> Any:
             kwargs.pop("device", None)
+            if name in ("nonzero", "unique_values", "unique_counts", "unique_all"):
+                _read(None)  # the output's size is read from the device
             return _as_cupy(value(*args, **kwargs))
 
         return call
@@ -185,12 +219,17 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         return np.empty(shape, dtype=dtype)
 
     cupy = types.ModuleType("cupy")
+
+    def bincount(x: Any, *args: Any, **kwargs: Any) -> Any:
+        _read(None)  # CuPy's bincount reads max(x) to size its output
+        return np.bincount(np.asarray(x), *args, **kwargs).view(ndarray)
+
+    cupy.bincount = bincount
     for name in (
         "int32",
         "int64",
         "float32",
         "float64",
-        "bincount",
         "argmin",
         "argsort",
         "zeros",
@@ -202,7 +241,7 @@ def install(monkeypatch: Any) -> dict[str, Any]:
     cupy.add = types.SimpleNamespace(at=add_at)
     cupy.asarray = asarray
     cupy.ascontiguousarray = lambda x: np.ascontiguousarray(x).view(ndarray)
-    cupy.asnumpy = lambda x: np.array(np.asarray(x), copy=True)
+    cupy.asnumpy = lambda x: _read(np.array(np.asarray(x), copy=True))
     cupy.from_dlpack = lambda x: np.from_dlpack(x).view(ndarray)
     cupy.get_default_memory_pool = _Pool
     cupy.RawModule = _RawModule

@@ -134,3 +134,22 @@ def test_the_kernel_paths_when_switched_on(cupy, monkeypatch, mode):
         np.asarray(kmeans(cp.asarray(X), 6, random_state=0)[1]),
         kmeans(X, 6, random_state=0, backend="numpy")[1],
     )
+
+
+def test_a_fit_waits_for_the_device_once_per_iteration_not_per_chunk(cupy):
+    """Issue 5: one small device→host read per iteration, none per chunk or per set-up
+    block (the stand-in counts every read of device values into Python, and the CuPy
+    functions that make one, like ``bincount``)."""
+    cp, _ = cupy
+    X = cp.asarray(_data())
+    init = X[:6].copy()
+
+    def reads(working_memory, max_iter):
+        before = fake_cupy.host_reads[0]
+        kmeans(X, 6, init=init, max_iter=max_iter, tol=0.0, working_memory=working_memory)
+        return fake_cupy.host_reads[0] - before
+
+    one_chunk = reads(1 << 30, 2)
+    assert reads(4_000, 2) == one_chunk  # 90 chunks, 500 set-up blocks: no more reads
+    assert reads(4_000, 5) - reads(4_000, 2) == 3  # one per iteration
+    assert one_chunk <= 12
