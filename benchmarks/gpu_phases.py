@@ -178,6 +178,13 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             f"fixed cost of a fit: {once - per_iteration:.1f} ms",
         )
     backend.custom_kernel = "argmin"
+    for policy in ("relocate", "keep"):  # relocating empty clusters: its cost per fit
+        ms = gpu_ms(
+            cp,
+            lambda e=policy: kmeans(X, k, init=init, max_iter=1, tol=0.0, empty_cluster=e),
+            max(1, repeats // 2),
+        )
+        add(f"a fit of one iteration, empty_cluster={policy!r}", ms)
     _, peak = device_peak_bytes(lambda: kmeans(X, k, init=init, max_iter=2, tol=0.0))
     add(
         "device memory held beyond X during a fit (memory hook)",
