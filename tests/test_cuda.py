@@ -57,21 +57,42 @@ def test_kernel_choice_from_the_environment(monkeypatch):
         _cuda.kernel_mode()
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_argmin_kernel_matches_plain_path(dtype, rng):
+SHAPES = ((1000, 3, 1), (5000, 16, 33), (4099, 64, 1000))
+
+
+def _cupy_backend():
+    """CuPy and its backend (the test is skipped without a CUDA device)."""
     from kmeans_gpu.backends import _cupy_has_device, get_backend
 
     if not _cupy_has_device():
         pytest.skip("CuPy with a CUDA device is not available")
-    import cupy as cp
+    import cupy
 
-    backend = get_backend("cupy")
-    for n, d, k in ((1000, 3, 1), (5000, 16, 33), (4099, 64, 1000)):
+    return cupy, get_backend("cupy")
+
+
+def _with_a_tie(cp, rng, dtype, shapes=SHAPES):
+    """``(X, C, ‖c‖²)`` of normal data for each ``(n, d, k)``, centre k // 2 a copy of
+    centre 0 (an exact tie the first index must win)."""
+    for n, d, k in shapes:
         X = cp.asarray(rng.normal(size=(n, d)).astype(dtype))
         C = cp.asarray(rng.normal(size=(k, d)).astype(dtype))
-        C[k // 2] = C[0]  # an exact tie: the first index must win
-        csq = (C * C).sum(axis=1)
+        C[k // 2] = C[0]
+        yield X, C, (C * C).sum(axis=1)
+
+
+def _integer_grid(cp, rng, dtype):
+    """``(X, C, ‖c‖²)`` of small integers: exact arithmetic, many real ties."""
+    X = cp.asarray(rng.randint(0, 3, size=(4000, 5)).astype(dtype))
+    C = cp.asarray(rng.randint(0, 3, size=(90, 5)).astype(dtype))
+    return X, C, (C * C).sum(axis=1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_argmin_kernel_matches_plain_path(dtype, rng):
+    cp, backend = _cupy_backend()
+    for X, C, csq in _with_a_tie(cp, rng, dtype):
         plain = cp.argmin(csq[None, :] - 2.0 * (X @ C.T), axis=1)
         labels = _cuda.argmin_scores(X @ (-2.0 * C).T, csq)
         cp.testing.assert_array_equal(labels, plain.astype(cp.int32))
@@ -87,19 +108,10 @@ def test_argmin_kernel_matches_plain_path(dtype, rng):
 def test_fused_kernel_matches_plain_path(dtype, rng):
     """The fused kernel sums each product in its own order, so a near tie may go the
     other way than with cuBLAS's product: every row must agree, or be such a tie."""
-    from kmeans_gpu.backends import _cupy_has_device, get_backend
-
-    if not _cupy_has_device():
-        pytest.skip("CuPy with a CUDA device is not available")
-    import cupy as cp
-
-    backend = get_backend("cupy")
+    cp, backend = _cupy_backend()
     eps = np.finfo(dtype).eps
-    for n, d, k in ((1000, 3, 1), (5000, 16, 33), (4099, 64, 1000), (3000, 130, 70)):
-        X = cp.asarray(rng.normal(size=(n, d)).astype(dtype))
-        C = cp.asarray(rng.normal(size=(k, d)).astype(dtype))
-        C[k // 2] = C[0]  # an exact tie: the first index must win
-        csq = (C * C).sum(axis=1)
+    for X, C, csq in _with_a_tie(cp, rng, dtype, (*SHAPES, (3000, 130, 70))):
+        (n, d), k = X.shape, C.shape[0]
         scores = csq[None, :] + X @ (-2.0 * C).T
         plain = cp.argmin(scores, axis=1).astype(cp.int32)
         labels = _cuda.fused_argmin(X, -2.0 * C, csq)
@@ -116,9 +128,7 @@ def test_fused_kernel_matches_plain_path(dtype, rng):
         finally:
             backend.custom_kernel = _cuda.kernel_mode()
     # exact arithmetic (small integers): every tie is real and goes to the first index
-    X = cp.asarray(rng.randint(0, 3, size=(4000, 5)).astype(dtype))
-    C = cp.asarray(rng.randint(0, 3, size=(90, 5)).astype(dtype))
-    csq = (C * C).sum(axis=1)
+    X, C, csq = _integer_grid(cp, rng, dtype)
     plain = cp.argmin(csq[None, :] + X @ (-2.0 * C).T, axis=1).astype(cp.int32)
     cp.testing.assert_array_equal(_cuda.fused_argmin(X, -2.0 * C, csq), plain)
 
@@ -126,30 +136,14 @@ def test_fused_kernel_matches_plain_path(dtype, rng):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_nearest_two_kernel_matches_plain_path(dtype, rng):
-    from kmeans_gpu.backends import Backend, _cupy_has_device, get_backend
+    from kmeans_gpu.backends import Backend
 
-    if not _cupy_has_device():
-        pytest.skip("CuPy with a CUDA device is not available")
-    import cupy as cp
-
-    backend = get_backend("cupy")
-    for n, d, k in ((1000, 3, 1), (5000, 16, 33), (4099, 64, 1000)):
-        X = cp.asarray(rng.normal(size=(n, d)).astype(dtype))
-        C = cp.asarray(rng.normal(size=(k, d)).astype(dtype))
-        C[k // 2] = C[0]  # an exact tie: first index, and the second score equals the best
-        csq = (C * C).sum(axis=1)
+    cp, backend = _cupy_backend()
+    problems = [*_with_a_tie(cp, rng, dtype), _integer_grid(cp, rng, dtype)]
+    for X, C, csq in problems:  # the tie: the second score equals the best
         product = X @ (-2.0 * C).T
         got = _cuda.nearest_two(product, csq)
         want = Backend.nearest_two(backend, product, csq)  # the generic array-API path
         for a, b in zip(got, want, strict=True):
             cp.testing.assert_array_equal(a, b)
         assert got[0].dtype == cp.int32 and got[1].dtype == dtype
-    # small integers: many exact ties, all resolved as the plain path does
-    X = cp.asarray(rng.randint(0, 3, size=(4000, 5)).astype(dtype))
-    C = cp.asarray(rng.randint(0, 3, size=(90, 5)).astype(dtype))
-    csq = (C * C).sum(axis=1)
-    product = X @ (-2.0 * C).T
-    for a, b in zip(
-        _cuda.nearest_two(product, csq), Backend.nearest_two(backend, product, csq), strict=True
-    ):
-        cp.testing.assert_array_equal(a, b)

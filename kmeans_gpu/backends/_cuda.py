@@ -266,7 +266,6 @@ NEAREST_TWO_KERNELS = {
 
 #: Every kernel, in one compilation unit.
 SOURCE = ARGMIN_SOURCE + FUSED_SOURCE + NEAREST_TWO_SOURCE
-KERNEL_MODES = ("argmin", "fused")
 
 
 def kernel_mode() -> str | None:
@@ -299,24 +298,24 @@ def _module() -> Any:
     return cupy.RawModule(code=SOURCE, options=("--std=c++14",))
 
 
-def _labels_from(
+def _launch(
     kernels: dict[str, str],
     rows: int,
     rows_per_block: int,
     threads: int,
     arrays: tuple[Any, ...],
     sizes: tuple[Any, ...],
-) -> Any:
+    outputs: tuple[Any, ...],
+) -> tuple[Any, ...]:
     """Launch the ``kernels`` entry for the arrays' dtype over ``rows`` rows, with the
-    (C-contiguous) ``arrays``, then the ``sizes``, then the int32 labels it writes."""
+    (C-contiguous) ``arrays``, then the ``sizes``, then the ``outputs`` it writes."""
     import cupy
 
     kernel = _module().get_function(kernels[arrays[0].dtype.name])
-    labels = cupy.empty(rows, dtype=cupy.int32)
     blocks = (rows + rows_per_block - 1) // rows_per_block
     contiguous = tuple(cupy.ascontiguousarray(a) for a in arrays)
-    kernel((blocks,), (threads,), (*contiguous, *sizes, labels))
-    return labels
+    kernel((blocks,), (threads,), (*contiguous, *sizes, *outputs))
+    return outputs
 
 
 def argmin_scores(product: Any, centers_sq: Any) -> Any:
@@ -325,14 +324,15 @@ def argmin_scores(product: Any, centers_sq: Any) -> Any:
     import cupy
 
     rows, k = product.shape
-    return _labels_from(
+    return _launch(
         ARGMIN_KERNELS,
         rows,
         WARPS_PER_BLOCK,
         32 * WARPS_PER_BLOCK,
         (product, centers_sq),
         (cupy.int64(rows), cupy.int32(k)),
-    )
+        (cupy.empty(rows, dtype=cupy.int32),),
+    )[0]
 
 
 def fused_argmin(X: Any, scaled: Any, centers_sq: Any) -> Any:
@@ -341,14 +341,15 @@ def fused_argmin(X: Any, scaled: Any, centers_sq: Any) -> Any:
     import cupy
 
     n, d = X.shape
-    return _labels_from(
+    return _launch(
         FUSED_KERNELS,
         n,
         FUSED_TILE_ROWS,
         FUSED_THREADS,
         (X, scaled, centers_sq),
         (cupy.int64(n), cupy.int32(scaled.shape[0]), cupy.int32(d)),
-    )
+        (cupy.empty(n, dtype=cupy.int32),),
+    )[0]
 
 
 def nearest_two(product: Any, centers_sq: Any) -> tuple[Any, Any, Any]:
@@ -358,15 +359,17 @@ def nearest_two(product: Any, centers_sq: Any) -> tuple[Any, Any, Any]:
     import cupy
 
     rows, k = product.shape
-    kernel = _module().get_function(NEAREST_TWO_KERNELS[product.dtype.name])
-    labels = cupy.empty(rows, dtype=cupy.int32)
-    best = cupy.empty(rows, dtype=product.dtype)
-    second = cupy.empty(rows, dtype=product.dtype)
-    blocks = (rows + WARPS_PER_BLOCK - 1) // WARPS_PER_BLOCK
-    args = (cupy.ascontiguousarray(product), cupy.ascontiguousarray(centers_sq))
-    kernel(
-        (blocks,),
-        (32 * WARPS_PER_BLOCK,),
-        (*args, cupy.int64(rows), cupy.int32(k), labels, best, second),
+    labels, best, second = _launch(
+        NEAREST_TWO_KERNELS,
+        rows,
+        WARPS_PER_BLOCK,
+        32 * WARPS_PER_BLOCK,
+        (product, centers_sq),
+        (cupy.int64(rows), cupy.int32(k)),
+        (
+            cupy.empty(rows, dtype=cupy.int32),
+            cupy.empty(rows, dtype=product.dtype),
+            cupy.empty(rows, dtype=product.dtype),
+        ),
     )
     return labels, best, second
