@@ -10,7 +10,10 @@ CUDA events, median of ``--repeats`` after a warm-up:
   kernel choice and precision, the share of rows the tf32 path re-checks, the
   per-cluster sums (float atomics; the deterministic one-hot product), and, from fits
   of 1 and ``1 + iterations`` iterations, the cost of one Lloyd iteration inside
-  ``kmeans`` and the fixed cost of a fit.
+  ``kmeans`` and the fixed cost of a fit, for each kernel choice and for workspaces of
+  256 MiB, 1 GiB (the default's cap) and 4 GiB;
+* the fixed cost's parts (set-up, final assignment, final inertia, relocating empty
+  clusters) and the device memory a fit holds beyond X (a CuPy memory hook).
 
 It prints one table per workload and, with ``--json``, writes every number. A script to
 learn from, not a test: it asserts nothing, and reports which share of the labels each
@@ -24,6 +27,7 @@ import json
 import statistics
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +158,19 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     add("final assignment (all rows, no sums)", ms)
     ms = gpu_ms(cp, lambda: inertia(problem, centers, final), repeats)
     add("final inertia (all rows)", ms)
+
+    def iteration_cost(**params: Any) -> tuple[float, float]:
+        """A fit of m iterations costs F + m·P: the fixed cost F (validation, centring,
+        the final assignment and inertia) and the cost P of one Lloyd iteration."""
+
+        def fit(iterations: int) -> Any:
+            return kmeans(X, k, init=init, max_iter=iterations, tol=0.0, **params)
+
+        once = gpu_ms(cp, lambda: fit(1), max(1, repeats // 2))
+        more = gpu_ms(cp, lambda: fit(1 + iterations), max(1, repeats // 2))
+        per_iteration = (more - once) / iterations
+        return per_iteration, once - per_iteration
+
     for mode, precision in (
         (None, "exact"),
         ("argmin", "exact"),
@@ -161,21 +178,20 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         ("argmin", "tf32"),
     ):
         backend.custom_kernel = mode
-
-        def fit(iterations: int, p: str = precision) -> Any:
-            return kmeans(
-                X, k, init=init, max_iter=iterations, tol=0.0, backend="cupy", precision=p
-            )
-
-        # a fit of m iterations costs F + m·P: the fixed cost F (validation, centring,
-        # the final assignment and inertia) and the cost P of one Lloyd iteration
-        once = gpu_ms(cp, lambda fit=fit: fit(1), max(1, repeats // 2))
-        more = gpu_ms(cp, lambda fit=fit: fit(1 + iterations), max(1, repeats // 2))
-        per_iteration = (more - once) / iterations
+        per_iteration, fixed = iteration_cost(precision=precision)
         add(
             f"kmeans(), {kernels[mode]}, {precision}: one Lloyd iteration",
             per_iteration,
-            f"fixed cost of a fit: {once - per_iteration:.1f} ms",
+            f"fixed cost of a fit: {fixed:.1f} ms",
+        )
+    backend.custom_kernel = "argmin"
+    for mib in (256, 1024, 4096):  # the default workspace is 1 GiB at most
+        per_iteration, fixed = iteration_cost(working_memory=mib << 20)
+        add(
+            f"kmeans(), working_memory={mib} MiB: one Lloyd iteration",
+            per_iteration,
+            f"fixed cost of a fit: {fixed:.1f} ms; "
+            f"{len(replace(problem, working_memory=mib << 20).chunks(k))} chunks",
         )
     backend.custom_kernel = "argmin"
     for policy in ("relocate", "keep"):  # relocating empty clusters: its cost per fit
