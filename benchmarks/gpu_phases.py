@@ -89,15 +89,32 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     ms = gpu_ms(cp, lambda: X.copy(), repeats)
     add("copy X (device to device)", ms, f"{2 * X.nbytes / ms / 1e6:.0f} GB/s read + written")
     flop = 2.0 * chunk * k * d
+    products = {  # the layout the solver uses, and the transposed one
+        "X·Cᵀ": lambda: Xc @ centers.T,
+        "C·Xᵀ": lambda: centers @ Xc.T,
+    }
     for precision in ("exact", "tf32"):
-        with backend._compute_type(X.dtype, precision):
-            ms = gpu_ms(cp, lambda: Xc @ centers.T, repeats)
-        scale = n / chunk
+        for layout, product in products.items():
+            with backend._compute_type(X.dtype, precision):
+                ms = gpu_ms(cp, product, repeats)
+            add(
+                f"cuBLAS chunk product {layout}, {precision} (all rows)",
+                ms * n / chunk,
+                f"{flop / ms / 1e9:.1f} TFLOP/s",
+            )
+    try:  # the same float32 product through PyTorch (its own cuBLAS/cuBLASLt choice)
+        import torch
+
+        tX, tC = torch.from_dlpack(Xc), torch.from_dlpack(centers)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        ms = gpu_ms(cp, lambda: tX @ tC.T, repeats)
         add(
-            f"cuBLAS chunk product, {precision} (all rows)",
-            ms * scale,
+            "torch.matmul chunk product, exact (all rows)",
+            ms * n / chunk,
             f"{flop / ms / 1e9:.1f} TFLOP/s",
         )
+    except Exception as exc:  # no torch, or no CUDA torch
+        say(f"(torch.matmul not timed: {type(exc).__name__}: {exc})")
     add(
         "centre every chunk (Problem.rows)",
         sum(gpu_ms(cp, lambda a=a, b=b: problem.rows(a, b), repeats) for a, b in chunks[:1])
