@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kmeans_gpu import kmeans
 from kmeans_gpu._api import prepare
 from kmeans_gpu._lloyd import assign, inertia
-from kmeans_gpu._precision import UNIT_ROUNDOFF, error_bound
+from kmeans_gpu._precision import near_ties
 from kmeans_gpu.benchmark import WORKLOADS, device_peak_bytes, make_data
 
 
@@ -75,6 +75,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         init = X[:: n // k][:k].copy()  # k distinct rows
     problem, _, centers = prepare(X, None, "cupy", centers=init)
     backend = problem.backend
+    default_kernels = backend.custom_kernel
     chunks = problem.chunks(k)
     chunk = chunks[0][1] - chunks[0][0]
     Xc = problem.rows(0, chunk)
@@ -146,11 +147,10 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     product = backend.reduced_product(Xc, -2.0 * centers, "tf32")
     _, best, second = backend.nearest_two(product, csq)
     del product
-    norms = cp.sqrt(cp.sum(Xc * Xc, axis=1))
-    bound = error_bound(norms, cp.max(cp.sqrt(csq)), d, UNIT_ROUNDOFF["tf32"])
-    near = float(cp.mean((second <= best + 2.0 * bound).astype(cp.float32)))
-    gap = float(cp.median((second - best) / (2.0 * bound)))
-    add("tf32: rows re-checked exactly", near, f"median gap / margin {gap:.3g}", unit="of 1")
+    near, margin = near_ties(backend.xp, Xc, csq, best, second, "tf32")
+    share = float(cp.mean(near.astype(cp.float32)))
+    gap = float(cp.median((second - best) / margin))
+    add("tf32: rows re-checked exactly", share, f"median gap / margin {gap:.3g}", unit="of 1")
     some = chunks[:2]
     rows = [problem.rows(a, b) for a, b in some]
     labels = [backend.assign(r, centers, csq) for r in rows]
@@ -210,7 +210,6 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             f"fixed cost of a fit: {fixed:.1f} ms; "
             f"{len(replace(problem, working_memory=mib << 20).chunks(k))} chunks",
         )
-    backend.custom_kernel = "argmin"
     for policy in ("relocate", "keep"):  # relocating empty clusters: its cost per fit
         ms = gpu_ms(
             cp,
@@ -218,6 +217,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             max(1, repeats // 2),
         )
         add(f"a fit of one iteration, empty_cluster={policy!r}", ms)
+    backend.custom_kernel = default_kernels
     _, peak = device_peak_bytes(lambda: kmeans(X, k, init=init, max_iter=2, tol=0.0))
     add(
         "device memory held beyond X during a fit (memory hook)",

@@ -53,6 +53,20 @@ def error_bound(row_norms: Array, max_center_norm: Any, n_features: int, u: floa
     return 2.0 * (product + squares)
 
 
+def near_ties(
+    xp: Any, X: Array, centers_sq: Array, best: Array, second: Array, precision: str
+) -> tuple[Array, Array]:
+    """Which rows of ``X`` have another centre within the margin of the best at
+    ``precision`` (their two smallest reduced scores ``best`` and ``second`` closer than
+    the two scores' worst-case errors together), and that margin per row."""
+    row_norms = xp.sqrt(xp.sum(X * X, axis=1))
+    max_center_norm = xp.max(xp.sqrt(centers_sq))
+    margin = 2.0 * error_bound(
+        row_norms, max_center_norm, int(X.shape[1]), UNIT_ROUNDOFF[precision]
+    )
+    return second <= best + margin, margin
+
+
 def assign_reduced(
     backend: Backend, X: Array, centers: Array, centers_sq: Array, precision: str
 ) -> Array:
@@ -63,12 +77,7 @@ def assign_reduced(
     product = backend.reduced_product(X, scaled, precision)
     labels, best, second = backend.nearest_two(product, centers_sq)
     del product
-    row_norms = xp.sqrt(xp.sum(X * X, axis=1))
-    max_center_norm = xp.max(xp.sqrt(centers_sq))
-    margin = 2.0 * error_bound(
-        row_norms, max_center_norm, int(X.shape[1]), UNIT_ROUNDOFF[precision]
-    )
-    near = second <= best + margin  # another centre within the margin of the best
+    near, _ = near_ties(xp, X, centers_sq, best, second, precision)
     # the rows to redo, gathered, assigned exactly, and put back without a scatter:
     # row i's exact label sits at position (number of near rows before it)
     redo = xp.nonzero(near)[0]
