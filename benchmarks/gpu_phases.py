@@ -3,11 +3,12 @@
 For each GPU workload (data drawn on the device, so no host generation time), times with
 CUDA events, median of ``--repeats`` after a warm-up:
 
-* the two ceilings: a device-to-device copy of X (bytes read + written per second) and
-  cuBLAS's float32 product of one chunk with the centres, exact and TF32 (TFLOP/s);
+* the ceilings: a device-to-device copy of X (bytes read + written per second) and
+  cuBLAS's float32 product of one chunk with the centres, exact and TF32, and the TF32
+  product of the split inputs of ``precision="tf32x3"`` (TFLOP/s), with the split;
 * each step of one iteration, over all rows (timed on one or two chunks, scaled):
   centring the rows (what ``Problem.rows`` does per chunk), the assignment for each
-  kernel choice and precision, the share of rows the tf32 path re-checks, the
+  kernel choice and precision, the share of rows the tf32 and tf32x3 paths re-check, the
   per-cluster sums (float atomics; the deterministic one-hot product), and, from fits
   of 1 and ``1 + iterations`` iterations, the cost of one Lloyd iteration inside
   ``kmeans`` and the fixed cost of a fit, for each kernel choice and for workspaces of
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kmeans_gpu import kmeans
 from kmeans_gpu._api import prepare
 from kmeans_gpu._lloyd import assign, inertia
-from kmeans_gpu._precision import near_ties
+from kmeans_gpu._precision import CENTER_PIECES, ROW_PIECES, near_ties
 from kmeans_gpu.benchmark import WORKLOADS, device_peak_bytes, make_data
 
 
@@ -103,6 +104,18 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
                 ms * n / chunk,
                 f"{flop / ms / 1e9:.1f} TFLOP/s",
             )
+    split_rows = backend.split_columns(Xc, ROW_PIECES)
+    split_centers = backend.split_columns(-2.0 * centers, CENTER_PIECES)
+    with backend._compute_type(X.dtype, "tf32"):
+        ms = gpu_ms(cp, lambda a=split_rows, b=split_centers: a @ b.T, repeats)
+    add(
+        "cuBLAS chunk product X·Cᵀ, tf32x3 (3d inner; all rows)",
+        ms * n / chunk,
+        f"{3 * flop / ms / 1e9:.1f} TFLOP/s",
+    )
+    ms = gpu_ms(cp, lambda: backend.split_columns(Xc, ROW_PIECES), repeats)
+    add("split every chunk into TF32 parts (kernel, all rows)", ms * n / chunk)
+    del split_rows, split_centers
     try:  # the same float32 product through PyTorch (its own cuBLAS/cuBLASLt choice)
         import torch
 
@@ -130,6 +143,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         ("fused", "exact"),
         (None, "tf32"),
         ("argmin", "tf32"),
+        ("argmin", "tf32x3"),
     ):
         backend.custom_kernel = mode
         labels = backend.assign(Xc, centers, csq, precision)
@@ -142,15 +156,28 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             ms * n / chunk,
             f"labels agree with the first: {agree:.5f}",
         )
-    # how many rows the tf32 path assigns again exactly (its near ties)
+    # how many rows the tf32 and split-tf32 paths assign again exactly (their near ties)
     backend.custom_kernel = "argmin"
-    product = backend.reduced_product(Xc, -2.0 * centers, "tf32")
-    _, best, second = backend.nearest_two(product, csq)
-    del product
-    near, margin = near_ties(backend.xp, Xc, csq, best, second, "tf32")
-    share = float(cp.mean(near.astype(cp.float32)))
-    gap = float(cp.median((second - best) / margin))
-    add("tf32: rows re-checked exactly", share, f"median gap / margin {gap:.3g}", unit="of 1")
+    for precision in ("tf32", "tf32x3"):
+        if precision == "tf32":
+            product = backend.reduced_product(Xc, -2.0 * centers, "tf32")
+        else:
+            product = backend.reduced_product(
+                backend.split_columns(Xc, ROW_PIECES),
+                backend.split_columns(-2.0 * centers, CENTER_PIECES),
+                "tf32",
+            )
+        _, best, second = backend.nearest_two(product, csq)
+        del product
+        near, margin = near_ties(backend.xp, Xc, csq, best, second, precision)
+        share = float(cp.mean(near.astype(cp.float32)))
+        gap = float(cp.median((second - best) / margin))
+        add(
+            f"{precision}: rows re-checked exactly",
+            share,
+            f"median gap / margin {gap:.3g}",
+            unit="of 1",
+        )
     some = chunks[:2]
     rows = [problem.rows(a, b) for a, b in some]
     labels = [backend.assign(r, centers, csq) for r in rows]
@@ -193,6 +220,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         ("argmin", "exact"),
         ("fused", "exact"),
         ("argmin", "tf32"),
+        ("argmin", "tf32x3"),
     ):
         backend.custom_kernel = mode
         per_iteration, fixed = iteration_cost(precision=precision)

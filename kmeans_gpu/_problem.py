@@ -97,7 +97,10 @@ class Problem:
         that the backend can share among its threads)."""
         itemsize = 8 if self.dtype == self.backend.xp.float64 else 4
         budget = self.working_memory or self.backend.default_working_memory()
-        rows = max(1, budget // (2 * itemsize * (n_clusters + self.n_features)))
+        # a row's scores and working row, and its three split copies for tf32x3
+        split = 3 * self.n_features if self.precision == "tf32x3" else 0
+        columns = n_clusters + self.n_features + split
+        rows = max(1, budget // (2 * itemsize * columns))
         rows = self.backend.chunk_rows(self.n_samples, rows)
         return [
             (start, min(start + rows, self.n_samples)) for start in range(0, self.n_samples, rows)

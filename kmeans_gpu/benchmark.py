@@ -166,6 +166,10 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None] = lambda: None) -> tu
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "without numba": ("the pure NumPy path (KMEANS_GPU_NUMBA=0)", ()),
     "tf32": ("precision='tf32': TF32 products, near ties re-checked exactly", ("G1", "G2")),
+    "tf32x3": (
+        "precision='tf32x3': split TF32 products (3 per pair), near ties re-checked exactly",
+        ("G1", "G2"),
+    ),
     "plain CuPy": (
         "KMEANS_GPU_CUDA_KERNELS=plain: CuPy's argmin and float atomics, no custom kernel",
         (),
@@ -181,7 +185,7 @@ def _ours(backend: str, variant: str | None = None) -> Contender:
     """kmeans-gpu on ``backend`` as a user gets it, or one of its :data:`VARIANTS`."""
     from . import kmeans
 
-    precision = "tf32" if variant == "tf32" else "exact"
+    precision = variant if variant in ("tf32", "tf32x3") else "exact"
 
     def run(X: Any, init: Any, iterations: int) -> Measurement:
         sync, peak = _cupy_sync_and_peak(X) if backend == "cupy" else (lambda: None, None)
@@ -454,7 +458,8 @@ def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
         if backend == "numpy" and _numpy_is_compiled():
             chosen.append(_ours("numpy", "without numba"))
         if backend == "cupy":
-            chosen += [_ours("cupy", variant) for variant in ("tf32", "plain CuPy", "CUDA fused")]
+            variants = ("tf32", "tf32x3", "plain CuPy", "CUDA fused")
+            chosen += [_ours("cupy", variant) for variant in variants]
     chosen += [_sklearn("lloyd"), _sklearn("elkan")]
     for module, factory in (("faiss", _faiss),):
         (

@@ -58,12 +58,14 @@ default="k-means++"
     working_memory : int, default=None
         Bytes for one chunk's distance block (default: the backend's, 32 MiB on the
         CPU, a quarter of the free device memory up to 1 GiB on CuPy).
-    precision : {"exact", "tf32", "bf16"}, default="exact"
+    precision : {"exact", "tf32", "tf32x3", "bf16"}, default="exact"
         Precision of the distance products in ``fit`` of float32 data. ``"tf32"`` and ``"bf16"``
         let a backend with tensor cores (CuPy on a GPU of compute capability 8.0+)
-        round the product's inputs; rows whose two nearest centres are too close to
-        tell apart at that precision are assigned again exactly, so the labels are the
-        exact ones. Backends without such products compute exactly.
+        round the product's inputs; ``"tf32x3"`` splits each input into two TF32
+        numbers and sums three TF32 products, nearly as accurate as float32. Rows whose
+        two nearest centres are too close to tell apart at that precision are assigned
+        again exactly, so the labels are the exact ones. Backends without such products
+        compute exactly.
     deterministic : bool, default=False
         Bitwise the same result on every run with the same input and machine. Only
         CuPy needs it: its per-cluster sums use float atomics, whose order varies; with

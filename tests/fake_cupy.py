@@ -159,11 +159,28 @@ class _RawModule:
             best[...] = two[:, 0]
             second[...] = two[:, 1] if int(k) > 1 else np.inf
 
+        def split_kernel(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+            x, elements, d, low_blocks, out = args
+            assert grid[0] * block[0] >= int(elements) == x.size and x.flags.c_contiguous
+            assert out.shape == (x.shape[0], 3 * int(d)) and x.dtype == np.float32
+            high = _round_to_tf32(x)  # TF32 parts by rounding the bits, not Veltkamp
+            low = _round_to_tf32(x - high)
+            for j in range(3):
+                out[:, j * int(d) : (j + 1) * int(d)] = low if int(low_blocks) >> j & 1 else high
+
         kernels = {
             "fused": fused_kernel,
             "nearest_two": nearest_two_kernel,
+            "split_tf32": split_kernel,
         }
         return next((v for key, v in kernels.items() if key in name), argmin_kernel)
+
+
+def _round_to_tf32(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to nearest (ties to even) at TF32's 11 significant bits."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    bits = bits + np.uint32(0xFFF) + ((bits >> np.uint32(13)) & np.uint32(1))
+    return (bits & np.uint32(0xFFFFE000)).view(np.float32)
 
 
 def _as_cupy(value: Any) -> Any:

@@ -33,6 +33,7 @@ def test_kernels_compile_with_nvcc(tmp_path, arch):
         *_cuda.ARGMIN_KERNELS.values(),
         *_cuda.FUSED_KERNELS.values(),
         *_cuda.NEAREST_TWO_KERNELS.values(),
+        *_cuda.SPLIT_KERNELS.values(),
     }
 
 
@@ -147,3 +148,19 @@ def test_nearest_two_kernel_matches_plain_path(dtype, rng):
         for a, b in zip(got, want, strict=True):
             cp.testing.assert_array_equal(a, b)
         assert got[0].dtype == cp.int32 and got[1].dtype == dtype
+
+
+@pytest.mark.gpu
+def test_split_kernel_matches_the_array_api_split(rng):
+    """Bitwise: both round every float32 operation to nearest, and the kernel's are
+    never contracted into FMAs."""
+    from kmeans_gpu._precision import CENTER_PIECES, ROW_PIECES, split_columns
+
+    cp, backend = _cupy_backend()
+    x = rng.normal(size=(3001, 37)) * np.exp(rng.normal(scale=4, size=(3001, 37)))
+    x = cp.asarray(x.astype(np.float32))
+    x[0, :3] = cp.asarray([1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, 0.0], dtype=cp.float32)  # ties
+    for pieces in (ROW_PIECES, CENTER_PIECES):
+        got = _cuda.split_tf32_columns(x, pieces)
+        cp.testing.assert_array_equal(got, split_columns(backend.xp, x, pieces))
+        assert got.shape == (3001, 3 * 37) and got.dtype == cp.float32

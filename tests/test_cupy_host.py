@@ -64,6 +64,29 @@ def test_exact_products_pin_the_compute_type_and_restore_it(cupy):
     np.testing.assert_array_equal(np.asarray(reduced[1]), np.asarray(exact[1]))
 
 
+@pytest.mark.parametrize("kernels", ["argmin", "plain"])
+def test_split_tf32_on_cupy_gives_the_exact_fit(cupy, monkeypatch, kernels):
+    """The split runs in the kernel (by default; its stand-in rounds bits, where the
+    library uses Veltkamp's splitting) or in CuPy operations; one TF32 product of inner
+    size 3d either way, and the labels of the exact fit."""
+    from kmeans_gpu._precision import ROW_PIECES, split_columns
+    from kmeans_gpu.backends import get_backend
+
+    cp, record = cupy
+    monkeypatch.setenv("KMEANS_GPU_CUDA_KERNELS", kernels)
+    X = cp.asarray(_data())
+    backend = get_backend("cupy")
+    np.testing.assert_array_equal(
+        backend.split_columns(X, ROW_PIECES), split_columns(backend.xp, X, ROW_PIECES)
+    )
+    exact = kmeans(X, 6, random_state=0)
+    record["compute_types"].clear()
+    split = kmeans(X, 6, random_state=0, precision="tf32x3")
+    assert fake_cupy.COMPUTE_TYPE_TF32 in record["compute_types"]
+    np.testing.assert_array_equal(np.asarray(split[1]), np.asarray(exact[1]))
+    np.testing.assert_array_equal(np.asarray(split[0]), np.asarray(exact[0]))
+
+
 def test_deterministic_sums_use_no_atomics(cupy):
     cp, record = cupy
     X = cp.asarray(_data())

@@ -1,8 +1,9 @@
-"""precision="tf32"/"bf16": reduced-precision products with near ties re-checked.
+"""precision="tf32"/"tf32x3"/"bf16": reduced-precision products, near ties re-checked.
 
 Tensor cores are not available here, so a test backend emulates them exactly as they
 compute: float32 inputs rounded to nearest-even to 11 (TF32) or 8 (bfloat16)
-significant bits, products summed in float32. The re-check logic itself is the
+significant bits, products summed in float32 (split TF32 is a TF32 product of split
+inputs, so it runs on the same emulation). The re-check logic itself is the
 library's generic code, the same that runs on CuPy.
 """
 
@@ -15,7 +16,15 @@ import numpy as np
 import pytest
 
 from kmeans_gpu import KMeans, kmeans
-from kmeans_gpu._precision import UNIT_ROUNDOFF, assign_reduced, error_bound
+from kmeans_gpu._precision import (
+    CENTER_PIECES,
+    ROW_PIECES,
+    assign_reduced,
+    error_bound,
+    near_ties,
+    relative_product_error,
+    split_tf32,
+)
 from kmeans_gpu.backends import Backend
 
 DROPPED_BITS = {"tf32": 13, "bf16": 16}  # of float32's 24 significant bits
@@ -56,36 +65,114 @@ def test_rounding_helper_rounds_to_nearest():
     assert round_significand(y, "bf16").tolist() == [1.0, 1.0 + 2.0**-6, -(1.0 + 2.0**-6)]
 
 
-@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def reduced_scores(X, C, precision):
+    """``‖c‖² − 2x·c`` from the emulated tensor cores, as ``assign_reduced`` makes them."""
+    backend = EmulatedTensorCores()
+    scaled = -2.0 * C
+    if precision == "tf32x3":
+        X, scaled, precision = (
+            backend.split_columns(X, ROW_PIECES),
+            backend.split_columns(scaled, CENTER_PIECES),
+            "tf32",
+        )
+    return (C * C).sum(axis=1)[None, :] + backend.reduced_product(X, scaled, precision)
+
+
+def test_split_tf32_parts_are_tf32_numbers_rounded_to_nearest():
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=200_000) * np.exp(rng.normal(scale=5, size=200_000))).astype(np.float32)
+    ties = (1.0 + np.arange(1, 500) * 2.0**-11).astype(np.float32)  # halfway at 11 bits
+    x = np.concatenate([x, ties, -ties, [0.0, 1.0, -3.0]]).astype(np.float32)
+    high, low = split_tf32(x)
+    assert high.dtype == low.dtype == np.float32
+    np.testing.assert_array_equal(high, round_significand(x, "tf32"))  # nearest, ties even
+    np.testing.assert_array_equal(low, round_significand(x - high, "tf32"))
+    u = 2.0**-11
+    rest = x.astype(np.float64) - high - low
+    assert np.all(np.abs(rest) <= u * u * np.abs(x))
+    blocks = split_columns_of(x.reshape(-1, 1), ROW_PIECES)
+    np.testing.assert_array_equal(blocks, np.stack([high, high, low], axis=1))
+
+
+def split_columns_of(x, pieces):
+    return EmulatedTensorCores().split_columns(x, pieces)
+
+
+def test_every_backend_splits_bitwise_alike(backend):
+    """The split is plain float32 arithmetic rounded to nearest: the array API path
+    (array_api_strict, on its devices) gives NumPy's bits."""
+    from kmeans_gpu.backends import get_backend
+
+    x = np.random.default_rng(1).normal(scale=100, size=(300, 7)).astype(np.float32)
+    want = split_columns_of(x, CENTER_PIECES)
+    solver = get_backend(backend.asarray(x))
+    got = backend.to_numpy(solver.split_columns(backend.asarray(x), CENTER_PIECES))
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("precision", ["tf32", "tf32x3", "bf16"])
 @pytest.mark.parametrize(("d", "scale"), [(2, 1.0), (64, 1e3), (300, 1e-3)])
 def test_reduced_scores_stay_within_the_error_bound(precision, d, scale):
     rng = np.random.default_rng(d)
     X = (rng.normal(size=(2000, d)) * scale).astype(np.float32)
     C = (rng.normal(size=(50, d)) * scale).astype(np.float32)
     csq = (C * C).sum(axis=1)
-    reduced = csq[None, :] + EmulatedTensorCores().reduced_product(X, -2.0 * C, precision)
-    bound = error_bound(
-        np.sqrt((X * X).sum(axis=1)), np.sqrt(csq.max()), d, UNIT_ROUNDOFF[precision]
-    )
+    reduced = reduced_scores(X, C, precision)
+    bound = error_bound(np.sqrt((X * X).sum(axis=1)), np.sqrt(csq.max()), d, precision)
     # the bound carries a safety factor of two; the errors must fit without it
     worst = np.abs(reduced - exact_scores(X, C)).max(axis=1)
     assert np.all(worst <= bound / 2)
     assert worst.max() > bound.max() / 2**12  # and it is not absurdly loose
 
 
-@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_split_tf32_is_nearly_as_accurate_as_float32():
+    """Its bound is the exact path's own rounding plus a little: about 30 times below
+    TF32's at d = 128, and the scores it computes are as close to the float64 truth as
+    the float32 scores are."""
+    d = 128
+    assert relative_product_error("tf32", d) > 25 * relative_product_error("tf32x3", d)
+    assert relative_product_error("tf32x3", d) < 5 * relative_product_error("tf32x3", 1) * d
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(3000, d)).astype(np.float32)
+    C = rng.normal(size=(64, d)).astype(np.float32)
+    truth = (C.astype(np.float64) ** 2).sum(axis=1) - 2.0 * (
+        X.astype(np.float64) @ C.T.astype(np.float64)
+    )
+    split_error = np.abs(reduced_scores(X, C, "tf32x3") - truth).max()
+    float32_error = np.abs(exact_scores(X, C) - truth).max()
+    tf32_error = np.abs(reduced_scores(X, C, "tf32") - truth).max()
+    assert split_error < 4 * float32_error < tf32_error / 8
+
+
+@pytest.mark.parametrize("precision", ["tf32", "tf32x3", "bf16"])
 def test_near_ties_are_rechecked_so_labels_are_exact(precision):
     rng = np.random.default_rng(1)
     X = rng.uniform(size=(20_000, 16)).astype(np.float32)  # crowded: many near ties
     C = rng.uniform(size=(300, 16)).astype(np.float32)
+    if precision == "tf32x3":  # near ties in float32 itself: rows halfway between two
+        middle = (C[0::2] + C[1::2]) / 2
+        X[:150], X[150:300] = middle, middle + rng.normal(scale=1e-6, size=middle.shape)
     csq = (C * C).sum(axis=1)
     backend = EmulatedTensorCores()
     want = np.argmin(exact_scores(X, C), axis=1)
-    raw = np.argmin(csq[None, :] + backend.reduced_product(X, -2.0 * C, precision), axis=1)
+    raw = np.argmin(reduced_scores(X, C, precision), axis=1)
     assert np.count_nonzero(raw != want) > 0  # without the re-check, labels would differ
     got = assign_reduced(backend, X, C, csq, precision)
     np.testing.assert_array_equal(got, want)
     assert got.dtype == np.int32
+
+
+def test_split_tf32_sends_far_fewer_rows_back_than_tf32():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(20_000, 128)).astype(np.float32)
+    C = X[rng.choice(20_000, 256, replace=False)]
+    csq = (C * C).sum(axis=1)
+    share = {}
+    for precision in ("tf32", "tf32x3"):
+        ordered = np.sort(reduced_scores(X, C, precision), axis=1)
+        near, _ = near_ties(compat_np, X, csq, ordered[:, 0], ordered[:, 1], precision)
+        share[precision] = np.mean(near)
+    assert share["tf32"] > 0.01 and share["tf32x3"] < share["tf32"] / 20
 
 
 def test_a_fit_at_reduced_precision_equals_the_exact_fit():
@@ -93,7 +180,7 @@ def test_a_fit_at_reduced_precision_equals_the_exact_fit():
     X = np.vstack([rng.normal(loc=m, size=(3000, 8)) for m in range(6)]).astype(np.float32)
     backend = EmulatedTensorCores()
     exact = kmeans(X, 12, random_state=0, backend=backend, max_iter=50)
-    for precision in ("tf32", "bf16"):
+    for precision in ("tf32", "tf32x3", "bf16"):
         calls = backend.reduced_calls
         got = kmeans(X, 12, random_state=0, backend=backend, max_iter=50, precision=precision)
         assert backend.reduced_calls > calls  # the reduced path really ran
@@ -122,7 +209,7 @@ def test_bad_precision_is_refused_clearly():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+@pytest.mark.parametrize("precision", ["tf32", "tf32x3", "bf16"])
 def test_cupy_reduced_precision_gives_the_exact_labels(precision):
     from kmeans_gpu.backends import _cupy_has_device
 
@@ -133,7 +220,7 @@ def test_cupy_reduced_precision_gives_the_exact_labels(precision):
     from kmeans_gpu.backends import get_backend
 
     backend = get_backend("cupy")
-    if precision not in backend.reduced_products:
+    if not backend.computes_reduced(precision):
         pytest.skip("this GPU has no TF32/bf16 tensor cores")
     rng = np.random.default_rng(4)
     X = cupy.asarray(rng.uniform(size=(50_000, 32)).astype(np.float32))

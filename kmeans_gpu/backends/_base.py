@@ -103,6 +103,22 @@ class Backend:
         :attr:`reduced_products`) and the products summed in float32."""
         raise NotImplementedError(f"{self.name} computes no {precision} products")
 
+    def computes_reduced(self, precision: str) -> bool:
+        """Whether ``precision`` runs on this backend's reduced products (tensor
+        cores); when it does not, the backend computes exactly, which is always
+        allowed."""
+        from .._precision import PRODUCT
+
+        return PRODUCT.get(precision) in self.reduced_products
+
+    def split_columns(self, x: Array, pieces: tuple[bool, bool, bool]) -> Array:
+        """``x`` (float32, ``(m, d)``) split into TF32 parts, as ``(m, 3d)`` column
+        blocks: the high part, or the low part where ``pieces`` is true (see
+        ``kmeans_gpu/_precision.py``, split TF32)."""
+        from .._precision import split_columns
+
+        return split_columns(self.xp, x, pieces)
+
     def assign(
         self, X: Array, centers: Array, centers_sq: Array, precision: str = "exact"
     ) -> Array:
@@ -112,11 +128,11 @@ class Backend:
         ``X.shape[0] × k``, so callers pass row chunks. The result may be a buffer the
         backend reuses on its next call from the same thread: copy it before that (the
         Lloyd loop copies each chunk's labels into its own array at once). With a
-        ``precision`` in :attr:`reduced_products` the product is computed at that
+        ``precision`` this backend :meth:`computes_reduced`, the product is computed at that
         precision and near ties re-checked exactly (the same labels; see
         ``kmeans_gpu/_precision.py``).
         """
-        if precision in self.reduced_products:
+        if self.computes_reduced(precision):
             from .._precision import assign_reduced
 
             return assign_reduced(self, X, centers, centers_sq, precision)

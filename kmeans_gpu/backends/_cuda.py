@@ -2,7 +2,8 @@
 
 By default the CuPy backend takes the argmin of cuBLAS's product with ``ARGMIN`` (one
 read of the scores instead of CuPy's add-then-argmin passes), and the two smallest
-scores for the reduced-precision re-check with ``NEAREST_TWO``;
+scores for the reduced-precision re-check with ``NEAREST_TWO``, and splits float32
+inputs into TF32 parts for ``precision="tf32x3"`` with ``SPLIT``;
 ``KMEANS_GPU_CUDA_KERNELS=plain`` turns them off (plain CuPy operations), ``=fused``
 uses the fused product-and-argmin kernel for exact assignment (slower than cuBLAS +
 argmin on an H200: BENCHMARKS.md). The sources are compiled with ``nvcc -ptx`` in the
@@ -264,8 +265,44 @@ NEAREST_TWO_KERNELS = {
     "float64": "kmeans_gpu_nearest_two_f64",
 }
 
+#: The split TF32 inputs of ``precision="tf32x3"`` in one pass: each float32 ``x`` of a
+#: (rows, d) matrix becomes TF32 ``high`` (x rounded to nearest at 11 bits) and ``low``
+#: (the remainder rounded the same way) by Veltkamp's splitting, with the float32
+#: operations rounded to nearest and never contracted into FMAs (``__fmul_rn``,
+#: ``__fsub_rn``), so the parts are bitwise those of ``_precision.split_tf32``. They
+#: are written as three column blocks (rows, 3d); bit j of ``low_blocks`` makes block
+#: j the low part. One thread per element.
+SPLIT_SOURCE = r"""
+__device__ __forceinline__ float kmeans_gpu_veltkamp_high(float x)
+{
+    const float scaled = __fmul_rn(8193.0f, x);  // 2^13 + 1: 24 bits down to 11
+    return __fsub_rn(scaled, __fsub_rn(scaled, x));
+}
+
+extern "C" __global__ void kmeans_gpu_split_tf32_f32(
+    const float* __restrict__ x, long long elements, int d, int low_blocks,
+    float* __restrict__ out)
+{
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= elements) {
+        return;
+    }
+    const long long row = i / d;
+    const long long col = i - row * d;
+    const float value = x[i];
+    const float high = kmeans_gpu_veltkamp_high(value);
+    const float low = kmeans_gpu_veltkamp_high(__fsub_rn(value, high));
+    float* written = out + row * 3LL * d + col;
+    written[0] = (low_blocks & 1) ? low : high;
+    written[d] = (low_blocks & 2) ? low : high;
+    written[2LL * d] = (low_blocks & 4) ? low : high;
+}
+"""
+SPLIT_KERNELS = {"float32": "kmeans_gpu_split_tf32_f32"}
+SPLIT_THREADS = 256
+
 #: Every kernel, in one compilation unit.
-SOURCE = ARGMIN_SOURCE + FUSED_SOURCE + NEAREST_TWO_SOURCE
+SOURCE = ARGMIN_SOURCE + FUSED_SOURCE + NEAREST_TWO_SOURCE + SPLIT_SOURCE
 
 
 def kernel_mode() -> str | None:
@@ -373,3 +410,22 @@ def nearest_two(product: Any, centers_sq: Any) -> tuple[Any, Any, Any]:
         ),
     )
     return labels, best, second
+
+
+def split_tf32_columns(x: Any, pieces: tuple[bool, bool, bool]) -> Any:
+    """``x`` (float32, (rows, d)) as the (rows, 3d) column blocks of its TF32 parts:
+    the high part, or the low part where ``pieces`` is true; bitwise
+    ``_precision.split_columns``, in one pass."""
+    import cupy
+
+    rows, d = x.shape
+    low_blocks = sum(1 << j for j, is_low in enumerate(pieces) if is_low)
+    return _launch(
+        SPLIT_KERNELS,
+        rows * d,
+        SPLIT_THREADS,
+        SPLIT_THREADS,
+        (x,),
+        (cupy.int64(rows * d), cupy.int32(d), cupy.int32(low_blocks)),
+        (cupy.empty((rows, 3 * d), dtype=x.dtype),),
+    )[0]
