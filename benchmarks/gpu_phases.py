@@ -9,10 +9,11 @@ CUDA events, median of ``--repeats`` after a warm-up:
 * each step of one iteration, over all rows (timed on one or two chunks, scaled):
   centring the rows (what ``Problem.rows`` does per chunk), the assignment for each
   kernel choice and precision, the share of rows the tf32 and tf32x3 paths re-check, the
-  per-cluster sums (float atomics; the deterministic one-hot product), and, from fits
-  of 1 and ``1 + iterations`` iterations, the cost of one Lloyd iteration inside
-  ``kmeans`` and the fixed cost of a fit, for each kernel choice and for workspaces of
-  256 MiB, 1 GiB (the default's cap) and 4 GiB;
+  per-cluster sums (float atomics; deterministic: the sorted-segments kernel and the
+  one-hot product), and, from fits of 1 and ``1 + iterations`` iterations, the cost of
+  one Lloyd iteration inside ``kmeans`` and the fixed cost of a fit, for each kernel
+  choice and precision and for workspaces of 256 MiB, 1 GiB (the default's cap) and
+  4 GiB;
 * the fixed cost's parts (set-up, final assignment, final inertia, relocating empty
   clusters) and the device memory a fit holds beyond X (a CuPy memory hook).
 
@@ -85,7 +86,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
 
     def add(step: str, value: float, note: str = "", unit: str = "ms") -> None:
         results.append({"workload": name, "step": step, unit: value, "note": note})
-        say(f"{name:3} {step:58} {value:10.3f} {unit:3}  {note}")
+        say(f"{name:3} {step:66} {value:10.3f} {unit:3}  {note}")
 
     say(f"{name}: {n:,} x {d}, k = {k:,}; {len(chunks)} chunks of {chunk:,} rows")
     ms = gpu_ms(cp, lambda: X.copy(), repeats)
@@ -182,7 +183,13 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     rows = [problem.rows(a, b) for a, b in some]
     labels = [backend.assign(r, centers, csq) for r in rows]
     share = n / sum(b - a for a, b in some)
-    for deterministic in (False, True):
+    default_sorted = backend.sorted_sums
+    for what, deterministic, sorted_sums in (
+        ("float atomics", False, False),
+        ("sorted segments kernel (deterministic)", True, True),
+        ("one-hot product (deterministic)", True, False),
+    ):
+        backend.sorted_sums = sorted_sums
         ms = sum(
             gpu_ms(
                 cp,
@@ -191,8 +198,8 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             )
             for r, lab in zip(rows, labels, strict=True)
         )
-        what = "one-hot product (deterministic)" if deterministic else "float atomics"
         add(f"cluster sums, {what} (all rows)", ms * share)
+    backend.sorted_sums = default_sorted
     del rows, labels
     # the fixed cost of a fit, part by part
     ms = gpu_ms(cp, lambda: prepare(X, None, "cupy", centers=init), max(1, repeats // 2))

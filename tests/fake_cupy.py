@@ -168,7 +168,29 @@ class _RawModule:
             for j in range(3):
                 out[:, j * int(d) : (j + 1) * int(d)] = low if int(low_blocks) >> j & 1 else high
 
+        def sorted_sums_kernel(
+            grid: tuple[int, ...], block: tuple[int], args: tuple[Any, ...]
+        ) -> None:
+            X, order, offsets, weights, has_weights, k, d, partial_sums, partial_weights = args
+            parts = grid[1]
+            assert grid[0] == int(k) and partial_sums.shape == (parts, int(k), int(d))
+            assert block[0] % 32 == 0 and partial_weights.shape == (parts, int(k))
+            assert order.dtype == offsets.dtype == np.int64 and offsets.shape == (int(k) + 1,)
+            # position i of the sorted order belongs to part (i − its cluster's offset) % P;
+            # np.add.at adds in position order, as each block does
+            labels = np.searchsorted(offsets, np.arange(order.size), side="right") - 1
+            part = (np.arange(order.size) - offsets[labels]) % parts
+            w = weights[order].astype(np.float64) if int(has_weights) else 1.0
+            partial_sums[...] = 0.0
+            partial_weights[...] = 0.0
+            rows = X[order].astype(np.float64)
+            np.add.at(
+                partial_sums, (part, labels), rows * w[:, None] if int(has_weights) else rows
+            )
+            np.add.at(partial_weights, (part, labels), w)
+
         kernels = {
+            "sorted_sums": sorted_sums_kernel,
             "fused": fused_kernel,
             "nearest_two": nearest_two_kernel,
             "split_tf32": split_kernel,
@@ -249,6 +271,8 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         "float64",
         "argmin",
         "argsort",
+        "searchsorted",
+        "arange",
         "zeros",
         "ones",
         "empty",

@@ -34,6 +34,7 @@ def test_kernels_compile_with_nvcc(tmp_path, arch):
         *_cuda.FUSED_KERNELS.values(),
         *_cuda.NEAREST_TWO_KERNELS.values(),
         *_cuda.SPLIT_KERNELS.values(),
+        *_cuda.SORTED_SUMS_KERNELS.values(),
     }
 
 
@@ -56,6 +57,17 @@ def test_kernel_choice_from_the_environment(monkeypatch):
     monkeypatch.setenv(_cuda.ENV_FLAG, "fast")
     with pytest.raises(ValueError, match="KMEANS_GPU_CUDA_KERNELS='fast'"):
         _cuda.kernel_mode()
+
+
+def test_sorted_sums_choice_from_the_environment(monkeypatch):
+    monkeypatch.delenv(_cuda.ENV_SORTED_SUMS, raising=False)
+    assert not _cuda.sorted_sums_enabled()  # off until a GPU run has checked it
+    for value, expected in (("1", True), ("on", True), ("0", False), ("off", False)):
+        monkeypatch.setenv(_cuda.ENV_SORTED_SUMS, value)
+        assert _cuda.sorted_sums_enabled() is expected
+    monkeypatch.setenv(_cuda.ENV_SORTED_SUMS, "maybe")
+    with pytest.raises(ValueError, match="KMEANS_GPU_SORTED_SUMS='maybe'"):
+        _cuda.sorted_sums_enabled()
 
 
 SHAPES = ((1000, 3, 1), (5000, 16, 33), (4099, 64, 1000))

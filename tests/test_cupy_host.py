@@ -98,6 +98,31 @@ def test_deterministic_sums_use_no_atomics(cupy):
     )
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sorted_sums_kernel_is_launched_as_specified(cupy, monkeypatch, weighted):
+    """KMEANS_GPU_SORTED_SUMS=1: the deterministic sums come from the sorted-segments
+    kernel (its stand-in sums each part in position order, as a block does), not from
+    atomics, and equal the one-hot product to rounding; k from 1 to many parts."""
+    cp, record = cupy
+    from kmeans_gpu.backends import Backend, get_backend
+
+    monkeypatch.setenv("KMEANS_GPU_SORTED_SUMS", "1")
+    backend = get_backend("cupy")
+    assert backend.sorted_sums
+    rng = np.random.default_rng(3)
+    X = cp.asarray(_data())
+    w = cp.asarray(rng.uniform(0.5, 2, size=X.shape[0]).astype(np.float32)) if weighted else None
+    for k in (1, 7, 300, 5000):  # 64, 64, 6 and 1 parts per cluster; empty clusters
+        labels = cp.asarray(rng.integers(0, k, size=X.shape[0]).astype(np.int32))
+        before = record["atomic_sums"]
+        sums, weights = backend.cluster_sums(X, labels, w, k, deterministic=True)
+        assert record["atomic_sums"] == before
+        assert sums.shape == (k, 8) and sums.dtype == np.float32 and weights.dtype == np.float32
+        want = Backend.cluster_sums(backend, X, labels, w, k)  # the one-hot product
+        np.testing.assert_allclose(sums, want[0], rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(weights, want[1], rtol=1e-5)
+
+
 def test_frames_on_cupy_copy_into_pinned_memory_after_their_event(cupy):
     cp, record = cupy
     X = _data()

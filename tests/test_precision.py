@@ -258,7 +258,9 @@ def test_deterministic_must_be_a_bool():
 
 
 @pytest.mark.gpu
-def test_cupy_deterministic_sums_repeat_bitwise_and_match_atomics():
+@pytest.mark.parametrize("sorted_sums", [False, True], ids=["one-hot", "sorted kernel"])
+@pytest.mark.parametrize("k", [5, 64, 3000])
+def test_cupy_deterministic_sums_repeat_bitwise_and_match_atomics(sorted_sums, k):
     from kmeans_gpu.backends import _cupy_has_device, get_backend
 
     if not _cupy_has_device():
@@ -268,14 +270,21 @@ def test_cupy_deterministic_sums_repeat_bitwise_and_match_atomics():
     backend = get_backend("cupy")
     rng = np.random.default_rng(7)
     X = cupy.asarray(rng.normal(size=(200_000, 16)).astype(np.float32))
-    labels = cupy.asarray(rng.integers(0, 64, size=200_000).astype(np.int32))
-    first = backend.cluster_sums(X, labels, None, 64, deterministic=True)
-    again = backend.cluster_sums(X, labels, None, 64, deterministic=True)
-    atomics = backend.cluster_sums(X, labels, None, 64)
-    for got, other in zip(first, again, strict=True):
-        cupy.testing.assert_array_equal(got, other)
-    for got, other in zip(first, atomics, strict=True):
-        cupy.testing.assert_allclose(got, other, rtol=1e-4, atol=1e-3)
+    w = cupy.asarray(rng.uniform(0.5, 2.0, size=200_000).astype(np.float32))
+    labels = cupy.asarray(rng.integers(0, k, size=200_000).astype(np.int32))
+    old = backend.sorted_sums
+    backend.sorted_sums = sorted_sums
+    try:
+        for weights in (None, w):
+            first = backend.cluster_sums(X, labels, weights, k, deterministic=True)
+            again = backend.cluster_sums(X, labels, weights, k, deterministic=True)
+            atomics = backend.cluster_sums(X, labels, weights, k)
+            for got, other in zip(first, again, strict=True):
+                cupy.testing.assert_array_equal(got, other)
+            for got, other in zip(first, atomics, strict=True):
+                cupy.testing.assert_allclose(got, other, rtol=1e-4, atol=1e-3)
+    finally:
+        backend.sorted_sums = old
 
 
 def test_nearest_two_scores(backend):

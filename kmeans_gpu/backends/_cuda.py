@@ -6,7 +6,9 @@ scores for the reduced-precision re-check with ``NEAREST_TWO``, and splits float
 inputs into TF32 parts for ``precision="tf32x3"`` with ``SPLIT``;
 ``KMEANS_GPU_CUDA_KERNELS=plain`` turns them off (plain CuPy operations), ``=fused``
 uses the fused product-and-argmin kernel for exact assignment (slower than cuBLAS +
-argmin on an H200: BENCHMARKS.md). The sources are compiled with ``nvcc -ptx`` in the
+argmin on an H200: BENCHMARKS.md). ``KMEANS_GPU_SORTED_SUMS=1`` makes the
+``deterministic=True`` sums use ``SORTED_SUMS`` instead of a one-hot product (off until
+a GPU run has checked it). The sources are compiled with ``nvcc -ptx`` in the
 test suite, so a syntax or type error cannot land unnoticed, and a ``gpu`` test
 compares each kernel with the plain path.
 """
@@ -301,8 +303,77 @@ extern "C" __global__ void kmeans_gpu_split_tf32_f32(
 SPLIT_KERNELS = {"float32": "kmeans_gpu_split_tf32_f32"}
 SPLIT_THREADS = 256
 
+#: Deterministic per-cluster sums, for ``deterministic=True``, without a one-hot matrix
+#: and without atomics: ``order`` lists the rows sorted (stably) by label, cluster j's
+#: at positions ``offsets[j]`` to ``offsets[j + 1]``. Block (j, p) of a (k, P) grid
+#: takes positions ``offsets[j] + p``, ``+ p + P``, … in that order and sums their
+#: (weighted) rows in float64, one thread per feature, into ``partial_sums[p, j]``, and
+#: their weights into ``partial_weights[p, j]``; the P partials are added in order
+#: afterwards. Every sum has a fixed order, so the result is bitwise the same on every
+#: run.
+SORTED_SUMS_SOURCE = r"""
+template <typename T>
+__device__ __forceinline__ void kmeans_gpu_sorted_sums(
+    const T* __restrict__ X, const long long* __restrict__ order,
+    const long long* __restrict__ offsets, const T* __restrict__ weights,
+    int has_weights, int k, int d, double* __restrict__ partial_sums,
+    double* __restrict__ partial_weights)
+{
+    const int cluster = blockIdx.x;
+    const int part = blockIdx.y;
+    const int parts = gridDim.y;
+    const long long first = offsets[cluster] + part, stop = offsets[cluster + 1];
+    const long long out = (long long)part * k + cluster;
+    for (int feature = threadIdx.x; feature < d; feature += blockDim.x) {
+        double total = 0.0;
+        for (long long at = first; at < stop; at += parts) {
+            const long long row = order[at];
+            const double value = (double)X[row * d + feature];
+            total += has_weights ? value * (double)weights[row] : value;
+        }
+        partial_sums[out * d + feature] = total;
+    }
+    if (threadIdx.x == 0) {
+        double total = 0.0;
+        for (long long at = first; at < stop; at += parts) {
+            total += has_weights ? (double)weights[order[at]] : 1.0;
+        }
+        partial_weights[out] = total;
+    }
+}
+
+extern "C" __global__ void kmeans_gpu_sorted_sums_f32(
+    const float* __restrict__ X, const long long* __restrict__ order,
+    const long long* __restrict__ offsets, const float* __restrict__ weights,
+    int has_weights, int k, int d, double* __restrict__ partial_sums,
+    double* __restrict__ partial_weights)
+{
+    kmeans_gpu_sorted_sums<float>(X, order, offsets, weights, has_weights, k, d,
+                                  partial_sums, partial_weights);
+}
+
+extern "C" __global__ void kmeans_gpu_sorted_sums_f64(
+    const double* __restrict__ X, const long long* __restrict__ order,
+    const long long* __restrict__ offsets, const double* __restrict__ weights,
+    int has_weights, int k, int d, double* __restrict__ partial_sums,
+    double* __restrict__ partial_weights)
+{
+    kmeans_gpu_sorted_sums<double>(X, order, offsets, weights, has_weights, k, d,
+                                   partial_sums, partial_weights);
+}
+"""
+SORTED_SUMS_KERNELS = {
+    "float32": "kmeans_gpu_sorted_sums_f32",
+    "float64": "kmeans_gpu_sorted_sums_f64",
+}
+#: threads per (cluster, part) block: one per feature, up to this many
+SORTED_SUMS_THREADS = 128
+#: blocks per cluster: enough blocks in all for a GPU's SMs when k is small
+SORTED_SUMS_BLOCKS = 2048
+ENV_SORTED_SUMS = "KMEANS_GPU_SORTED_SUMS"
+
 #: Every kernel, in one compilation unit.
-SOURCE = ARGMIN_SOURCE + FUSED_SOURCE + NEAREST_TWO_SOURCE + SPLIT_SOURCE
+SOURCE = ARGMIN_SOURCE + FUSED_SOURCE + NEAREST_TWO_SOURCE + SPLIT_SOURCE + SORTED_SUMS_SOURCE
 
 
 def kernel_mode() -> str | None:
@@ -321,6 +392,18 @@ def kernel_mode() -> str | None:
     raise ValueError(
         f"{ENV_FLAG}={value!r} is not one of 'argmin' (the default), 'fused' or 'plain'"
     )
+
+
+def sorted_sums_enabled() -> bool:
+    """Whether ``deterministic=True`` sums use the sorted-segments kernel
+    (``KMEANS_GPU_SORTED_SUMS=1``) rather than the one-hot product: off until a GPU run
+    has checked it."""
+    value = os.environ.get(ENV_SORTED_SUMS, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{ENV_SORTED_SUMS}={value!r} is not one of '1' or '0'")
 
 
 def kernels_enabled() -> bool:
@@ -429,3 +512,38 @@ def split_tf32_columns(x: Any, pieces: tuple[bool, bool, bool]) -> Any:
         (cupy.int64(rows * d), cupy.int32(d), cupy.int32(low_blocks)),
         (cupy.empty((rows, 3 * d), dtype=x.dtype),),
     )[0]
+
+
+def sorted_sums(X: Any, labels: Any, weights: Any, n_clusters: int) -> tuple[Any, Any]:
+    """Per-cluster (weighted) sums of the rows of ``X`` ``(k, d)`` and their weights
+    ``(k,)``, in ``X``'s dtype, bitwise the same on every run: the rows sorted stably by
+    label, each cluster's summed in that order in float64 (see ``SORTED_SUMS_SOURCE``)."""
+    import cupy
+
+    d = X.shape[1]
+    order = cupy.argsort(labels)  # stable
+    offsets = cupy.searchsorted(
+        labels[order], cupy.arange(n_clusters + 1, dtype=labels.dtype)
+    ).astype(cupy.int64)
+    parts = max(1, min(64, SORTED_SUMS_BLOCKS // n_clusters))
+    partial_sums = cupy.empty((parts, n_clusters, d), dtype=cupy.float64)
+    partial_weights = cupy.empty((parts, n_clusters), dtype=cupy.float64)
+    kernel = _module().get_function(SORTED_SUMS_KERNELS[X.dtype.name])
+    has_weights = weights is not None
+    kernel(
+        (n_clusters, parts),
+        (min(SORTED_SUMS_THREADS, 32 * ((d + 31) // 32)),),
+        (
+            cupy.ascontiguousarray(X),
+            order.astype(cupy.int64, copy=False),
+            offsets,
+            cupy.ascontiguousarray(weights) if has_weights else X,  # (unread)
+            cupy.int32(has_weights),
+            cupy.int32(n_clusters),
+            cupy.int32(d),
+            partial_sums,
+            partial_weights,
+        ),
+    )
+    sums, weight_sums = partial_sums.sum(axis=0), partial_weights.sum(axis=0)
+    return sums.astype(X.dtype), weight_sums.astype(X.dtype)

@@ -18,7 +18,7 @@ class CupyBackend(Backend):
         import array_api_compat.cupy as xp
         import cupy
 
-        from ._cuda import kernel_mode
+        from ._cuda import kernel_mode, sorted_sums_enabled
 
         super().__init__(xp, "cupy")
         self._cupy = cupy
@@ -26,6 +26,9 @@ class CupyBackend(Backend):
         #: the custom CUDA kernels in use: "argmin" (default), "fused" or None (plain
         #: CuPy); see ``_cuda``
         self.custom_kernel = kernel_mode()
+        #: deterministic sums by the sorted-segments kernel rather than the one-hot
+        #: product (``KMEANS_GPU_SORTED_SUMS``; off until run on a GPU)
+        self.sorted_sums = sorted_sums_enabled()
 
     def owns(self, x: object) -> bool:
         return isinstance(x, self._cupy.ndarray)
@@ -149,8 +152,12 @@ class CupyBackend(Backend):
         n_clusters: int,
         deterministic: bool = False,
     ) -> tuple[Array, Array]:
-        if deterministic:  # float atomics add in a varying order: use the one-hot product
-            with self._compute_type(X.dtype, "exact"):
+        if deterministic:  # float atomics add in a varying order: sums in a fixed order
+            if self.sorted_sums and self.custom_kernel is not None:
+                from ._cuda import sorted_sums
+
+                return sorted_sums(X, labels, weights, n_clusters)
+            with self._compute_type(X.dtype, "exact"):  # the one-hot product
                 return super().cluster_sums(X, labels, weights, n_clusters)
         # One float atomic per element: on an H200 this beat sorting the rows by label
         # and adding runs of equal labels (G1: 2.36 against 2.56 ms; BENCHMARKS.md).
