@@ -5,12 +5,25 @@ CuPy (marked ``gpu``; skipped without a CUDA device)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
+
+
+def _choose_triton_interpreter() -> None:
+    """Without a CUDA device, the Triton kernel's tests run in Triton's interpreter,
+    which must be chosen before anything imports triton (tests/test_triton.py)."""
+    from kmeans_gpu.backends import _cupy_has_device
+
+    if "TRITON_INTERPRET" not in os.environ and not _cupy_has_device():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+_choose_triton_interpreter()
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,18 @@ CUDA events, median of ``--repeats`` after a warm-up:
   product of the split inputs of ``precision="tf32x3"`` (TFLOP/s), with the split;
 * each step of one iteration, over all rows (timed on one or two chunks, scaled):
   centring the rows (what ``Problem.rows`` does per chunk), the assignment for each
-  kernel choice and precision, the share of rows the tf32 and tf32x3 paths re-check, the
-  per-cluster sums (float atomics; deterministic: the sorted-segments kernel and the
-  one-hot product), and, from fits of 1 and ``1 + iterations`` iterations, the cost of
+  kernel choice and precision (the Triton kernel's too, where triton is installed),
+  the share of rows the tf32 and tf32x3 paths re-check, the per-cluster sums (float
+  atomics; deterministic: the sorted-segments kernel and the one-hot product), and,
+  from fits of 1 and ``1 + iterations`` iterations, the cost of
   one Lloyd iteration inside ``kmeans`` and the fixed cost of a fit, for each kernel
   choice and precision and for workspaces of 256 MiB, 1 GiB (the default's cap) and
   4 GiB;
-* the fixed cost's parts (set-up, final assignment, final inertia, relocating empty
-  clusters) and the device memory a fit holds beyond X (a CuPy memory hook).
+* the fixed cost's parts (set-up, with its validation and column mean; final
+  assignment, final inertia, relocating empty clusters) and the device memory a fit
+  holds beyond X (a CuPy memory hook);
+* last, where triton is installed, the Triton kernel's launch shapes for TF32 and
+  split TF32 (the default and :data:`TRITON_SHAPES`).
 
 It prints one table per workload and, with ``--json``, writes every number. A script to
 learn from, not a test: it asserts nothing, and reports which share of the labels each
@@ -39,7 +43,16 @@ from kmeans_gpu import kmeans
 from kmeans_gpu._api import prepare
 from kmeans_gpu._lloyd import assign, inertia
 from kmeans_gpu._precision import CENTER_PIECES, ROW_PIECES, near_ties
+from kmeans_gpu._validation import check_array
+from kmeans_gpu.backends import _triton
 from kmeans_gpu.benchmark import WORKLOADS, device_peak_bytes, make_data
+
+#: launch shapes of the Triton kernel timed besides the default (tests/test_triton.py
+#: compiled them for sm_90: all fit its shared memory)
+TRITON_SHAPES = {
+    "tf32": (_triton.Config(64, 64, 4, 2, True), _triton.Config(64, 64, 4, 3, False)),
+    "tf32x3": (_triton.Config(128, 64, 8, 2, True), _triton.Config(64, 64, 4, 3, False)),
+}
 
 
 def say(line: str) -> None:
@@ -137,7 +150,13 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         / chunk,
     )
     reference = None
-    kernels = {None: "plain CuPy", "argmin": "argmin kernel", "fused": "fused kernel"}
+    kernels = {
+        None: "plain CuPy",
+        "argmin": "argmin kernel",
+        "fused": "fused kernel",
+        "triton": "Triton kernel",
+    }
+    with_triton = (("triton", "tf32"), ("triton", "tf32x3")) if _triton.available() else ()
     for mode, precision in (
         (None, "exact"),
         ("argmin", "exact"),
@@ -145,6 +164,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         (None, "tf32"),
         ("argmin", "tf32"),
         ("argmin", "tf32x3"),
+        *with_triton,
     ):
         backend.custom_kernel = mode
         labels = backend.assign(Xc, centers, csq, precision)
@@ -204,6 +224,10 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     # the fixed cost of a fit, part by part
     ms = gpu_ms(cp, lambda: prepare(X, None, "cupy", centers=init), max(1, repeats // 2))
     add("fit set-up: validation, centring, scale, variance", ms)
+    ms = gpu_ms(cp, lambda: check_array(X, backend="cupy"), repeats)
+    add("  of which validation (check_array: finite, dtype, layout)", ms)
+    ms = gpu_ms(cp, lambda: backend.column_mean(X), repeats)
+    add("  of which the column mean (CuPy reduction over axis 0)", ms, "set-up takes it twice")
     final = cp.empty(n, dtype=cp.int32)
     ms = gpu_ms(cp, lambda: assign(problem, centers, final, statistics=False), repeats)
     add("final assignment (all rows, no sums)", ms)
@@ -228,6 +252,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         ("fused", "exact"),
         ("argmin", "tf32"),
         ("argmin", "tf32x3"),
+        *with_triton,
     ):
         backend.custom_kernel = mode
         per_iteration, fixed = iteration_cost(precision=precision)
@@ -268,6 +293,26 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         f"X: {X.nbytes / 2**20:.0f} MiB",
         unit="MiB",
     )
+    if _triton.available():  # last: each launch shape is a compilation of a few seconds
+        scaled = -2.0 * centers
+        hopper = int(cp.cuda.Device().compute_capability) >= 90
+        for precision, shapes in TRITON_SHAPES.items():
+            default = _triton.config_for(precision, d, hopper)
+            for config in (default, *(c for c in shapes if c != default)):
+                ms = gpu_ms(
+                    cp,
+                    lambda p=precision, c=config: _triton.nearest_two(Xc, scaled, csq, p, c),
+                    repeats,
+                )
+                shape = (  # rows x centres a block / warps / stages / rows kept or sliced
+                    f"{config.block_m}x{config.block_n}/{config.num_warps}w/"
+                    f"{config.num_stages}s/{'kept' if config.resident else 'sliced'}"
+                )
+                add(
+                    f"Triton nearest two, {precision}, {shape} (all rows)",
+                    ms * n / chunk,
+                    "the default" if config == default else "",
+                )
     return results
 
 

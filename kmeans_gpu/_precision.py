@@ -122,14 +122,13 @@ def near_ties(
     return second <= best + margin, margin
 
 
-def assign_reduced(
-    backend: Backend, X: Array, centers: Array, centers_sq: Array, precision: str
-) -> Array:
-    """Nearest centre of each row of ``X`` from a ``precision`` product, the rows with
-    a near tie assigned again exactly (same result as ``backend.assign``)."""
-    xp = backend.xp
-    scaled = -2.0 * centers
-    if precision == "tf32x3":  # one TF32 product of the split inputs, inner size 3d
+def reduced_nearest_two(
+    backend: Backend, X: Array, scaled: Array, centers_sq: Array, precision: str
+) -> tuple[Array, Array, Array]:
+    """``backend.nearest_two`` of the ``precision`` product ``X·scaledᵀ``: for split TF32
+    one TF32 product of the split inputs (inner size 3d), else the backend's reduced
+    product."""
+    if precision == "tf32x3":
         product = backend.reduced_product(
             backend.split_columns(X, ROW_PIECES),
             backend.split_columns(scaled, CENTER_PIECES),
@@ -137,8 +136,16 @@ def assign_reduced(
         )
     else:
         product = backend.reduced_product(X, scaled, precision)
-    labels, best, second = backend.nearest_two(product, centers_sq)
-    del product
+    return backend.nearest_two(product, centers_sq)
+
+
+def assign_reduced(
+    backend: Backend, X: Array, centers: Array, centers_sq: Array, precision: str
+) -> Array:
+    """Nearest centre of each row of ``X`` from a ``precision`` product, the rows with
+    a near tie assigned again exactly (same result as ``backend.assign``)."""
+    xp = backend.xp
+    labels, best, second = backend.reduced_nearest_two(X, -2.0 * centers, centers_sq, precision)
     near, _ = near_ties(xp, X, centers_sq, best, second, precision)
     # the rows to redo, gathered, assigned exactly, and put back without a scatter:
     # row i's exact label sits at position (number of near rows before it)

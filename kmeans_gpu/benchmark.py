@@ -178,6 +178,28 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
         "KMEANS_GPU_CUDA_KERNELS=fused: product and argmin in one kernel (FP32 FMA)",
         (),
     ),
+    "tf32 triton": (
+        "precision='tf32', KMEANS_GPU_CUDA_KERNELS=triton: a Triton kernel finds the two "
+        "nearest centres on tensor cores without writing the product",
+        ("G1", "G2"),
+    ),
+    "tf32x3 triton": (
+        "precision='tf32x3', KMEANS_GPU_CUDA_KERNELS=triton: the same with Triton's split TF32",
+        ("G1", "G2"),
+    ),
+}
+#: the precision and the CUDA kernels of the variants that change them
+_VARIANT_PRECISION = {
+    "tf32": "tf32",
+    "tf32x3": "tf32x3",
+    "tf32 triton": "tf32",
+    "tf32x3 triton": "tf32x3",
+}
+_VARIANT_KERNELS = {
+    "plain CuPy": None,
+    "CUDA fused": "fused",
+    "tf32 triton": "triton",
+    "tf32x3 triton": "triton",
 }
 
 
@@ -185,7 +207,7 @@ def _ours(backend: str, variant: str | None = None) -> Contender:
     """kmeans-gpu on ``backend`` as a user gets it, or one of its :data:`VARIANTS`."""
     from . import kmeans
 
-    precision = variant if variant in ("tf32", "tf32x3") else "exact"
+    precision = _VARIANT_PRECISION.get(variant or "", "exact")
 
     def run(X: Any, init: Any, iterations: int) -> Measurement:
         sync, peak = _cupy_sync_and_peak(X) if backend == "cupy" else (lambda: None, None)
@@ -226,12 +248,12 @@ def _variant(backend: str, variant: str | None) -> Iterator[None]:
                 del os.environ["KMEANS_GPU_NUMBA"]
             else:
                 os.environ["KMEANS_GPU_NUMBA"] = old
-    elif variant in ("plain CuPy", "CUDA fused"):  # read when the backend is made
+    elif variant in _VARIANT_KERNELS:  # read when the backend is made
         from .backends import get_backend
 
         solver = get_backend(backend)
         old_mode = getattr(solver, "custom_kernel", None)
-        solver.custom_kernel = "fused" if variant == "CUDA fused" else None  # type: ignore[attr-defined]
+        solver.custom_kernel = _VARIANT_KERNELS[variant]  # type: ignore[attr-defined]
         try:
             yield
         finally:
@@ -458,7 +480,13 @@ def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
         if backend == "numpy" and _numpy_is_compiled():
             chosen.append(_ours("numpy", "without numba"))
         if backend == "cupy":
-            variants = ("tf32", "tf32x3", "plain CuPy", "CUDA fused")
+            from .backends import _triton
+
+            variants = ["tf32", "tf32x3", "plain CuPy", "CUDA fused"]
+            if _triton.available():
+                variants += ["tf32 triton", "tf32x3 triton"]
+            else:
+                skipped.append("kmeans-gpu[cupy] triton variants: triton or torch not installed")
             chosen += [_ours("cupy", variant) for variant in variants]
     chosen += [_sklearn("lloyd"), _sklearn("elkan")]
     for module, factory in (("faiss", _faiss),):

@@ -236,7 +236,7 @@ class _Namespace(types.ModuleType):
 def install(monkeypatch: Any) -> dict[str, Any]:
     """Put the stand-in in ``sys.modules`` as ``cupy`` and ``cupyx`` (and
     ``array_api_compat.cupy`` as the NumPy namespace); returns the record of calls."""
-    record: dict[str, Any] = {"compute_types": [], "atomic_sums": 0, "pinned": 0}
+    record: dict[str, Any] = {"compute_types": [], "atomic_sums": 0, "pinned": 0, "triton": 0}
     compute = {"float32": COMPUTE_TYPE_DEFAULT, "float64": COMPUTE_TYPE_DEFAULT}
 
     def asarray(x: Any, dtype: Any = None) -> ndarray:
@@ -307,6 +307,23 @@ def install(monkeypatch: Any) -> dict[str, Any]:
     cupy._core = core
     cupyx = types.ModuleType("cupyx")
     cupyx.empty_pinned = empty_pinned
+    from kmeans_gpu.backends import _triton
+
+    def triton_nearest_two(
+        X: Any, scaled: Any, centers_sq: Any, precision: str, config: Any = None
+    ) -> Any:
+        """What ``_triton.nearest_two`` is specified to return (the kernel itself runs
+        in Triton's interpreter in tests/test_triton.py)."""
+        record["triton"] += 1
+        assert precision in _triton.INPUT_PRECISION and X.dtype == np.float32
+        scores = np.asarray(X) @ np.asarray(scaled).T + np.asarray(centers_sq)[None, :]
+        labels = np.argmin(scores, axis=1).astype(np.int32)
+        two = np.sort(scores, axis=1)[:, :2]
+        second = two[:, 1] if scores.shape[1] > 1 else np.full(len(scores), np.inf, np.float32)
+        return _as_cupy((labels, two[:, 0].astype(np.float32), second.astype(np.float32)))
+
+    monkeypatch.setattr(_triton, "nearest_two", triton_nearest_two)
+    monkeypatch.setattr(_triton, "available", lambda: True)
     for name, module in (
         ("cupy", cupy),
         ("cupy._core", core),

@@ -111,6 +111,17 @@ class Backend:
 
         return PRODUCT.get(precision) in self.reduced_products
 
+    def reduced_nearest_two(
+        self, X: Array, scaled: Array, centers_sq: Array, precision: str
+    ) -> tuple[Array, Array, Array]:
+        """:meth:`nearest_two` of the ``precision`` product of ``X`` ``(m, d)`` and
+        ``scaled = −2·centres`` ``(k, d)``: labels, best and second-best scores, for the
+        near-tie re-check. Here from :meth:`reduced_product`; a backend may find them
+        without writing the product."""
+        from .._precision import reduced_nearest_two
+
+        return reduced_nearest_two(self, X, scaled, centers_sq, precision)
+
     def split_columns(self, x: Array, pieces: tuple[bool, bool, bool]) -> Array:
         """``x`` (float32, ``(m, d)``) split into TF32 parts, as ``(m, 3d)`` column
         blocks: the high part, or the low part where ``pieces`` is true (see

@@ -6,7 +6,9 @@ scores for the reduced-precision re-check with ``NEAREST_TWO``, and splits float
 inputs into TF32 parts for ``precision="tf32x3"`` with ``SPLIT``;
 ``KMEANS_GPU_CUDA_KERNELS=plain`` turns them off (plain CuPy operations), ``=fused``
 uses the fused product-and-argmin kernel for exact assignment (slower than cuBLAS +
-argmin on an H200: BENCHMARKS.md). ``KMEANS_GPU_SORTED_SUMS=1`` makes the
+argmin on an H200: BENCHMARKS.md), ``=triton`` a Triton kernel for the TF32 and
+split-TF32 assignment (``_triton``; off by default until timed on a GPU).
+``KMEANS_GPU_SORTED_SUMS=1`` makes the
 ``deterministic=True`` sums use ``SORTED_SUMS`` instead of a one-hot product (off until
 a GPU run has checked it). The sources are compiled with ``nvcc -ptx`` in the
 test suite, so a syntax or type error cannot land unnoticed, and a ``gpu`` test
@@ -380,17 +382,18 @@ def kernel_mode() -> str | None:
     """Which custom kernels the CuPy backend uses, from ``KMEANS_GPU_CUDA_KERNELS``:
     ``"argmin"`` (the default; also ``1``/``on``/``argmin``) for the argmin and
     nearest-two kernels over cuBLAS's product; ``"fused"`` for the same with the fused
-    product-and-argmin kernel for exact assignment; None (``0``/``off``/``plain``) for
-    plain CuPy operations only."""
+    product-and-argmin kernel for exact assignment; ``"triton"`` for the argmin kernels
+    and the Triton kernel for TF32 and split-TF32 assignments (``_triton``); None
+    (``0``/``off``/``plain``) for plain CuPy operations only."""
     value = os.environ.get(ENV_FLAG, "").strip().lower()
     if value in ("", "1", "true", "yes", "on", "argmin"):
         return "argmin"
     if value in ("0", "false", "no", "off", "none", "plain"):
         return None
-    if value == "fused":
-        return "fused"
+    if value in ("fused", "triton"):
+        return value
     raise ValueError(
-        f"{ENV_FLAG}={value!r} is not one of 'argmin' (the default), 'fused' or 'plain'"
+        f"{ENV_FLAG}={value!r} is not one of 'argmin' (the default), 'fused', 'triton' or 'plain'"
     )
 
 

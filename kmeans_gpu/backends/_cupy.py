@@ -23,9 +23,16 @@ class CupyBackend(Backend):
         super().__init__(xp, "cupy")
         self._cupy = cupy
         self._copy_stream: Any = None
-        #: the custom CUDA kernels in use: "argmin" (default), "fused" or None (plain
-        #: CuPy); see ``_cuda``
+        #: the custom CUDA kernels in use: "argmin" (default), "fused", "triton" or None
+        #: (plain CuPy); see ``_cuda``
         self.custom_kernel = kernel_mode()
+        if self.custom_kernel == "triton":
+            from . import _triton
+
+            if not _triton.available():
+                raise ValueError(
+                    "KMEANS_GPU_CUDA_KERNELS=triton needs the triton and torch packages"
+                )
         #: deterministic sums by the sorted-segments kernel rather than the one-hot
         #: product (``KMEANS_GPU_SORTED_SUMS``; off until run on a GPU)
         self.sorted_sums = sorted_sums_enabled()
@@ -90,12 +97,21 @@ class CupyBackend(Backend):
             # (-2c)·x is exactly -2(c·x): the generic scores with one pass over the
             # (rows × k) block fewer; the sum with ‖c‖² in place, one more fewer
             product = X @ (-2.0 * centers).T
-            if self.custom_kernel == "argmin":
+            if self.custom_kernel is not None:  # "argmin" or "triton"
                 from ._cuda import argmin_scores
 
                 return argmin_scores(product, centers_sq)  # reads the product once
             product += centers_sq
             return self._cupy.argmin(product, axis=1).astype(self._cupy.int32)
+
+    def reduced_nearest_two(
+        self, X: Array, scaled: Array, centers_sq: Array, precision: str
+    ) -> tuple[Array, Array, Array]:
+        from . import _triton
+
+        if self.custom_kernel == "triton" and precision in _triton.INPUT_PRECISION:
+            return _triton.nearest_two(X, scaled, centers_sq, precision)  # no product
+        return super().reduced_nearest_two(X, scaled, centers_sq, precision)
 
     def split_columns(self, x: Array, pieces: tuple[bool, bool, bool]) -> Array:
         if self.custom_kernel is None:

@@ -1,0 +1,193 @@
+"""A Triton kernel for the CuPy backend's reduced-precision assignment (optional).
+
+``KMEANS_GPU_CUDA_KERNELS=triton`` (with ``triton`` and ``torch`` installed: Triton's
+CUDA driver asks torch for the device and stream) makes ``precision="tf32"`` and
+``"tf32x3"`` find each row's two nearest centres in one kernel that never writes the
+scores: a block of rows is multiplied with one tile of centres after another on tensor
+cores (``tl.dot`` with TF32 inputs, or Triton's own split TF32; float32 sums) and each
+tile's scores ``x·(−2c) + ‖c‖²`` are folded at once into the rows' running best score,
+its index (the first on ties) and the second-best score.
+The near-tie re-check of ``kmeans_gpu/_precision.py`` then runs on those, as it does
+after cuBLAS's product: the labels are the exact ones.
+
+Up to 128 features a block may keep its rows for all centre tiles; beyond, it reads
+them again per tile in slices of 32 features (:data:`CONFIGS`). The kernel is tested in CI with
+Triton's interpreter (on torch CPU tensors) against the plain path, and by a ``gpu``
+test on CuPy; it is off by default until a GPU run has timed it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Config:
+    """A launch shape: rows per block, centres per tile, warps, pipeline stages, and
+    whether the block keeps its rows for every centre tile (else it reads them again per
+    tile, :data:`FEATURE_SLICE` features at a time)."""
+
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+    resident: bool
+
+
+#: the widest rows (padded to a power of two) a block keeps for every centre tile
+RESIDENT_FEATURES = 128
+FEATURE_SLICE = 32
+#: ``tl.dot``'s input precision for each of ours that the kernel serves (bfloat16 goes
+#: through cuBLAS: Triton's interpreter cannot check a bfloat16 product)
+INPUT_PRECISION = {"tf32": "tf32", "tf32x3": "tf32x3"}
+#: The launch shapes by (precision, compute capability 9.0 or later) for rows of up to
+#: RESIDENT_FEATURES, from Triton 3.6's compilation for sm_80 and sm_90 (on sm_90
+#: ``tl.dot`` is a wgmma; tests/test_triton.py checks that each fits its device's shared
+#: memory). Which shape is fastest is what the phase profile measures.
+CONFIGS = {
+    ("tf32", True): Config(128, 64, 8, 2, True),  # 128 KiB shared, 80 registers
+    ("tf32", False): Config(64, 64, 4, 2, True),  # 65 KiB, 128 registers
+    ("tf32x3", True): Config(64, 64, 4, 3, True),  # 192 KiB, 213 registers
+    ("tf32x3", False): Config(64, 64, 4, 3, False),  # 32 KiB (kept rows spill on sm_80)
+}
+#: rows wider than RESIDENT_FEATURES, any precision and device
+WIDE = Config(64, 64, 4, 3, False)
+
+
+def config_for(precision: str, n_features: int, hopper: bool) -> Config:
+    """The launch shape for ``precision`` and rows of ``n_features``, on a device of
+    compute capability 9.0 or later (``hopper``) or not."""
+    if _padded(n_features) > RESIDENT_FEATURES:
+        return WIDE
+    return CONFIGS[precision, hopper]
+
+
+def _padded(n_features: int) -> int:
+    return max(16, 1 << (n_features - 1).bit_length())
+
+
+def available() -> bool:
+    """Whether Triton (and the torch it needs for CUDA) can be imported."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("triton", "torch"))
+
+
+@functools.cache
+def _kernel() -> Any:
+    """The jitted kernel (imported on first use: it imports Triton). Whether it runs on
+    the GPU or in Triton's interpreter is ``TRITON_INTERPRET`` as it was when triton was
+    first imported."""
+    from ._triton_kernel import kmeans_gpu_triton_nearest_two
+
+    return kmeans_gpu_triton_nearest_two
+
+
+def launch(
+    X: Any,
+    scaled: Any,
+    centers_sq: Any,
+    labels: Any,
+    best: Any,
+    second: Any,
+    n: int,
+    k: int,
+    d: int,
+    precision: str,
+    config: Config,
+) -> None:
+    """Run the kernel on arrays Triton takes as pointers (torch tensors, or
+    :class:`_Pointer`), all C-contiguous: X ``(n, d)`` and ``scaled = −2·centres``
+    ``(k, d)`` float32, ``centers_sq`` ``(k,)``; it writes ``labels`` (int32), ``best``
+    and ``second`` ``(n,)``, launched as ``config`` says."""
+    padded = _padded(d)
+    if config.resident and padded > RESIDENT_FEATURES:
+        raise ValueError(f"rows of {d} features are too wide to keep: {config}")
+    _kernel()[((n + config.block_m - 1) // config.block_m,)](
+        X,
+        scaled,
+        centers_sq,
+        labels,
+        best,
+        second,
+        n,
+        k,
+        d,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        D_PAD=padded,
+        RESIDENT=config.resident,
+        BLOCK_K=FEATURE_SLICE,
+        PRECISION=INPUT_PRECISION[precision],
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+
+
+class _Pointer:
+    """A CuPy array as Triton takes its arguments: ``data_ptr()`` and ``dtype``."""
+
+    __slots__ = ("dtype", "ptr")
+
+    def __init__(self, array: Any) -> None:
+        self.ptr = int(array.data.ptr)
+        self.dtype = array.dtype
+
+    def data_ptr(self) -> int:
+        return self.ptr
+
+
+def nearest_two(
+    X: Any, scaled: Any, centers_sq: Any, precision: str, config: Config | None = None
+) -> tuple[Any, Any, Any]:
+    """For CuPy float32 ``X`` ``(n, d)`` and ``scaled = −2·centres`` ``(k, d)``: each
+    row's nearest centre (int32, first on ties), its score and the second-best score
+    (``x·s + ‖c‖²`` from a ``precision`` product), as ``Backend.nearest_two`` of that
+    product gives them, without writing the product. ``config``: the launch shape
+    (default: :func:`config_for` this device)."""
+    import cupy
+
+    n, d = (int(v) for v in X.shape)
+    if config is None:
+        hopper = int(cupy.cuda.Device().compute_capability) >= 90
+        config = config_for(precision, d, hopper)
+    k = int(scaled.shape[0])
+    squares = centers_sq.astype(cupy.float32, copy=False)
+    arrays = [cupy.ascontiguousarray(a) for a in (X, scaled, squares)]
+    labels = cupy.empty(n, dtype=cupy.int32)
+    best = cupy.empty(n, dtype=cupy.float32)
+    second = cupy.empty(n, dtype=cupy.float32)
+    x, s, squares_at = (_Pointer(a) for a in arrays)
+    with _on_cupy_stream():
+        launch(
+            x,
+            s,
+            squares_at,
+            _Pointer(labels),
+            _Pointer(best),
+            _Pointer(second),
+            n,
+            k,
+            d,
+            precision,
+            config,
+        )
+    return labels, best, second
+
+
+@contextlib.contextmanager
+def _on_cupy_stream() -> Iterator[None]:
+    """Triton launches on torch's current stream: make it CuPy's for the block."""
+    import cupy
+    import torch
+
+    ptr = cupy.cuda.get_current_stream().ptr
+    if ptr == torch.cuda.current_stream().cuda_stream:
+        yield
+        return
+    with torch.cuda.stream(torch.cuda.ExternalStream(ptr)):
+        yield
