@@ -176,3 +176,15 @@ def test_split_kernel_matches_the_array_api_split(rng):
         got = _cuda.split_tf32_columns(x, pieces)
         cp.testing.assert_array_equal(got, split_columns(backend.xp, x, pieces))
         assert got.shape == (3001, 3 * 37) and got.dtype == cp.float32
+
+
+@pytest.mark.gpu
+def test_column_mean_matches_cupy_mean(rng):
+    from kmeans_gpu.backends import Backend
+
+    cp, backend = _cupy_backend()
+    for dtype in (np.float32, np.float64):
+        X = cp.asarray((rng.normal(size=(300_001, 37)) + 100.0).astype(dtype))
+        want = Backend.column_mean(backend, X)  # cupy.mean down the columns
+        cp.testing.assert_allclose(backend.column_mean(X), want, rtol=1e-5)
+        cp.testing.assert_allclose(backend.column_mean(X[:, ::3]), want[::3], rtol=1e-5)

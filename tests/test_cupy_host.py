@@ -87,6 +87,21 @@ def test_split_tf32_on_cupy_gives_the_exact_fit(cupy, monkeypatch, kernels):
     np.testing.assert_array_equal(np.asarray(split[0]), np.asarray(exact[0]))
 
 
+def test_column_mean_is_a_product_pinned_to_exact_float32(cupy):
+    cp, record = cupy
+    from kmeans_gpu.backends import Backend, get_backend
+
+    backend = get_backend("cupy")
+    X = cp.asarray(_data())
+    record["compute_types"].clear()
+    got = backend.column_mean(X)
+    assert record["compute_types"][0] == fake_cupy.COMPUTE_TYPE_DEFAULT
+    np.testing.assert_allclose(got, Backend.column_mean(backend, X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        backend.column_mean(X[:, ::2]), _data()[:, ::2].mean(axis=0), rtol=1e-5, atol=1e-6
+    )
+
+
 def test_deterministic_sums_use_no_atomics(cupy):
     cp, record = cupy
     X = cp.asarray(_data())
