@@ -160,7 +160,7 @@ class CupyBackend(Backend):
     def column_mean(self, X: Array) -> Array:
         """A cuBLAS vector-matrix product: CuPy's own reduction down the columns of a
         tall array runs on ``d / 32`` thread blocks (4 for 128 features), so it reads X
-        on a few SMs; the product reads it at full bandwidth. Exact float32."""
+        on a few SMs; the product reads it at full bandwidth. No TF32."""
         ones = self._cupy.ones(X.shape[0], dtype=X.dtype)
         with self._compute_type(X.dtype, "exact"):
             return (ones @ X) / X.shape[0]

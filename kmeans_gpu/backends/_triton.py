@@ -162,7 +162,7 @@ def nearest_two(
     best = cupy.empty(n, dtype=cupy.float32)
     second = cupy.empty(n, dtype=cupy.float32)
     x, s, squares_at = (_Pointer(a) for a in arrays)
-    with _on_cupy_stream():
+    with _on_cupy_device_and_stream():
         launch(
             x,
             s,
@@ -180,14 +180,17 @@ def nearest_two(
 
 
 @contextlib.contextmanager
-def _on_cupy_stream() -> Iterator[None]:
-    """Triton launches on torch's current stream: make it CuPy's for the block."""
+def _on_cupy_device_and_stream() -> Iterator[None]:
+    """Triton launches on torch's current device and stream: make them CuPy's for the
+    block (the same device and stream, so that CuPy's stream-ordered memory pool cannot
+    hand the kernel's inputs out before it has read them)."""
     import cupy
     import torch
 
     ptr = cupy.cuda.get_current_stream().ptr
-    if ptr == torch.cuda.current_stream().cuda_stream:
-        yield
-        return
-    with torch.cuda.stream(torch.cuda.ExternalStream(ptr)):
-        yield
+    with torch.cuda.device(cupy.cuda.Device().id):
+        if ptr == torch.cuda.current_stream().cuda_stream:
+            yield
+            return
+        with torch.cuda.stream(torch.cuda.ExternalStream(ptr)):
+            yield

@@ -1,7 +1,6 @@
-"""The Triton kernel of ``_triton`` (imported only when it is used: it imports Triton).
-
-Triton's interpreter patches the ``triton.language`` it finds among a kernel's module
-globals, so the kernel lives at module level here.
+"""The Triton kernel of ``_triton``, in a module of its own: importing it imports Triton,
+which happens only when the kernel is used. Triton decides at import whether the kernel
+runs on the GPU or in its interpreter (``TRITON_INTERPRET=1``, which tests set first).
 """
 
 import triton
