@@ -6,13 +6,12 @@ scores for the reduced-precision re-check with ``NEAREST_TWO``, and splits float
 inputs into TF32 parts for ``precision="tf32x3"`` with ``SPLIT``;
 ``KMEANS_GPU_CUDA_KERNELS=plain`` turns them off (plain CuPy operations), ``=fused``
 uses the fused product-and-argmin kernel for exact assignment (slower than cuBLAS +
-argmin on an H200: BENCHMARKS.md), ``=triton`` a Triton kernel for the TF32 and
+argmin on an H200: BENCHMARKS.md), ``=triton`` adds a Triton kernel for the TF32 and
 split-TF32 assignment (``_triton``; off by default until timed on a GPU).
-``KMEANS_GPU_SORTED_SUMS=1`` makes the
-``deterministic=True`` sums use ``SORTED_SUMS`` instead of a one-hot product (off until
-a GPU run has checked it). The sources are compiled with ``nvcc -ptx`` in the
-test suite, so a syntax or type error cannot land unnoticed, and a ``gpu`` test
-compares each kernel with the plain path.
+``KMEANS_GPU_SORTED_SUMS=1`` makes the ``deterministic=True`` sums use ``SORTED_SUMS``
+instead of a one-hot product (off until a GPU run has checked it). The sources are
+compiled with ``nvcc -ptx`` in the test suite, so a syntax or type error cannot land
+unnoticed, and a ``gpu`` test compares each kernel with the plain path.
 """
 
 from __future__ import annotations
