@@ -123,7 +123,7 @@ def assign(
         inertia = _chunk_inertia(problem, centers, labels, start, stop, rows)
         return Statistics(sums, weights, changed, inertia)
 
-    parts = backend.map_chunks(chunk, problem.chunks(k))
+    parts = backend.map_chunks(chunk, problem.assignment_chunks(k))
     return functools.reduce(operator.add, parts) if statistics else None
 
 

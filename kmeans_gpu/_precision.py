@@ -150,9 +150,24 @@ def assign_reduced(
     # the rows to redo, gathered, assigned exactly, and put back without a scatter:
     # row i's exact label sits at position (number of near rows before it)
     redo = xp.nonzero(near)[0]
-    if int(redo.shape[0]) == 0:
+    count = int(redo.shape[0])
+    if count == 0:
         return labels
-    exact = backend.assign(xp.take(X, redo, axis=0), centers, centers_sq)
+    # in pieces whose scores take no more memory than the rows of X (a backend that
+    # writes no scores for the reduced product may have been given many rows)
+    piece = max(1, int(X.shape[0]) * int(X.shape[1]) // int(centers.shape[0]))
+    if count <= piece:
+        exact = backend.assign(xp.take(X, redo, axis=0), centers, centers_sq)
+    else:  # each piece's labels copied: backend.assign may reuse its buffer
+        exact = xp.concat(
+            [
+                xp.asarray(
+                    backend.assign(xp.take(X, redo[a : a + piece], axis=0), centers, centers_sq),
+                    copy=True,
+                )
+                for a in range(0, count, piece)
+            ]
+        )
     position = xp.cumulative_sum(xp.astype(near, xp.int64)) - 1
     position = xp.clip(position, min=0)
     return xp.where(near, xp.take(exact, position), labels)

@@ -95,11 +95,18 @@ class Problem:
     def chunks(self, n_clusters: int) -> list[tuple[int, int]]:
         """Row ranges whose ``rows × n_clusters`` blocks fit the working memory (and
         that the backend can share among its threads)."""
+        return self._chunks(n_clusters + self.n_features)
+
+    def assignment_chunks(self, n_clusters: int) -> list[tuple[int, int]]:
+        """Row ranges for the Lloyd step's assignment: as many rows as the backend's
+        temporaries for it at this precision fit the working memory."""
+        columns = self.backend.assignment_columns(n_clusters, self.n_features, self.precision)
+        return self._chunks(columns)
+
+    def _chunks(self, columns: int) -> list[tuple[int, int]]:
+        """Row ranges whose ``rows × columns`` temporaries fit the working memory."""
         itemsize = 8 if self.dtype == self.backend.xp.float64 else 4
         budget = self.working_memory or self.backend.default_working_memory()
-        # a row's scores and working row, and its three split copies for tf32x3
-        split = 3 * self.n_features if self.precision == "tf32x3" else 0
-        columns = n_clusters + self.n_features + split
         rows = max(1, budget // (2 * itemsize * columns))
         rows = self.backend.chunk_rows(self.n_samples, rows)
         return [

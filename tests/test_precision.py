@@ -162,6 +162,27 @@ def test_near_ties_are_rechecked_so_labels_are_exact(precision):
     assert got.dtype == np.int32
 
 
+def test_the_recheck_runs_in_pieces_no_larger_than_the_rows():
+    """Many near ties, few features, many centres: the exact re-check's scores come in
+    pieces of at most rows × d values, and the labels are still the exact ones."""
+    rng = np.random.default_rng(6)
+    X = rng.uniform(size=(3000, 2)).astype(np.float32)
+    C = rng.uniform(size=(400, 2)).astype(np.float32)
+    centers_sq = (C * C).sum(axis=1)
+    calls = []
+
+    class Counting(EmulatedTensorCores):
+        def assign(self, X, centers, centers_sq, precision="exact"):
+            if precision == "exact":
+                calls.append(int(X.shape[0]))
+            return super().assign(X, centers, centers_sq, precision)
+
+    got = assign_reduced(Counting(), X, C, centers_sq, "bf16")
+    np.testing.assert_array_equal(got, np.argmin(exact_scores(X, C), axis=1))
+    piece = 3000 * 2 // 400
+    assert len(calls) > 1 and max(calls) <= piece
+
+
 def test_split_tf32_sends_far_fewer_rows_back_than_tf32():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(20_000, 128)).astype(np.float32)

@@ -10,6 +10,7 @@ kernel compiled by Triton for the device.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import array_api_compat.numpy as compat_np
@@ -226,6 +227,30 @@ def test_triton_mode_on_the_cupy_stand_in(monkeypatch, precision):
         assert record["triton"] > 0
         np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(exact[1]))
         np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(exact[0]))
+
+
+def test_triton_mode_takes_larger_chunks(monkeypatch):
+    """No scores are written, so a chunk holds as many rows as its rows' own
+    temporaries allow (G2's d and k, 64 MiB: 3 chunks where cuBLAS's path takes 52)."""
+    from kmeans_gpu._api import prepare
+
+    from . import fake_cupy
+
+    with fake_cupy.stand_in(monkeypatch):
+        import cupy
+
+        X = cupy.asarray(np.zeros((100_000, 64), dtype=np.float32))
+        counts = {}
+        for mode in ("argmin", "triton"):
+            monkeypatch.setenv("KMEANS_GPU_CUDA_KERNELS", mode)
+            fake_cupy.clear_backend_caches()
+            problem, _, _ = prepare(X, None, "cupy", working_memory=64 << 20)
+            for precision in ("exact", "tf32x3"):
+                tuned = dataclasses.replace(problem, precision=precision)
+                counts[mode, precision] = len(tuned.assignment_chunks(4096))
+        assert counts["argmin", "exact"] == counts["triton", "exact"] == 50
+        assert counts["argmin", "tf32x3"] == 52  # and the split rows' room
+        assert counts["triton", "tf32x3"] == 3
 
 
 def test_triton_mode_needs_triton_and_torch(monkeypatch):

@@ -87,6 +87,13 @@ class Backend:
         """Rows per chunk, given ``rows`` that fit the working memory."""
         return max(1, min(rows, n_samples))
 
+    def assignment_columns(self, n_clusters: int, n_features: int, precision: str) -> int:
+        """Temporaries per row of the Lloyd step's assignment, in elements: its
+        ``n_clusters`` scores and its working row, plus the row's three TF32 parts for
+        split TF32 (``precision="tf32x3"``) on a backend that computes it."""
+        split = 3 * n_features if precision == "tf32x3" and self.computes_reduced(precision) else 0
+        return n_clusters + n_features + split
+
     def map_chunks(
         self, work: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]
     ) -> list[T]:

@@ -104,12 +104,29 @@ class CupyBackend(Backend):
             product += centers_sq
             return self._cupy.argmin(product, axis=1).astype(self._cupy.int32)
 
+    def assignment_columns(self, n_clusters: int, n_features: int, precision: str) -> int:
+        if self.triton_assigns(precision):  # no scores written
+            from . import _triton
+
+            return _triton.assignment_columns(n_features)
+        return super().assignment_columns(n_clusters, n_features, precision)
+
+    def triton_assigns(self, precision: str) -> bool:
+        """Whether the Triton kernel finds the nearest centres at ``precision``."""
+        from . import _triton
+
+        return (
+            self.custom_kernel == "triton"
+            and precision in _triton.INPUT_PRECISION
+            and self.computes_reduced(precision)
+        )
+
     def reduced_nearest_two(
         self, X: Array, scaled: Array, centers_sq: Array, precision: str
     ) -> tuple[Array, Array, Array]:
-        from . import _triton
+        if self.triton_assigns(precision):
+            from . import _triton
 
-        if self.custom_kernel == "triton" and precision in _triton.INPUT_PRECISION:
             return _triton.nearest_two(X, scaled, centers_sq, precision)  # no product
         return super().reduced_nearest_two(X, scaled, centers_sq, precision)
 

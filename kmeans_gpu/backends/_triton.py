@@ -41,6 +41,7 @@ class Config:
 #: the widest rows (padded to a power of two) a block keeps for every centre tile
 RESIDENT_FEATURES = 128
 FEATURE_SLICE = 32
+
 #: ``tl.dot``'s input precision for each of ours that the kernel serves (bfloat16 goes
 #: through cuBLAS: Triton's interpreter cannot check a bfloat16 product)
 INPUT_PRECISION = {"tf32": "tf32", "tf32x3": "tf32x3"}
@@ -68,6 +69,14 @@ def config_for(precision: str, n_features: int, hopper: bool) -> Config:
 
 def _padded(n_features: int) -> int:
     return max(16, 1 << (n_features - 1).bit_length())
+
+
+def assignment_columns(n_features: int) -> int:
+    """Temporaries per row, in float32 elements, of a Lloyd step whose assignment is
+    this kernel's (for chunk sizes): no scores, but the working row, room for the
+    float64 differences of the inertia the frame stream takes per chunk, and a few
+    values (label, best and second score, near-tie flag and margin, bookkeeping)."""
+    return 3 * n_features + 8
 
 
 def available() -> bool:
