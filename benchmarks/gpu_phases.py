@@ -11,10 +11,9 @@ CUDA events, median of ``--repeats`` after a warm-up:
   kernel choice and precision (the Triton kernel's too, where triton is installed),
   the share of rows the tf32 and tf32x3 paths re-check, the per-cluster sums (float
   atomics; deterministic: the sorted-segments kernel and the one-hot product), and,
-  from fits of 1 and ``1 + iterations`` iterations, the cost of
-  one Lloyd iteration inside ``kmeans`` and the fixed cost of a fit, for each kernel
-  choice and precision and for workspaces of 256 MiB, 1 GiB (the default's cap) and
-  4 GiB;
+  from fits of 1 and ``1 + iterations`` iterations, the cost of one Lloyd iteration
+  inside ``kmeans`` and the fixed cost of a fit, for each kernel choice and precision
+  and for workspaces of 256 MiB, 1 GiB (the default's cap) and 4 GiB;
 * the fixed cost's parts (set-up, with its validation and column mean; final
   assignment, final inertia, relocating empty clusters) and the device memory a fit
   holds beyond X (a CuPy memory hook);
@@ -180,16 +179,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     # how many rows the tf32 and split-tf32 paths assign again exactly (their near ties)
     backend.custom_kernel = "argmin"
     for precision in ("tf32", "tf32x3"):
-        if precision == "tf32":
-            product = backend.reduced_product(Xc, -2.0 * centers, "tf32")
-        else:
-            product = backend.reduced_product(
-                backend.split_columns(Xc, ROW_PIECES),
-                backend.split_columns(-2.0 * centers, CENTER_PIECES),
-                "tf32",
-            )
-        _, best, second = backend.nearest_two(product, csq)
-        del product
+        _, best, second = backend.reduced_nearest_two(Xc, -2.0 * centers, csq, precision)
         near, margin = near_ties(backend.xp, Xc, csq, best, second, precision)
         share = float(cp.mean(near.astype(cp.float32)))
         gap = float(cp.median((second - best) / margin))
