@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from ._precision import PRECISIONS
+
 EXIT_USAGE = 2
 
 
@@ -249,6 +251,8 @@ def _fit(args: argparse.Namespace) -> int:
     from . import get_backend, kmeans
 
     points = load_points(args.data)
+    if args.dtype != "auto":
+        points = points.astype(args.dtype, copy=False)
     out = Path(args.out)
     if not out.is_dir():
         raise CommandError(f"output directory {os.fspath(out)} does not exist")
@@ -263,6 +267,8 @@ def _fit(args: argparse.Namespace) -> int:
         tol=args.tol,
         random_state=args.seed,
         backend=backend,
+        precision=args.precision,
+        deterministic=args.deterministic,
     )
     elapsed = time.perf_counter() - began
     np.save(out / "centroids.npy", np.asarray(centers))
@@ -322,6 +328,21 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--n-init", default="auto", help="runs from different starts (auto)")
     fit.add_argument("--max-iter", type=int, default=300)
     fit.add_argument("--tol", type=float, default=1e-4)
+    fit.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "float64"),
+        default="auto",
+        help="compute in this dtype (auto: the file's; .csv files read as float64)",
+    )
+    fit.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="exact",
+        help="distance products on tensor cores, near ties re-checked (float32 data)",
+    )
+    fit.add_argument(
+        "--deterministic", action="store_true", help="bitwise-repeatable sums on CuPy"
+    )
     fit.set_defaults(run=_fit)
 
     bench = commands.add_parser(
