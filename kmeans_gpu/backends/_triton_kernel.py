@@ -67,8 +67,10 @@ def kmeans_gpu_triton_nearest_two(
         # centres past k score +inf: never the best, never the second
         centers_sq = tl.load(CENTERS_SQ + cols, mask=col_ok, other=float("inf"))
         scores = acc + centers_sq[None, :]
-        tile_best = tl.min(scores, axis=1)
-        tile_index = tl.argmin(scores, axis=1, tie_break_left=True)
+        # the smallest score and its first index in one reduction, then the second
+        tile_best, tile_index = tl.min(
+            scores, axis=1, return_indices=True, return_indices_tie_break_left=True
+        )
         is_best = tl.arange(0, BLOCK_N)[None, :] == tile_index[:, None]
         tile_second = tl.min(tl.where(is_best, float("inf"), scores), axis=1)
         # tiles come in index order: a tie with an earlier tile keeps its index
