@@ -27,6 +27,8 @@ The terms left out add up to at most ``(3u² + 7u³)·Σ|xᵢcᵢ|``, and summin
 terms in float32 adds ``γ₃d·(1 + 5u)·Σ|xᵢcᵢ|``: a bound about 30 times tighter than
 TF32's for ``d = 128`` (comparable to the exact path's own rounding), so only rows
 that are nearly tied in float32 itself are re-checked, for three times TF32's work.
+Where a backend computes it, the rows TF32 or bfloat16 cannot settle are re-checked
+with split TF32 first, and only those it cannot settle either with the exact product.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from .backends import Array, Backend
 PRECISIONS = ("exact", "tf32", "tf32x3", "bf16")
 #: the tensor-core product each reduced precision is computed with
 PRODUCT = {"tf32": "tf32", "tf32x3": "tf32", "bf16": "bf16"}
+#: the cheaper re-check of a precision's near ties, before the exact one: split TF32's
+#: error is near float32's, so it sends on only the rows tied in float32 itself
+RECHECK = {"tf32": "tf32x3", "bf16": "tf32x3"}
 #: unit roundoff of each reduced input format (round to nearest)
 UNIT_ROUNDOFF = {"tf32": 2.0**-11, "bf16": 2.0**-8}
 _FLOAT32_ROUNDOFF = 2.0**-24
@@ -143,31 +148,45 @@ def assign_reduced(
     backend: Backend, X: Array, centers: Array, centers_sq: Array, precision: str
 ) -> Array:
     """Nearest centre of each row of ``X`` from a ``precision`` product, the rows with
-    a near tie assigned again exactly (same result as ``backend.assign``)."""
+    a near tie assigned again, at last exactly (same result as ``backend.assign``)."""
     xp = backend.xp
     labels, best, second = backend.reduced_nearest_two(X, -2.0 * centers, centers_sq, precision)
     near, _ = near_ties(xp, X, centers_sq, best, second, precision)
-    # the rows to redo, gathered, assigned exactly, and put back without a scatter:
-    # row i's exact label sits at position (number of near rows before it)
+    # the rows to redo, gathered, assigned again, and put back without a scatter: row
+    # i's new label sits at position (number of near rows before it)
     redo = xp.nonzero(near)[0]
     count = int(redo.shape[0])
     if count == 0:
         return labels
-    # in pieces whose scores take no more memory than the rows of X (a backend that
-    # writes no scores for the reduced product may have been given many rows)
-    piece = max(1, int(X.shape[0]) * int(X.shape[1]) // int(centers.shape[0]))
-    if count <= piece:
-        exact = backend.assign(xp.take(X, redo, axis=0), centers, centers_sq)
-    else:  # each piece's labels copied: backend.assign may reuse its buffer
-        exact = xp.concat(
-            [
-                xp.asarray(
-                    backend.assign(xp.take(X, redo[a : a + piece], axis=0), centers, centers_sq),
-                    copy=True,
-                )
-                for a in range(0, count, piece)
-            ]
-        )
+    follow = RECHECK.get(precision)
+    if follow is not None and backend.computes_reduced(follow):
+        # split TF32 first: it settles all but the rows tied in float32 itself
+        again = assign_reduced(backend, xp.take(X, redo, axis=0), centers, centers_sq, follow)
+    else:
+        again = _assign_exactly(backend, X, redo, centers, centers_sq)
     position = xp.cumulative_sum(xp.astype(near, xp.int64)) - 1
     position = xp.clip(position, min=0)
-    return xp.where(near, xp.take(exact, position), labels)
+    return xp.where(near, xp.take(again, position), labels)
+
+
+def _assign_exactly(
+    backend: Backend, X: Array, redo: Array, centers: Array, centers_sq: Array
+) -> Array:
+    """Exact labels of the rows ``redo`` of ``X``, in pieces whose scores take no more
+    memory than the rows of X (a backend that writes no scores for the reduced product
+    may have been given many rows)."""
+    xp = backend.xp
+    count = int(redo.shape[0])
+    piece = max(1, int(X.shape[0]) * int(X.shape[1]) // int(centers.shape[0]))
+    if count <= piece:
+        return backend.assign(xp.take(X, redo, axis=0), centers, centers_sq)
+    # each piece's labels copied: backend.assign may reuse its buffer
+    return xp.concat(
+        [
+            xp.asarray(
+                backend.assign(xp.take(X, redo[a : a + piece], axis=0), centers, centers_sq),
+                copy=True,
+            )
+            for a in range(0, count, piece)
+        ]
+    )

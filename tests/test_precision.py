@@ -183,6 +183,35 @@ def test_the_recheck_runs_in_pieces_no_larger_than_the_rows():
     assert len(calls) > 1 and max(calls) <= piece
 
 
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_tf32_and_bf16_near_ties_go_through_split_tf32_first(precision):
+    """The rows TF32 (bfloat16) cannot settle are re-checked with split TF32, and only
+    the few that cannot settle either with the exact product; the labels are exact."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(4000, 32)).astype(np.float32)
+    C = X[rng.choice(4000, 200, replace=False)] + 0.01
+    centers_sq = (C * C).sum(axis=1)
+    steps = []
+
+    class Recording(EmulatedTensorCores):
+        def reduced_nearest_two(self, X, scaled, centers_sq, precision):
+            steps.append((precision, int(X.shape[0])))
+            return super().reduced_nearest_two(X, scaled, centers_sq, precision)
+
+        def assign(self, X, centers, centers_sq, precision="exact"):
+            if precision == "exact":
+                steps.append(("exact", int(X.shape[0])))
+            return super().assign(X, centers, centers_sq, precision)
+
+    got = assign_reduced(Recording(), X, C, centers_sq, precision)
+    np.testing.assert_array_equal(got, np.argmin(exact_scores(X, C), axis=1))
+    names = [name for name, _ in steps]
+    assert names[:2] == [precision, "tf32x3"] and set(names[2:]) <= {"exact"}
+    rows = dict(steps[:2])
+    assert rows[precision] == 4000 and 0 < rows["tf32x3"] < 4000
+    assert sum(n for name, n in steps if name == "exact") < rows["tf32x3"] / 4
+
+
 def test_split_tf32_sends_far_fewer_rows_back_than_tf32():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(20_000, 128)).astype(np.float32)

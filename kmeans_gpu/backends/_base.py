@@ -89,10 +89,10 @@ class Backend:
 
     def assignment_columns(self, n_clusters: int, n_features: int, precision: str) -> int:
         """Temporaries per row of the Lloyd step's assignment, in elements: its
-        ``n_clusters`` scores and its working row, plus the row's three TF32 parts for
-        split TF32 (``precision="tf32x3"``) on a backend that computes it."""
-        split = 3 * n_features if precision == "tf32x3" and self.computes_reduced(precision) else 0
-        return n_clusters + n_features + split
+        ``n_clusters`` scores and its working row, plus the row's three TF32 parts where
+        a reduced precision computes (or re-checks with) split TF32."""
+        split = precision != "exact" and self.computes_reduced("tf32x3")
+        return n_clusters + n_features + (3 * n_features if split else 0)
 
     def map_chunks(
         self, work: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]
