@@ -193,13 +193,13 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     rows = [problem.rows(a, b) for a, b in some]
     labels = [backend.assign(r, centers, csq) for r in rows]
     share = n / sum(b - a for a, b in some)
-    default_sorted = backend.sorted_sums
+    default_pending = backend.pending_kernels
     for what, deterministic, sorted_sums in (
         ("float atomics", False, False),
         ("sorted segments kernel (deterministic)", True, True),
         ("one-hot product (deterministic)", True, False),
     ):
-        backend.sorted_sums = sorted_sums
+        backend.pending_kernels = sorted_sums
         ms = sum(
             gpu_ms(
                 cp,
@@ -209,7 +209,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             for r, lab in zip(rows, labels, strict=True)
         )
         add(f"cluster sums, {what} (all rows)", ms * share)
-    backend.sorted_sums = default_sorted
+    backend.pending_kernels = default_pending
     del rows, labels
     # the fixed cost of a fit, part by part
     ms = gpu_ms(cp, lambda: prepare(X, None, "cupy", centers=init), max(1, repeats // 2))
@@ -223,8 +223,12 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     final = cp.empty(n, dtype=cp.int32)
     ms = gpu_ms(cp, lambda: assign(problem, centers, final, statistics=False), repeats)
     add("final assignment (all rows, no sums)", ms)
-    ms = gpu_ms(cp, lambda: inertia(problem, centers, final), repeats)
-    add("final inertia (all rows)", ms)
+    for pending in (False, True):  # the plain path, then the SQ_DIST kernel
+        backend.pending_kernels = pending
+        ms = gpu_ms(cp, lambda: inertia(problem, centers, final), repeats)
+        how = "SQ_DIST kernel" if pending else "plain CuPy"
+        add(f"final inertia, {how} (all rows)", ms, "the frame stream's per iteration")
+    backend.pending_kernels = default_pending
 
     def iteration_cost(**params: Any) -> tuple[float, float]:
         """A fit of m iterations costs F + m·P: the fixed cost F (validation, centring,

@@ -268,12 +268,14 @@ def _numpy_is_compiled() -> bool:
     return type(get_backend("numpy")).__name__ == "NumbaBackend"
 
 
-def _ours_frames(backend: str) -> Contender:
+def _ours_frames(backend: str, pending: bool = False) -> Contender:
+    """The frame stream on ``backend``; on CuPy with ``pending``, with the kernels
+    behind ``KMEANS_GPU_PENDING_KERNELS`` (the inertia's terms in one read)."""
     from . import iter_frames
 
     def run(X: Any, init: Any, iterations: int) -> Measurement:
         sync, peak = _cupy_sync_and_peak(X) if backend == "cupy" else (lambda: None, None)
-        with _host_peak() as host:
+        with _host_peak() as host, _pending_kernels(backend, pending):
             seconds, frames = _timed(
                 lambda: list(
                     iter_frames(
@@ -290,13 +292,31 @@ def _ours_frames(backend: str) -> Contender:
         last = frames[-1]
         return Measurement(seconds, last.iteration, last.centroids, host[0], peak and peak())
 
+    note = "frame stream: every iteration's centroids and labels copied to the host"
     return Contender(
-        f"{OURS}[{backend}] frames",
+        f"{OURS}[{backend}] frames" + (", pending kernels" if pending else ""),
         run,
         _to_backend(backend),
         gpu=backend == "cupy",
-        note="frame stream: every iteration's centroids and labels copied to the host",
+        note=note + ("; KMEANS_GPU_PENDING_KERNELS=1" if pending else ""),
     )
+
+
+@contextlib.contextmanager
+def _pending_kernels(backend: str, on: bool) -> Iterator[None]:
+    """The CuPy backend with its pending kernels on (when ``on``) for a block."""
+    if not on:
+        yield
+        return
+    from .backends import get_backend
+
+    solver = get_backend(backend)
+    old = solver.pending_kernels  # type: ignore[attr-defined]
+    solver.pending_kernels = True  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        solver.pending_kernels = old  # type: ignore[attr-defined]
 
 
 def _to_backend(backend: str) -> Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]:
@@ -482,6 +502,7 @@ def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
         if backend == "cupy":
             from .backends import _triton
 
+            chosen.append(_ours_frames("cupy", pending=True))
             variants = ["tf32", "tf32x3", "plain CuPy", "CUDA fused"]
             if _triton.available():
                 variants += ["tf32 triton", "tf32x3 triton"]

@@ -189,7 +189,16 @@ class _RawModule:
             )
             np.add.at(partial_weights, (part, labels), w)
 
+        def sq_dist_kernel(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+            X, centers, labels, rows, d, out = args
+            assert block[0] % 32 == 0 and grid[0] * block[0] // 32 >= int(rows)  # a warp a row
+            assert X.shape == (int(rows), int(d)) and labels.dtype == np.int32
+            assert out.dtype == np.float64 and X.flags.c_contiguous
+            difference = (X - centers[labels]).astype(np.float64)  # rounded in X's dtype
+            out[...] = (difference * difference).sum(axis=1)
+
         kernels = {
+            "sq_dist": sq_dist_kernel,
             "sorted_sums": sorted_sums_kernel,
             "fused": fused_kernel,
             "nearest_two": nearest_two_kernel,

@@ -35,6 +35,7 @@ def test_kernels_compile_with_nvcc(tmp_path, arch):
         *_cuda.NEAREST_TWO_KERNELS.values(),
         *_cuda.SPLIT_KERNELS.values(),
         *_cuda.SORTED_SUMS_KERNELS.values(),
+        *_cuda.SQ_DIST_KERNELS.values(),
     }
 
 
@@ -59,15 +60,15 @@ def test_kernel_choice_from_the_environment(monkeypatch):
         _cuda.kernel_mode()
 
 
-def test_sorted_sums_choice_from_the_environment(monkeypatch):
-    monkeypatch.delenv(_cuda.ENV_SORTED_SUMS, raising=False)
-    assert not _cuda.sorted_sums_enabled()  # off until a GPU run has checked it
+def test_pending_kernels_choice_from_the_environment(monkeypatch):
+    monkeypatch.delenv(_cuda.ENV_PENDING, raising=False)
+    assert not _cuda.pending_kernels_enabled()  # off until a GPU run has checked them
     for value, expected in (("1", True), ("on", True), ("0", False), ("off", False)):
-        monkeypatch.setenv(_cuda.ENV_SORTED_SUMS, value)
-        assert _cuda.sorted_sums_enabled() is expected
-    monkeypatch.setenv(_cuda.ENV_SORTED_SUMS, "maybe")
-    with pytest.raises(ValueError, match="KMEANS_GPU_SORTED_SUMS='maybe'"):
-        _cuda.sorted_sums_enabled()
+        monkeypatch.setenv(_cuda.ENV_PENDING, value)
+        assert _cuda.pending_kernels_enabled() is expected
+    monkeypatch.setenv(_cuda.ENV_PENDING, "maybe")
+    with pytest.raises(ValueError, match="KMEANS_GPU_PENDING_KERNELS='maybe'"):
+        _cuda.pending_kernels_enabled()
 
 
 SHAPES = ((1000, 3, 1), (5000, 16, 33), (4099, 64, 1000))
@@ -192,3 +193,25 @@ def test_column_mean_is_accurate_to_its_dtype(rng):
             error = float(cp.abs(got - truth[columns]).max())
             assert got.dtype == dtype
             assert error <= 8 * n**0.5 * eps * float(cp.abs(X).max())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sq_dist_kernel_matches_plain_path(dtype, rng):
+    from kmeans_gpu.backends import Backend
+
+    cp, backend = _cupy_backend()
+    for n, d, k in SHAPES:
+        X = cp.asarray(rng.normal(size=(n, d)).astype(dtype))
+        C = cp.asarray(rng.normal(size=(k, d)).astype(dtype))
+        labels = cp.asarray(rng.randint(0, k, size=n).astype(np.int32))
+        got = _cuda.sq_dist_to_assigned(X, C, labels)
+        want = Backend.sq_dist_to_assigned(backend, X, C, labels)
+        assert got.dtype == cp.float64
+        cp.testing.assert_allclose(got, want, rtol=1e-12)
+        old = backend.pending_kernels
+        backend.pending_kernels = True
+        try:
+            cp.testing.assert_array_equal(backend.sq_dist_to_assigned(X, C, labels), got)
+        finally:
+            backend.pending_kernels = old

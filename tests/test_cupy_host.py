@@ -115,15 +115,15 @@ def test_deterministic_sums_use_no_atomics(cupy):
 
 @pytest.mark.parametrize("weighted", [False, True])
 def test_sorted_sums_kernel_is_launched_as_specified(cupy, monkeypatch, weighted):
-    """KMEANS_GPU_SORTED_SUMS=1: the deterministic sums come from the sorted-segments
+    """KMEANS_GPU_PENDING_KERNELS=1: the deterministic sums come from the sorted-segments
     kernel (its stand-in sums each part in position order, as a block does), not from
     atomics, and equal the one-hot product to rounding; k from 1 to many parts."""
     cp, record = cupy
     from kmeans_gpu.backends import Backend, get_backend
 
-    monkeypatch.setenv("KMEANS_GPU_SORTED_SUMS", "1")
+    monkeypatch.setenv("KMEANS_GPU_PENDING_KERNELS", "1")
     backend = get_backend("cupy")
-    assert backend.sorted_sums
+    assert backend.pending_kernels
     rng = np.random.default_rng(3)
     X = cp.asarray(_data())
     w = cp.asarray(rng.uniform(0.5, 2, size=X.shape[0]).astype(np.float32)) if weighted else None
@@ -136,6 +136,27 @@ def test_sorted_sums_kernel_is_launched_as_specified(cupy, monkeypatch, weighted
         want = Backend.cluster_sums(backend, X, labels, w, k)  # the one-hot product
         np.testing.assert_allclose(sums, want[0], rtol=1e-5, atol=1e-3)
         np.testing.assert_allclose(weights, want[1], rtol=1e-5)
+
+
+def test_pending_sq_dist_kernel_gives_the_inertia_terms(cupy, monkeypatch):
+    """KMEANS_GPU_PENDING_KERNELS=1: the inertia's terms from the SQ_DIST kernel (its
+    stand-in), equal to the plain path's; a fit and its frames agree with NumPy."""
+    cp, _ = cupy
+    from kmeans_gpu.backends import Backend, get_backend
+
+    monkeypatch.setenv("KMEANS_GPU_PENDING_KERNELS", "1")
+    backend = get_backend("cupy")
+    X = _data()
+    C = X[:6].copy()
+    labels = np.random.default_rng(2).integers(0, 6, size=len(X)).astype(np.int32)
+    got = backend.sq_dist_to_assigned(cp.asarray(X), cp.asarray(C), cp.asarray(labels))
+    want = Backend.sq_dist_to_assigned(backend, cp.asarray(X), cp.asarray(C), cp.asarray(labels))
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    frames = list(iter_frames(cp.asarray(X), X[:6], max_iter=5))
+    ref = list(iter_frames(X, X[:6], max_iter=5, backend="numpy"))
+    for a, b in zip(frames, ref, strict=True):
+        assert a.inertia == pytest.approx(b.inertia, rel=1e-6)
 
 
 def test_frames_on_cupy_copy_into_pinned_memory_after_their_event(cupy):
@@ -175,7 +196,11 @@ def test_benchmark_harness_runs_the_cupy_rows(cupy):
     doc = run_benchmark(["seed"], iterations=2, repeats=1, include=("cupy]", "CUDA"))
     names = [r["contender"] for r in doc["results"]]
     assert names[:2] == ["kmeans-gpu[cupy]", "kmeans-gpu[cupy] frames"]
-    assert {"kmeans-gpu[cupy] plain CuPy", "kmeans-gpu[cupy] CUDA fused"} <= set(names)
+    assert {
+        "kmeans-gpu[cupy] plain CuPy",
+        "kmeans-gpu[cupy] CUDA fused",
+        "kmeans-gpu[cupy] frames, pending kernels",
+    } <= set(names)
 
 
 @pytest.mark.parametrize("mode", ["argmin", "fused", None])

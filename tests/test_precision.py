@@ -322,8 +322,8 @@ def test_cupy_deterministic_sums_repeat_bitwise_and_match_atomics(sorted_sums, k
     X = cupy.asarray(rng.normal(size=(200_000, 16)).astype(np.float32))
     w = cupy.asarray(rng.uniform(0.5, 2.0, size=200_000).astype(np.float32))
     labels = cupy.asarray(rng.integers(0, k, size=200_000).astype(np.int32))
-    old = backend.sorted_sums
-    backend.sorted_sums = sorted_sums
+    old = backend.pending_kernels
+    backend.pending_kernels = sorted_sums
     try:
         for weights in (None, w):
             first = backend.cluster_sums(X, labels, weights, k, deterministic=True)
@@ -334,7 +334,7 @@ def test_cupy_deterministic_sums_repeat_bitwise_and_match_atomics(sorted_sums, k
             for got, other in zip(first, atomics, strict=True):
                 cupy.testing.assert_allclose(got, other, rtol=1e-4, atol=1e-3)
     finally:
-        backend.sorted_sums = old
+        backend.pending_kernels = old
 
 
 def test_nearest_two_scores(backend):

@@ -8,8 +8,9 @@ inputs into TF32 parts for ``precision="tf32x3"`` with ``SPLIT``;
 uses the fused product-and-argmin kernel for exact assignment (slower than cuBLAS +
 argmin on an H200: BENCHMARKS.md), ``=triton`` adds a Triton kernel for the TF32 and
 split-TF32 assignment (``_triton``; off by default until timed on a GPU).
-``KMEANS_GPU_SORTED_SUMS=1`` makes the ``deterministic=True`` sums use ``SORTED_SUMS``
-instead of a one-hot product (off until a GPU run has checked it). The sources are
+``KMEANS_GPU_PENDING_KERNELS=1`` turns on the kernels written since the last GPU run,
+pending its check: ``SORTED_SUMS`` for the ``deterministic=True`` sums instead of a
+one-hot product, and ``SQ_DIST`` for the inertia's terms. The sources are
 compiled with ``nvcc -ptx`` in the test suite, so a syntax or type error cannot land
 unnoticed, and a ``gpu`` test compares each kernel with the plain path.
 """
@@ -371,10 +372,64 @@ SORTED_SUMS_KERNELS = {
 SORTED_SUMS_THREADS = 128
 #: blocks per cluster: enough blocks in all for a GPU's SMs when k is small
 SORTED_SUMS_BLOCKS = 2048
-ENV_SORTED_SUMS = "KMEANS_GPU_SORTED_SUMS"
+ENV_PENDING = "KMEANS_GPU_PENDING_KERNELS"
+
+#: ``‖x − c_label‖²`` of each row in float64, the inertia's terms (per chunk for the
+#: frame stream, once at the end of a fit), in one read of the rows: the difference in
+#: X's dtype, as the plain path rounds it, its square summed in float64. One warp per
+#: row (the plain path writes the gathered centres, the differences and their float64
+#: copy, each as large as the rows).
+SQ_DIST_SOURCE = r"""
+template <typename T>
+__device__ __forceinline__ void kmeans_gpu_sq_dist_row(
+    const T* __restrict__ X, const T* __restrict__ centers, const int* __restrict__ labels,
+    long long rows, int d, double* __restrict__ out)
+{
+    const long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= rows) {
+        return;  // the whole warp leaves together: one warp, one row
+    }
+    const T* x = X + row * (long long)d;
+    const T* c = centers + (long long)labels[row] * d;
+    double total = 0.0;
+    for (int j = lane; j < d; j += 32) {
+        const double difference = (double)(x[j] - c[j]);
+        total += difference * difference;
+    }
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        total += __shfl_down_sync(0xffffffffu, total, offset);
+    }
+    if (lane == 0) {
+        out[row] = total;
+    }
+}
+
+extern "C" __global__ void kmeans_gpu_sq_dist_f32(
+    const float* __restrict__ X, const float* __restrict__ centers,
+    const int* __restrict__ labels, long long rows, int d, double* __restrict__ out)
+{
+    kmeans_gpu_sq_dist_row<float>(X, centers, labels, rows, d, out);
+}
+
+extern "C" __global__ void kmeans_gpu_sq_dist_f64(
+    const double* __restrict__ X, const double* __restrict__ centers,
+    const int* __restrict__ labels, long long rows, int d, double* __restrict__ out)
+{
+    kmeans_gpu_sq_dist_row<double>(X, centers, labels, rows, d, out);
+}
+"""
+SQ_DIST_KERNELS = {"float32": "kmeans_gpu_sq_dist_f32", "float64": "kmeans_gpu_sq_dist_f64"}
 
 #: Every kernel, in one compilation unit.
-SOURCE = ARGMIN_SOURCE + FUSED_SOURCE + NEAREST_TWO_SOURCE + SPLIT_SOURCE + SORTED_SUMS_SOURCE
+SOURCE = (
+    ARGMIN_SOURCE
+    + FUSED_SOURCE
+    + NEAREST_TWO_SOURCE
+    + SPLIT_SOURCE
+    + SORTED_SUMS_SOURCE
+    + SQ_DIST_SOURCE
+)
 
 
 def kernel_mode() -> str | None:
@@ -396,16 +451,16 @@ def kernel_mode() -> str | None:
     )
 
 
-def sorted_sums_enabled() -> bool:
-    """Whether ``deterministic=True`` sums use the sorted-segments kernel
-    (``KMEANS_GPU_SORTED_SUMS=1``) rather than the one-hot product: off until a GPU run
-    has checked it."""
-    value = os.environ.get(ENV_SORTED_SUMS, "").strip().lower()
+def pending_kernels_enabled() -> bool:
+    """Whether the kernels written since the last GPU run are on
+    (``KMEANS_GPU_PENDING_KERNELS=1``): ``SORTED_SUMS`` and ``SQ_DIST``, off until a GPU
+    run has checked them."""
+    value = os.environ.get(ENV_PENDING, "").strip().lower()
     if value in ("", "0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
         return True
-    raise ValueError(f"{ENV_SORTED_SUMS}={value!r} is not one of '1' or '0'")
+    raise ValueError(f"{ENV_PENDING}={value!r} is not one of '1' or '0'")
 
 
 def kernels_enabled() -> bool:
@@ -549,3 +604,20 @@ def sorted_sums(X: Any, labels: Any, weights: Any, n_clusters: int) -> tuple[Any
     )
     sums, weight_sums = partial_sums.sum(axis=0), partial_weights.sum(axis=0)
     return sums.astype(X.dtype), weight_sums.astype(X.dtype)
+
+
+def sq_dist_to_assigned(X: Any, centers: Any, labels: Any) -> Any:
+    """``‖x − c_label‖²`` (float64) of each row of ``X`` ``(rows, d)``, ``labels``
+    int32; one warp per row, one read of ``X``."""
+    import cupy
+
+    rows, d = X.shape
+    return _launch(
+        SQ_DIST_KERNELS,
+        rows,
+        WARPS_PER_BLOCK,
+        32 * WARPS_PER_BLOCK,
+        (X, centers, labels.astype(cupy.int32, copy=False)),
+        (cupy.int64(rows), cupy.int32(d)),
+        (cupy.empty(rows, dtype=cupy.float64),),
+    )[0]

@@ -18,7 +18,7 @@ class CupyBackend(Backend):
         import array_api_compat.cupy as xp
         import cupy
 
-        from ._cuda import kernel_mode, sorted_sums_enabled
+        from ._cuda import kernel_mode, pending_kernels_enabled
 
         super().__init__(xp, "cupy")
         self._cupy = cupy
@@ -33,9 +33,9 @@ class CupyBackend(Backend):
                 raise ValueError(
                     "KMEANS_GPU_CUDA_KERNELS=triton needs the triton and torch packages"
                 )
-        #: deterministic sums by the sorted-segments kernel rather than the one-hot
-        #: product (``KMEANS_GPU_SORTED_SUMS``; off until run on a GPU)
-        self.sorted_sums = sorted_sums_enabled()
+        #: the kernels written since the last GPU run, pending its check (sorted-segment
+        #: deterministic sums, the inertia's terms): ``KMEANS_GPU_PENDING_KERNELS``
+        self.pending_kernels = pending_kernels_enabled()
 
     def owns(self, x: object) -> bool:
         return isinstance(x, self._cupy.ndarray)
@@ -182,6 +182,13 @@ class CupyBackend(Backend):
         with self._compute_type(X.dtype, "exact"):
             return (ones @ X) / X.shape[0]
 
+    def sq_dist_to_assigned(self, X: Array, centers: Array, labels: Array) -> Array:
+        if not self.pending_kernels or self.custom_kernel is None:
+            return super().sq_dist_to_assigned(X, centers, labels)
+        from ._cuda import sq_dist_to_assigned
+
+        return sq_dist_to_assigned(X, centers, labels)  # one read of X, no temporaries
+
     def count_labels(self, labels: Array, n_clusters: int) -> Array:
         return self._cupy.bincount(labels, minlength=n_clusters)
 
@@ -194,7 +201,7 @@ class CupyBackend(Backend):
         deterministic: bool = False,
     ) -> tuple[Array, Array]:
         if deterministic:  # float atomics add in a varying order: sums in a fixed order
-            if self.sorted_sums and self.custom_kernel is not None:
+            if self.pending_kernels and self.custom_kernel is not None:
                 from ._cuda import sorted_sums
 
                 return sorted_sums(X, labels, weights, n_clusters)
