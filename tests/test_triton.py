@@ -61,8 +61,8 @@ def plain_nearest_two(X, scaled, centers_sq):
     return Backend(compat_np, "plain").nearest_two(X @ scaled.T, centers_sq)
 
 
-# (n, d, k): one centre; tiles not full in rows, centres or features; rows kept in
-# registers (d up to 128) and read per 64-feature slice (d = 300, padded to 512)
+# (n, d, k): one centre; tiles not full in rows, centres or features; rows kept for
+# every centre tile (d up to 128) and read per 32-feature slice (d = 300)
 SHAPES = ((1000, 3, 1), (700, 16, 130), (129, 128, 64), (300, 300, 70))
 
 
