@@ -249,6 +249,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         ("argmin", "tf32"),
         ("argmin", "tf32x3"),
         *with_triton,
+        *((("triton", "exact"),) if with_triton else ()),  # exact labels by split TF32
     ):
         backend.custom_kernel = mode
         per_iteration, fixed = iteration_cost(precision=precision)

@@ -179,6 +179,8 @@ def setup(
     empty_cluster = check_empty_cluster(empty_cluster)
     problem, placement, _ = prepare(X, sample_weight, backend, working_memory)
     precision = check_precision(precision, problem.dtype, problem.backend.xp)
+    # the backend may compute the same labels another way (exact ones by split TF32)
+    precision = problem.backend.engine_for(precision, problem.dtype)
     problem = dataclasses.replace(problem, precision=precision, deterministic=bool(deterministic))
     return Setup(
         problem=problem,

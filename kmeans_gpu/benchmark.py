@@ -183,8 +183,9 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
         "nearest centres on tensor cores without writing the product",
         ("G1", "G2"),
     ),
-    "tf32x3 triton": (
-        "precision='tf32x3', KMEANS_GPU_CUDA_KERNELS=triton: the same with Triton's split TF32",
+    "triton": (
+        "KMEANS_GPU_CUDA_KERNELS=triton, exact: the exact labels by Triton's split TF32 on "
+        "tensor cores, near ties re-checked with the exact product",
         ("G1", "G2"),
     ),
 }
@@ -193,13 +194,12 @@ _VARIANT_PRECISION = {
     "tf32": "tf32",
     "tf32x3": "tf32x3",
     "tf32 triton": "tf32",
-    "tf32x3 triton": "tf32x3",
 }
 _VARIANT_KERNELS = {
     "plain CuPy": None,
     "CUDA fused": "fused",
     "tf32 triton": "triton",
-    "tf32x3 triton": "triton",
+    "triton": "triton",
 }
 
 
@@ -505,7 +505,7 @@ def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
             chosen.append(_ours_frames("cupy", pending=True))
             variants = ["tf32", "tf32x3", "plain CuPy", "CUDA fused"]
             if _triton.available():
-                variants += ["tf32 triton", "tf32x3 triton"]
+                variants += ["triton", "tf32 triton"]
             else:
                 skipped.append("kmeans-gpu[cupy] triton variants: triton or torch not installed")
             chosen += [_ours("cupy", variant) for variant in variants]

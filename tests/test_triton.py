@@ -208,25 +208,30 @@ def test_a_fit_through_the_kernel_equals_the_exact_fit(interpreter, precision):
     np.testing.assert_array_equal(got[0], exact[0])
 
 
-@pytest.mark.parametrize("precision", ["tf32", "tf32x3"])
+@pytest.mark.parametrize("precision", ["exact", "tf32", "tf32x3"])
 def test_triton_mode_on_the_cupy_stand_in(monkeypatch, precision):
-    """KMEANS_GPU_CUDA_KERNELS=triton: the CuPy backend's TF32 assignments go through
-    ``_triton.nearest_two`` (its stand-in), exact ones through the argmin kernel; the
-    fit is the exact fit."""
+    """KMEANS_GPU_CUDA_KERNELS=triton: the CuPy backend's float32 fits go through
+    ``_triton.nearest_two`` (its stand-in), exact ones as split TF32 re-checked exactly;
+    the fit is the one the argmin kernels give, float64 data stay exact."""
     from . import fake_cupy
 
     with fake_cupy.stand_in(monkeypatch) as record:
         import cupy
 
-        monkeypatch.setenv("KMEANS_GPU_CUDA_KERNELS", "triton")
         rng = np.random.default_rng(4)
         X = cupy.asarray(rng.normal(size=(3000, 6)).astype(np.float32))
-        exact = kmeans(X, 8, random_state=0)
+        monkeypatch.setenv("KMEANS_GPU_CUDA_KERNELS", "argmin")
+        want = kmeans(X, 8, random_state=0)
         assert record["triton"] == 0
+        monkeypatch.setenv("KMEANS_GPU_CUDA_KERNELS", "triton")
+        fake_cupy.clear_backend_caches()
         got = kmeans(X, 8, random_state=0, precision=precision)
         assert record["triton"] > 0
-        np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(exact[1]))
-        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(exact[0]))
+        np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+        calls = record["triton"]
+        kmeans(cupy.asarray(np.asarray(X).astype(np.float64)), 8, random_state=0)
+        assert record["triton"] == calls  # float64: the exact product
 
 
 def test_triton_mode_takes_larger_chunks(monkeypatch):

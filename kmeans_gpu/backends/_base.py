@@ -118,6 +118,12 @@ class Backend:
 
         return PRODUCT.get(precision) in self.reduced_products
 
+    def engine_for(self, precision: str, dtype: Any) -> str:
+        """The precision a fit asking for ``precision`` on data of ``dtype`` computes
+        with: the same, here. A backend may answer another that gives the same labels
+        (``"tf32x3"`` for ``"exact"``: its near ties are re-checked exactly)."""
+        return precision
+
     def reduced_nearest_two(
         self, X: Array, scaled: Array, centers_sq: Array, precision: str
     ) -> tuple[Array, Array, Array]:

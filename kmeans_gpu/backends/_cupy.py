@@ -111,6 +111,13 @@ class CupyBackend(Backend):
             return _triton.assignment_columns(n_features)
         return super().assignment_columns(n_clusters, n_features, precision)
 
+    def engine_for(self, precision: str, dtype: Any) -> str:
+        """With the Triton kernel on, exact float32 fits run as split TF32: the same
+        labels (near ties re-checked with the exact product), on tensor cores."""
+        if precision == "exact" and dtype == self._cupy.float32 and self.triton_assigns("tf32x3"):
+            return "tf32x3"
+        return precision
+
     def triton_assigns(self, precision: str) -> bool:
         """Whether the Triton kernel finds the nearest centres at ``precision``."""
         from . import _triton
