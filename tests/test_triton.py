@@ -62,8 +62,9 @@ def plain_nearest_two(X, scaled, centers_sq):
 
 
 # (n, d, k): one centre; tiles not full in rows, centres or features; rows kept for
-# every centre tile (d up to 128) and read per 32-feature slice (d = 300)
-SHAPES = ((1000, 3, 1), (700, 16, 130), (129, 128, 64), (300, 300, 70))
+# every centre tile (d up to 128) and read per 32-feature slice (d = 300); G1's d with
+# 16 centre tiles
+SHAPES = ((1000, 3, 1), (700, 16, 130), (129, 128, 64), (300, 300, 70), (130, 128, 1000))
 
 
 @pytest.mark.parametrize("hopper", [True, False], ids=["sm90", "sm80"])
