@@ -51,11 +51,16 @@ def kmeans_plusplus_working(
 
     x_sq = xp.concat([row_norms(a, b) for a, b in blocks])
 
-    def draw(values: Array, count: int) -> Array:
-        """Indices sampled with probability proportional to ``values``."""
+    # every uniform draw of the run at once, in the order the steps take them: one copy
+    # to the device instead of one per step (each would wait for the device)
+    uniforms = random_state.uniform(size=1 + (n_clusters - 1) * n_local_trials)
+    uniforms_dev = xp.asarray(uniforms, dtype=acc, device=dev)
+
+    def draw(values: Array, start: int, count: int) -> Array:
+        """Indices sampled with probability proportional to ``values``, by the draws
+        ``start:start + count``."""
         cdf = xp.cumulative_sum(xp.astype(values, acc))
-        targets = xp.asarray(random_state.uniform(size=count), dtype=acc, device=dev)
-        found = xp.searchsorted(cdf, targets * cdf[-1])
+        found = xp.searchsorted(cdf, uniforms_dev[start : start + count] * cdf[-1])
         return xp.clip(found, max=n - 1)
 
     def sq_dist_to_rows(idx: Array) -> Array:
@@ -69,11 +74,11 @@ def kmeans_plusplus_working(
 
         return xp.concat([block(a, b) for a, b in blocks], axis=1)
 
-    first = draw(weights, 1)
+    first = draw(weights, 0, 1)
     chosen = [first]
     closest = sq_dist_to_rows(first)[0, :]
-    for _ in range(1, n_clusters):
-        candidates = draw(weights * closest, n_local_trials)
+    for step in range(1, n_clusters):
+        candidates = draw(weights * closest, 1 + (step - 1) * n_local_trials, n_local_trials)
         d2 = xp.minimum(closest[None, :], sq_dist_to_rows(candidates))
         potentials = xp.astype(d2, acc) @ weights_acc
         best = xp.reshape(xp.argmin(potentials), (1,))

@@ -197,7 +197,8 @@ class Backend:
         k = int(centers.shape[0])
         sums, weight_sums = self.cluster_sums(X, labels, weights, k, deterministic)
         if previous is None:
-            changed = xp.asarray(X.shape[0], device=self.device(X))
+            # filled on the device: a host value copied in would wait for the device
+            changed = xp.full((), X.shape[0], device=self.device(X))
         else:
             changed = xp.count_nonzero(labels != previous)
         return labels, sums, weight_sums, changed
