@@ -50,6 +50,14 @@ class _Device:
 #: ``asnumpy``) and the CuPy functions that read one internally (``bincount`` reads the
 #: labels' maximum, ``nonzero`` the count)
 host_reads = [0]
+#: how many times host data were copied to the device (``asarray`` of a host value): a
+#: copy from pageable memory waits for the device too
+host_writes = [0]
+
+
+def _written(value: Any) -> None:
+    if not isinstance(value, ndarray):
+        host_writes[0] += 1
 
 
 def _read(value: Any) -> Any:
@@ -237,6 +245,8 @@ class _Namespace(types.ModuleType):
             kwargs.pop("device", None)
             if name in ("nonzero", "unique_values", "unique_counts", "unique_all"):
                 _read(None)  # the output's size is read from the device
+            if name == "asarray":
+                _written(args[0])
             return _as_cupy(value(*args, **kwargs))
 
         return call
@@ -249,6 +259,7 @@ def install(monkeypatch: Any) -> dict[str, Any]:
     compute = {"float32": COMPUTE_TYPE_DEFAULT, "float64": COMPUTE_TYPE_DEFAULT}
 
     def asarray(x: Any, dtype: Any = None) -> ndarray:
+        _written(x)
         return np.asarray(x, dtype=dtype).view(ndarray)
 
     def get_compute_type(dtype: Any) -> int:

@@ -241,3 +241,21 @@ def test_a_fit_waits_for_the_device_once_per_iteration_not_per_chunk(cupy):
     assert reads(4_000, 2) == one_chunk  # 90 chunks, 500 set-up blocks: no more reads
     assert reads(4_000, 5) - reads(4_000, 2) == 3  # one per iteration
     assert one_chunk <= 12
+
+
+def test_no_host_data_go_to_the_device_per_iteration_chunk_or_centre(cupy):
+    """A copy of host data to the device from pageable memory waits for the device:
+    none inside the loops (the fit's set-up and k-means++ make a fixed few)."""
+    cp, _ = cupy
+    X = cp.asarray(_data())
+    init = X[:6].copy()
+
+    def writes(**params):
+        before = fake_cupy.host_writes[0]
+        kmeans(X, tol=0.0, **params)
+        return fake_cupy.host_writes[0] - before
+
+    given = writes(n_clusters=6, init=init, max_iter=2, working_memory=1 << 30)
+    assert writes(n_clusters=6, init=init, max_iter=6, working_memory=4_000) == given
+    seeded = writes(n_clusters=3, max_iter=2, random_state=0)
+    assert writes(n_clusters=30, max_iter=2, random_state=0, working_memory=4_000) == seeded
