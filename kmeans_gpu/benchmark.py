@@ -249,17 +249,24 @@ def _variant(backend: str, variant: str | None) -> Iterator[None]:
             else:
                 os.environ["KMEANS_GPU_NUMBA"] = old
     elif variant in _VARIANT_KERNELS:  # read when the backend is made
-        from .backends import get_backend
-
-        solver = get_backend(backend)
-        old_mode = getattr(solver, "custom_kernel", None)
-        solver.custom_kernel = _VARIANT_KERNELS[variant]  # type: ignore[attr-defined]
-        try:
+        with _solver_set(backend, "custom_kernel", _VARIANT_KERNELS[variant]):
             yield
-        finally:
-            solver.custom_kernel = old_mode  # type: ignore[attr-defined]
     else:
         yield
+
+
+@contextlib.contextmanager
+def _solver_set(backend: str, name: str, value: Any) -> Iterator[None]:
+    """The backend object's attribute ``name`` set to ``value`` for a block, and back."""
+    from .backends import get_backend
+
+    solver = get_backend(backend)
+    old = getattr(solver, name)
+    setattr(solver, name, value)
+    try:
+        yield
+    finally:
+        setattr(solver, name, old)
 
 
 def _numpy_is_compiled() -> bool:
@@ -275,7 +282,10 @@ def _ours_frames(backend: str, pending: bool = False) -> Contender:
 
     def run(X: Any, init: Any, iterations: int) -> Measurement:
         sync, peak = _cupy_sync_and_peak(X) if backend == "cupy" else (lambda: None, None)
-        with _host_peak() as host, _pending_kernels(backend, pending):
+        pending_on = (
+            _solver_set(backend, "pending_kernels", True) if pending else contextlib.nullcontext()
+        )
+        with _host_peak() as host, pending_on:
             seconds, frames = _timed(
                 lambda: list(
                     iter_frames(
@@ -300,23 +310,6 @@ def _ours_frames(backend: str, pending: bool = False) -> Contender:
         gpu=backend == "cupy",
         note=note + ("; KMEANS_GPU_PENDING_KERNELS=1" if pending else ""),
     )
-
-
-@contextlib.contextmanager
-def _pending_kernels(backend: str, on: bool) -> Iterator[None]:
-    """The CuPy backend with its pending kernels on (when ``on``) for a block."""
-    if not on:
-        yield
-        return
-    from .backends import get_backend
-
-    solver = get_backend(backend)
-    old = solver.pending_kernels  # type: ignore[attr-defined]
-    solver.pending_kernels = True  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        solver.pending_kernels = old  # type: ignore[attr-defined]
 
 
 def _to_backend(backend: str) -> Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]:

@@ -171,8 +171,8 @@ class _RawModule:
             x, elements, d, low_blocks, out = args
             assert grid[0] * block[0] >= int(elements) == x.size and x.flags.c_contiguous
             assert out.shape == (x.shape[0], 3 * int(d)) and x.dtype == np.float32
-            high = _round_to_tf32(x)  # TF32 parts by rounding the bits, not Veltkamp
-            low = _round_to_tf32(x - high)
+            high = round_significand(x, "tf32")  # TF32 parts by rounding bits, not Veltkamp
+            low = round_significand(x - high, "tf32")
             for j in range(3):
                 out[:, j * int(d) : (j + 1) * int(d)] = low if int(low_blocks) >> j & 1 else high
 
@@ -215,11 +215,18 @@ class _RawModule:
         return next((v for key, v in kernels.items() if key in name), argmin_kernel)
 
 
-def _round_to_tf32(x: np.ndarray) -> np.ndarray:
-    """float32 values rounded to nearest (ties to even) at TF32's 11 significant bits."""
+#: bits of float32's 24 significant bits that TF32 and bfloat16 drop (tensor-core rounding,
+#: for the stand-in's split kernel and tests/test_precision.py's emulated tensor cores)
+DROPPED_BITS = {"tf32": 13, "bf16": 16}
+
+
+def round_significand(x: np.ndarray, precision: str) -> np.ndarray:
+    """Round float32 values to nearest (ties to even) at ``precision``."""
+    drop = DROPPED_BITS[precision]
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    bits = bits + np.uint32(0xFFF) + ((bits >> np.uint32(13)) & np.uint32(1))
-    return (bits & np.uint32(0xFFFFE000)).view(np.float32)
+    lowest_kept = (bits >> np.uint32(drop)) & np.uint32(1)
+    bits = bits + np.uint32((1 << (drop - 1)) - 1) + lowest_kept
+    return (bits & ~np.uint32((1 << drop) - 1)).view(np.float32)
 
 
 def _as_cupy(value: Any) -> Any:

@@ -27,16 +27,7 @@ from kmeans_gpu._precision import (
 )
 from kmeans_gpu.backends import Backend
 
-DROPPED_BITS = {"tf32": 13, "bf16": 16}  # of float32's 24 significant bits
-
-
-def round_significand(x: np.ndarray, precision: str) -> np.ndarray:
-    """Round float32 values to nearest (ties to even) at ``precision``."""
-    drop = DROPPED_BITS[precision]
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    lowest_kept = (bits >> np.uint32(drop)) & np.uint32(1)
-    bits = bits + np.uint32((1 << (drop - 1)) - 1) + lowest_kept
-    return (bits & ~np.uint32((1 << drop) - 1)).view(np.float32)
+from .fake_cupy import round_significand
 
 
 class EmulatedTensorCores(Backend):

@@ -37,6 +37,11 @@ class CupyBackend(Backend):
         #: deterministic sums, the inertia's terms): ``KMEANS_GPU_PENDING_KERNELS``
         self.pending_kernels = pending_kernels_enabled()
 
+    @property
+    def _pending_on(self) -> bool:
+        """Whether the pending kernels run: asked for, and custom kernels not off."""
+        return self.pending_kernels and self.custom_kernel is not None
+
     def owns(self, x: object) -> bool:
         return isinstance(x, self._cupy.ndarray)
 
@@ -190,7 +195,7 @@ class CupyBackend(Backend):
             return (ones @ X) / X.shape[0]
 
     def sq_dist_to_assigned(self, X: Array, centers: Array, labels: Array) -> Array:
-        if not self.pending_kernels or self.custom_kernel is None:
+        if not self._pending_on:
             return super().sq_dist_to_assigned(X, centers, labels)
         from ._cuda import sq_dist_to_assigned
 
@@ -208,7 +213,7 @@ class CupyBackend(Backend):
         deterministic: bool = False,
     ) -> tuple[Array, Array]:
         if deterministic:  # float atomics add in a varying order: sums in a fixed order
-            if self.pending_kernels and self.custom_kernel is not None:
+            if self._pending_on:
                 from ._cuda import sorted_sums
 
                 return sorted_sums(X, labels, weights, n_clusters)
