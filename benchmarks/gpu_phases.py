@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kmeans_gpu import kmeans
 from kmeans_gpu._api import prepare
-from kmeans_gpu._lloyd import assign, inertia
+from kmeans_gpu._assign import assign, inertia
 from kmeans_gpu._precision import CENTER_PIECES, ROW_PIECES, near_ties
 from kmeans_gpu._validation import check_array
 from kmeans_gpu.backends import _triton

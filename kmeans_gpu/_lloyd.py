@@ -15,45 +15,25 @@ reduction. Convergence follows scikit-learn's Lloyd exactly:
 Empty clusters are relocated to the points farthest from their centres, as in
 scikit-learn (``"relocate"``), or keep their previous centre (``"keep"``, the seed's
 behaviour). Each iteration reads back one small vector from the device (labels
-changed, centre shift, empty clusters); an iteration that relocates reads one more.
+changed, centre shift, empty clusters); an iteration that relocates reads one more, and
+one at a reduced precision one more for the count of its near ties (``_assign``).
+The pass over the data that labels the rows and sums them is ``_assign.assign``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import operator
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._assign import Statistics, assign, inertia
 from ._problem import Problem
 from .backends import Array
 
 logger = logging.getLogger("kmeans_gpu")
 
 EMPTY_CLUSTER_POLICIES = ("relocate", "keep")
-
-
-@dataclass(frozen=True)
-class Statistics:
-    """Per-cluster weighted sums ``(k, d)`` and weights ``(k,)`` of some rows, how many
-    of their labels changed (0-d array), and, when asked for, their inertia (0-d float64
-    array) against the centres they were assigned to."""
-
-    sums: Array
-    weights: Array
-    changed: Array
-    inertia: Array | None = None
-
-    def __add__(self, other: Statistics) -> Statistics:
-        inertia = None if self.inertia is None else self.inertia + other.inertia
-        return Statistics(
-            self.sums + other.sums,
-            self.weights + other.weights,
-            self.changed + other.changed,
-            inertia,
-        )
 
 
 @dataclass(frozen=True)
@@ -84,74 +64,6 @@ class Result:
     inertia: float
     n_iter: int
     converged: bool
-
-
-def assign(
-    problem: Problem,
-    centers: Array,
-    labels: Array,
-    *,
-    statistics: bool = True,
-    with_inertia: bool = False,
-    previous: Array | None = None,
-) -> Statistics | None:
-    """Write the nearest centre of every row into ``labels``, chunk by chunk, and return
-    the reduced statistics (None when ``statistics`` is false), with the inertia when
-    ``with_inertia`` (computed while each chunk is at hand) and the number of labels that
-    differ from ``previous`` (all of them when it is None).
-
-    The backend decides how the chunks run (one after another, or on several threads);
-    each chunk writes its own slice of ``labels`` and returns its partial statistics.
-    """
-    backend, w = problem.backend, problem.weights
-    xp = backend.xp
-    k = int(centers.shape[0])
-    centers_sq = xp.sum(centers * centers, axis=1)
-
-    def chunk(start: int, stop: int) -> Statistics | None:
-        rows = problem.rows(start, stop)
-        if not statistics:
-            labels[start:stop] = backend.assign(rows, centers, centers_sq, problem.precision)
-            return None
-        wc = None if w is None else w[start:stop]
-        before = None if previous is None else previous[start:stop]
-        labels[start:stop], sums, weights, changed = backend.assign_and_sum(
-            rows, centers, centers_sq, wc, before, problem.precision, problem.deterministic
-        )
-        if not with_inertia:
-            return Statistics(sums, weights, changed)
-        inertia = _chunk_inertia(problem, centers, labels, start, stop, rows)
-        return Statistics(sums, weights, changed, inertia)
-
-    parts = backend.map_chunks(chunk, problem.assignment_chunks(k))
-    return functools.reduce(operator.add, parts) if statistics else None
-
-
-def inertia(problem: Problem, centers: Array, labels: Array) -> float:
-    """Exact ``Σ w ‖x − c_label‖²`` (working units), accumulated in float64."""
-    parts = problem.backend.map_chunks(
-        lambda a, b: _chunk_inertia(problem, centers, labels, a, b),
-        problem.chunks(int(centers.shape[0])),
-    )
-    return float(functools.reduce(operator.add, parts))
-
-
-def _chunk_inertia(
-    problem: Problem,
-    centers: Array,
-    labels: Array,
-    start: int,
-    stop: int,
-    rows: Array | None = None,
-) -> Array:
-    """Inertia of rows ``start:stop`` (``rows``: their working rows, when at hand)."""
-    backend, w = problem.backend, problem.weights
-    xp = backend.xp
-    rows = problem.rows(start, stop) if rows is None else rows
-    d2 = backend.sq_dist_to_assigned(rows, centers, labels[start:stop])
-    if w is not None:
-        d2 = d2 * xp.astype(w[start:stop], d2.dtype)
-    return xp.sum(d2)
 
 
 def weighted_means(sums: Array, weights: Array, fallback: Array, xp: Any) -> Array:

@@ -144,29 +144,50 @@ def reduced_nearest_two(
     return backend.nearest_two(product, centers_sq)
 
 
+def reduced_labels(
+    backend: Backend, X: Array, centers: Array, centers_sq: Array, precision: str
+) -> tuple[Array, Array]:
+    """Nearest centre of each row of ``X`` from a ``precision`` product, and which rows
+    have a near tie (their labels are provisional); no read of the device."""
+    labels, best, second = backend.reduced_nearest_two(X, -2.0 * centers, centers_sq, precision)
+    near, _ = near_ties(backend.xp, X, centers_sq, best, second, precision)
+    return labels, near
+
+
+def recheck_precision(backend: Backend, precision: str) -> str:
+    """The precision the near ties of a ``precision`` product are assigned again with:
+    split TF32 where the backend computes it and it is cheaper, else exact."""
+    follow = RECHECK.get(precision)
+    return follow if follow is not None and backend.computes_reduced(follow) else "exact"
+
+
 def assign_reduced(
     backend: Backend, X: Array, centers: Array, centers_sq: Array, precision: str
 ) -> Array:
     """Nearest centre of each row of ``X`` from a ``precision`` product, the rows with
-    a near tie assigned again, at last exactly (same result as ``backend.assign``)."""
+    a near tie assigned again, at last exactly (same result as ``backend.assign``).
+    Reads the device once for the number of near ties (the Lloyd pass defers them
+    instead: ``kmeans_gpu/_assign.py``)."""
     xp = backend.xp
-    labels, best, second = backend.reduced_nearest_two(X, -2.0 * centers, centers_sq, precision)
-    near, _ = near_ties(xp, X, centers_sq, best, second, precision)
-    # the rows to redo, gathered, assigned again, and put back without a scatter: row
-    # i's new label sits at position (number of near rows before it)
+    labels, near = reduced_labels(backend, X, centers, centers_sq, precision)
     redo = xp.nonzero(near)[0]
     count = int(redo.shape[0])
     if count == 0:
         return labels
-    follow = RECHECK.get(precision)
-    if follow is not None and backend.computes_reduced(follow):
-        # split TF32 first: it settles all but the rows tied in float32 itself
+    follow = recheck_precision(backend, precision)
+    if follow != "exact":  # it settles all but the rows tied in float32 itself
         again = assign_reduced(backend, xp.take(X, redo, axis=0), centers, centers_sq, follow)
     else:
         again = _assign_exactly(backend, X, redo, centers, centers_sq)
-    position = xp.cumulative_sum(xp.astype(near, xp.int64)) - 1
-    position = xp.clip(position, min=0)
-    return xp.where(near, xp.take(again, position), labels)
+    return merge_labels(xp, labels, near, again)
+
+
+def merge_labels(xp: Any, labels: Array, near: Array, again: Array, before: Any = 0) -> Array:
+    """``labels`` with the rows marked ``near`` taking, in order, the labels ``again``
+    (row i's at the number of near rows before it, plus ``before``): no scatter, which
+    the array API lacks."""
+    position = xp.cumulative_sum(xp.astype(near, xp.int64)) + before
+    return xp.where(near, xp.take(again, xp.clip(position - 1, min=0)), labels)
 
 
 def _assign_exactly(

@@ -97,21 +97,25 @@ class Problem:
         that the backend can share among its threads)."""
         return self._chunks(n_clusters + self.n_features)
 
-    def assignment_chunks(self, n_clusters: int) -> list[tuple[int, int]]:
-        """Row ranges for the Lloyd step's assignment: as many rows as the backend's
-        temporaries for it at this precision fit the working memory."""
-        columns = self.backend.assignment_columns(n_clusters, self.n_features, self.precision)
-        return self._chunks(columns)
+    def assignment_chunks(
+        self, n_clusters: int, precision: str | None = None, n_rows: int | None = None
+    ) -> list[tuple[int, int]]:
+        """Ranges of ``n_rows`` rows (default: all the samples) for an assignment at
+        ``precision`` (default: the problem's): as many rows as the backend's temporaries
+        for it fit the working memory."""
+        columns = self.backend.assignment_columns(
+            n_clusters, self.n_features, precision or self.precision
+        )
+        return self._chunks(columns, self.n_samples if n_rows is None else n_rows)
 
-    def _chunks(self, columns: int) -> list[tuple[int, int]]:
-        """Row ranges whose ``rows × columns`` temporaries fit the working memory."""
+    def _chunks(self, columns: int, n_rows: int | None = None) -> list[tuple[int, int]]:
+        """Ranges of ``n_rows`` rows (default: all the samples) whose ``rows × columns``
+        temporaries fit the working memory."""
+        n = self.n_samples if n_rows is None else n_rows
         itemsize = 8 if self.dtype == self.backend.xp.float64 else 4
         budget = self.working_memory or self.backend.default_working_memory()
-        rows = max(1, budget // (2 * itemsize * columns))
-        rows = self.backend.chunk_rows(self.n_samples, rows)
-        return [
-            (start, min(start + rows, self.n_samples)) for start in range(0, self.n_samples, rows)
-        ]
+        rows = self.backend.chunk_rows(n, max(1, budget // (2 * itemsize * columns)))
+        return [(start, min(start + rows, n)) for start in range(0, n, rows)]
 
 
 def _rescale(x: Array, exponent: int) -> Array:

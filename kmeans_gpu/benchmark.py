@@ -531,7 +531,7 @@ def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
 def final_inertia(X: Any, centers: Any, backend: str = "numpy") -> float:
     """Σ‖x − nearest centre‖², computed the same way for every contender."""
     from ._api import prepare
-    from ._lloyd import assign, inertia
+    from ._assign import assign, inertia
 
     problem, _, working = prepare(X, None, backend, centers=centers)
     xp = problem.backend.xp

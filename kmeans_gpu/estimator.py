@@ -13,7 +13,7 @@ from sklearn.base import (
 )
 from sklearn.utils.validation import check_is_fitted
 
-from . import _lloyd
+from . import _assign
 from ._api import fit, prepare, setup
 from ._problem import Problem
 from ._validation import Placement
@@ -219,7 +219,7 @@ default="k-means++"
     def _labels(self, problem: Problem, centers: Array) -> Array:
         xp = problem.backend.xp
         labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
-        _lloyd.assign(problem, centers, labels, statistics=False)
+        _assign.assign(problem, centers, labels, statistics=False)
         return labels
 
     def predict(self, X: Any) -> Array:
@@ -283,7 +283,7 @@ default="k-means++"
         """
         problem, _, centers = self._problem(X, "score", sample_weight)
         labels = self._labels(problem, centers)
-        return -problem.inertia_from_working(_lloyd.inertia(problem, centers, labels))
+        return -problem.inertia_from_working(_assign.inertia(problem, centers, labels))
 
 
 def _check_same_namespace(X: Any, estimator: KMeans, method: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _lloyd
+from . import _assign, _lloyd
 from ._api import prepare
 from ._problem import Problem
 from ._validation import DimensionMismatchError, check_array, check_random_state
@@ -71,7 +71,7 @@ def assign_points_to_centroids(
     problem, centers, placement = _problem_and_centroids(centroids, points, backend, True)
     xp = problem.backend.xp
     labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
-    _lloyd.assign(problem, centers, labels, statistics=False)
+    _assign.assign(problem, centers, labels, statistics=False)
     return placement.to_output(xp.astype(labels, xp.int64))
 
 

@@ -198,7 +198,7 @@ def test_inertia_never_increases_across_iterations(backend, rng):
     problem = make_problem(get_backend(X), X, None)
     xp = problem.backend.xp
     start = problem.take(xp.asarray(np.arange(10), device=problem.device))
-    from kmeans_gpu._lloyd import inertia
+    from kmeans_gpu._assign import inertia
 
     values = []
 

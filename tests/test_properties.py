@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from kmeans_gpu import KMeans, iter_frames
-from kmeans_gpu._lloyd import inertia, lloyd
+from kmeans_gpu._assign import inertia
+from kmeans_gpu._lloyd import lloyd
 from kmeans_gpu._problem import make_problem
 from kmeans_gpu.backends import get_backend
 

@@ -20,6 +20,8 @@ import pytest
 from kmeans_gpu import kmeans
 from kmeans_gpu.backends import Backend, _triton
 
+from .checks import assert_same_up_to_order
+
 
 @pytest.fixture
 def interpreter(monkeypatch):
@@ -206,7 +208,7 @@ def test_a_fit_through_the_kernel_equals_the_exact_fit(interpreter, precision):
     got = kmeans(X, 10, random_state=0, backend=backend, max_iter=30, precision=precision)
     assert backend.kernel_calls > 0
     np.testing.assert_array_equal(got[1], exact[1])
-    np.testing.assert_array_equal(got[0], exact[0])
+    assert_same_up_to_order(got[0], exact[0])  # near ties' rows summed after the others
 
 
 @pytest.mark.parametrize("precision", ["exact", "tf32", "tf32x3"])
@@ -229,7 +231,7 @@ def test_triton_mode_on_the_cupy_stand_in(monkeypatch, precision):
         got = kmeans(X, 8, random_state=0, precision=precision)
         assert record["triton"] > 0
         np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
-        np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+        assert_same_up_to_order(got[0], want[0])  # near ties' rows summed last
         calls = record["triton"]
         kmeans(cupy.asarray(np.asarray(X).astype(np.float64)), 8, random_state=0)
         assert record["triton"] == calls  # float64: the exact product

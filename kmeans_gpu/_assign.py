@@ -1,0 +1,210 @@
+"""One pass over the data: every row's nearest centre, chunk by chunk, with the
+per-cluster statistics a Lloyd step needs.
+
+At a reduced precision (``kmeans_gpu/_precision.py``) a chunk's labels are provisional:
+the rows with a near tie are only marked, left out of the chunk's statistics, and
+settled once after the last chunk (:func:`_settle`), so a pass reads the device once
+for their count, not once per chunk. Each row enters the statistics exactly once, with
+its final label; the labels are those of the exact path.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from dataclasses import dataclass
+
+from ._precision import merge_labels, recheck_precision, reduced_labels
+from ._problem import Problem
+from .backends import Array, Backend
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """Per-cluster weighted sums ``(k, d)`` and weights ``(k,)`` of some rows, how many
+    of their labels changed (0-d array), and, when asked for, their inertia (0-d float64
+    array) against the centres they were assigned to."""
+
+    sums: Array
+    weights: Array
+    changed: Array
+    inertia: Array | None = None
+
+    def __add__(self, other: Statistics) -> Statistics:
+        inertia = None if self.inertia is None else self.inertia + other.inertia
+        return Statistics(
+            self.sums + other.sums,
+            self.weights + other.weights,
+            self.changed + other.changed,
+            inertia,
+        )
+
+
+def assign(
+    problem: Problem,
+    centers: Array,
+    labels: Array,
+    *,
+    statistics: bool = True,
+    with_inertia: bool = False,
+    previous: Array | None = None,
+) -> Statistics | None:
+    """Write the nearest centre of every row into ``labels``, chunk by chunk, and return
+    the reduced statistics (None when ``statistics`` is false), with the inertia when
+    ``with_inertia`` (computed while each chunk is at hand) and the number of labels that
+    differ from ``previous`` (all of them when it is None).
+
+    The backend decides how the chunks run (one after another, or on several threads);
+    each chunk writes its own slice of ``labels`` and returns its partial statistics.
+    """
+    backend = problem.backend
+    xp = backend.xp
+    k = int(centers.shape[0])
+    centers_sq = xp.sum(centers * centers, axis=1)
+    pending = None
+    if backend.computes_reduced(problem.precision):  # near ties settled after the chunks
+        pending = xp.zeros(problem.n_samples, dtype=xp.bool, device=problem.device)
+
+    def chunk(start: int, stop: int) -> Statistics | None:
+        rows = problem.rows(start, stop)
+        if pending is not None:
+            labels[start:stop], pending[start:stop] = reduced_labels(
+                backend, rows, centers, centers_sq, problem.precision
+            )
+            if not statistics:
+                return None
+            return _settled_statistics(
+                problem, centers, rows, labels, start, stop, previous, with_inertia, pending
+            )
+        if not statistics:
+            labels[start:stop] = backend.assign(rows, centers, centers_sq)
+            return None
+        w = problem.weights
+        wc = None if w is None else w[start:stop]
+        before = None if previous is None else previous[start:stop]
+        labels[start:stop], sums, weights, changed = backend.assign_and_sum(
+            rows, centers, centers_sq, wc, before, problem.precision, problem.deterministic
+        )
+        if not with_inertia:
+            return Statistics(sums, weights, changed)
+        return Statistics(
+            sums, weights, changed, _inertia(backend, rows, centers, labels[start:stop], wc)
+        )
+
+    parts = backend.map_chunks(chunk, problem.assignment_chunks(k))
+    if pending is not None:
+        parts += _settle(
+            problem, centers, centers_sq, labels, pending, statistics, with_inertia, previous
+        )
+    return functools.reduce(operator.add, parts) if statistics else None
+
+
+def inertia(problem: Problem, centers: Array, labels: Array) -> float:
+    """Exact ``Σ w ‖x − c_label‖²`` (working units), accumulated in float64."""
+    backend, w = problem.backend, problem.weights
+
+    def chunk(start: int, stop: int) -> Array:
+        wc = None if w is None else w[start:stop]
+        return _inertia(backend, problem.rows(start, stop), centers, labels[start:stop], wc)
+
+    parts = backend.map_chunks(chunk, problem.chunks(int(centers.shape[0])))
+    return float(functools.reduce(operator.add, parts))
+
+
+def _inertia(
+    backend: Backend, rows: Array, centers: Array, labels: Array, weights: Array | None
+) -> Array:
+    """``Σ w ‖x − c_label‖²`` of ``rows`` (0-d, in the accumulator dtype)."""
+    xp = backend.xp
+    d2 = backend.sq_dist_to_assigned(rows, centers, labels)
+    if weights is not None:
+        d2 = d2 * xp.astype(weights, d2.dtype)
+    return xp.sum(d2)
+
+
+def _settled_statistics(
+    problem: Problem,
+    centers: Array,
+    rows: Array,
+    labels: Array,
+    start: int,
+    stop: int,
+    previous: Array | None,
+    with_inertia: bool,
+    pending: Array,
+) -> Statistics:
+    """The statistics of rows ``start:stop`` without those ``pending`` (marked near ties,
+    whose labels are provisional; :func:`_settle` adds them)."""
+    backend = problem.backend
+    xp = backend.xp
+    k = int(centers.shape[0])
+    own, near = labels[start:stop], pending[start:stop]
+    w = None if problem.weights is None else problem.weights[start:stop]
+    # the pending rows are summed into an extra cluster k, dropped: no copy of the rows
+    bucketed = xp.where(near, xp.full_like(own, k), own)
+    sums, weights = backend.cluster_sums(rows, bucketed, w, k + 1, problem.deterministic)
+    settled = ~near
+    if previous is None:
+        changed = xp.count_nonzero(settled)
+    else:
+        changed = xp.count_nonzero((own != previous[start:stop]) & settled)
+    inertia = None
+    if with_inertia:
+        kept = xp.astype(settled, problem.dtype)
+        inertia = _inertia(backend, rows, centers, own, kept if w is None else kept * w)
+    return Statistics(sums[:k, ...], weights[:k], changed, inertia)
+
+
+def _settle(
+    problem: Problem,
+    centers: Array,
+    centers_sq: Array,
+    labels: Array,
+    pending: Array,
+    statistics: bool,
+    with_inertia: bool,
+    previous: Array | None,
+) -> list[Statistics]:
+    """Assign the rows marked ``pending`` again (with split TF32 where the backend
+    computes it, its own near ties exactly; else exactly), write their labels into
+    ``labels`` and return their statistics, in pieces no larger than the pass's chunks.
+    Reads the device once for their count (and, with split TF32, once per piece)."""
+    backend = problem.backend
+    xp = backend.xp
+    k = int(centers.shape[0])
+    redo = xp.nonzero(pending)[0]
+    count = int(redo.shape[0])
+    if count == 0:
+        return []
+    level = recheck_precision(backend, problem.precision)
+    settled, parts = [], []
+    for a, b in problem.assignment_chunks(k, level, count):
+        which = redo[a:b]
+        rows = problem.take(which)
+        again = xp.asarray(backend.assign(rows, centers, centers_sq, level), copy=True)
+        settled.append(again)
+        if not statistics:
+            continue
+        w = None if problem.weights is None else xp.take(problem.weights, which)
+        sums, weights = backend.cluster_sums(rows, again, w, k, problem.deterministic)
+        if previous is None:
+            changed = xp.full((), b - a, device=problem.device)
+        else:
+            changed = xp.count_nonzero(again != xp.take(previous, which))
+        inertia = _inertia(backend, rows, centers, again, w) if with_inertia else None
+        parts.append(Statistics(sums, weights, changed, inertia))
+    _write_settled(problem, labels, pending, xp.concat(settled), k)
+    return parts
+
+
+def _write_settled(
+    problem: Problem, labels: Array, pending: Array, settled: Array, k: int
+) -> None:
+    """Put the ``settled`` labels of the ``pending`` rows, in row order, into ``labels``,
+    chunk by chunk (no ``n``-sized temporaries; no read of the device)."""
+    xp = problem.backend.xp
+    before = xp.zeros((), dtype=xp.int64, device=problem.device)  # pending rows so far
+    for start, stop in problem.assignment_chunks(k):
+        near = pending[start:stop]
+        labels[start:stop] = merge_labels(xp, labels[start:stop], near, settled, before)
+        before = before + xp.sum(xp.astype(near, xp.int64))
