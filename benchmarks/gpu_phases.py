@@ -15,8 +15,9 @@ CUDA events, median of ``--repeats`` after a warm-up:
   inside ``kmeans`` and the fixed cost of a fit, for each kernel choice and precision
   and for workspaces of 256 MiB, 1 GiB (the default's cap) and 4 GiB;
 * the fixed cost's parts (set-up, with its validation and column mean; final
-  assignment, final inertia, relocating empty clusters) and the device memory a fit
-  holds beyond X (a CuPy memory hook);
+  assignment, final inertia, relocating empty clusters), a whole fit's wall clock with
+  CuPy's memory pool warm and emptied first, and the device memory a fit holds beyond X
+  (a CuPy memory hook);
 * last, where triton is installed, the Triton kernel's launch shapes for TF32 and
   split TF32 (the default and :data:`TRITON_SHAPES`).
 
@@ -31,6 +32,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -267,6 +269,23 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             f"fixed cost of a fit: {fixed:.1f} ms; "
             f"{len(replace(problem, working_memory=mib << 20).chunks(k))} chunks",
         )
+    pool = cp.get_default_memory_pool()
+    for cold in (False, True):  # the benchmark emptied the pool before each fit until stop 10
+        times = []
+        for _ in range(max(1, repeats // 2)):
+            if cold:
+                pool.free_all_blocks()
+            cp.cuda.Device().synchronize()
+            start = time.perf_counter()
+            kmeans(X, k, init=init, max_iter=iterations, tol=0.0)
+            cp.cuda.Device().synchronize()
+            times.append((time.perf_counter() - start) * 1e3)
+        add(
+            f"a fit of {iterations} iterations, wall clock, memory pool "
+            + ("emptied first" if cold else "warm"),
+            statistics.median(times),
+            "the benchmark's timed fits found it emptied until stop 10",
+        )
     for policy in ("relocate", "keep"):  # relocating empty clusters: its cost per fit
         ms = gpu_ms(
             cp,
@@ -283,7 +302,6 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         f"{backend.default_working_memory() / 2**20:.0f} MiB",
         unit="MiB",
     )
-    pool = cp.get_default_memory_pool()
     add(
         "memory pool total after the runs",
         pool.total_bytes() / 2**20,

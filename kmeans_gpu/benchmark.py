@@ -73,6 +73,10 @@ class Contender:
     gpu: bool = False
     note: str = ""
     only: Sequence[str] = ()
+    #: ``memory(X, init, iterations)``: a warm-up run that returns its peak device
+    #: memory in bytes, the data included (for contenders whose timed runs cannot
+    #: measure it without slowing down)
+    memory: Callable[[Any, Any, int], int] | None = None
 
 
 @dataclass
@@ -209,29 +213,64 @@ def _ours(backend: str, variant: str | None = None) -> Contender:
 
     precision = _VARIANT_PRECISION.get(variant or "", "exact")
 
-    def run(X: Any, init: Any, iterations: int) -> Measurement:
-        sync, peak = _cupy_sync_and_peak(X) if backend == "cupy" else (lambda: None, None)
-        with _host_peak() as host, _variant(backend, variant):
-            seconds, (centers, _, _, n_iter) = _timed(
-                lambda: kmeans(
-                    X,
-                    init.shape[0],
-                    init=init,
-                    max_iter=iterations,
-                    tol=0.0,
-                    backend=backend,
-                    precision=precision,
-                ),
-                sync,
+    def solve(X: Any, init: Any, iterations: int) -> tuple[Any, int]:
+        with _variant(backend, variant):
+            centers, _, _, n_iter = kmeans(
+                X,
+                init.shape[0],
+                init=init,
+                max_iter=iterations,
+                tol=0.0,
+                backend=backend,
+                precision=precision,
             )
-        return Measurement(seconds, n_iter, _host(centers), host[0], peak and peak())
+        return centers, n_iter
 
     name = f"{OURS}[{backend}]"
     if variant is None:
-        return Contender(name, run, _to_backend(backend), gpu=backend == "cupy")
+        return _our_contender(name, backend, solve)
     note, only = VARIANTS[variant]
+    return _our_contender(f"{name} {variant}", backend, solve, note=note, only=only)
+
+
+def _our_contender(
+    name: str,
+    backend: str,
+    solve: Callable[[Any, Any, int], tuple[Any, int]],
+    note: str = "",
+    only: Sequence[str] = (),
+) -> Contender:
+    """A kmeans-gpu contender from ``solve(X, init, iterations) -> (centres, n_iter)``.
+
+    Timed runs find CuPy's memory pool as the warm-up left it, as a user's second fit
+    does (and as the torch peers find their caching allocator); the warm-up measures the
+    peak device memory with a memory hook, which costs time on every allocation."""
+    sync: Callable[[], None] = lambda: None  # noqa: E731
+    memory = None
+    if backend == "cupy":
+
+        def sync() -> None:
+            import cupy
+
+            cupy.cuda.Device().synchronize()
+
+        def memory(X: Any, init: Any, iterations: int) -> int:
+            _, peak = device_peak_bytes(lambda: solve(X, init, iterations))
+            return int(X.nbytes) + peak
+
+    def run(X: Any, init: Any, iterations: int) -> Measurement:
+        with _host_peak() as host:
+            seconds, (centers, n_iter) = _timed(lambda: solve(X, init, iterations), sync)
+        return Measurement(seconds, n_iter, _host(centers), host[0])
+
     return Contender(
-        f"{name} {variant}", run, _to_backend(backend), gpu=backend == "cupy", note=note, only=only
+        name,
+        run,
+        _to_backend(backend),
+        gpu=backend == "cupy",
+        note=note,
+        only=only,
+        memory=memory,
     )
 
 
@@ -280,34 +319,22 @@ def _ours_frames(backend: str, pending: bool = False) -> Contender:
     behind ``KMEANS_GPU_PENDING_KERNELS`` (the inertia's terms in one read)."""
     from . import iter_frames
 
-    def run(X: Any, init: Any, iterations: int) -> Measurement:
-        sync, peak = _cupy_sync_and_peak(X) if backend == "cupy" else (lambda: None, None)
+    def solve(X: Any, init: Any, iterations: int) -> tuple[Any, int]:
         pending_on = (
             _solver_set(backend, "pending_kernels", True) if pending else contextlib.nullcontext()
         )
-        with _host_peak() as host, pending_on:
-            seconds, frames = _timed(
-                lambda: list(
-                    iter_frames(
-                        X,
-                        init,
-                        max_iter=iterations,
-                        tol=0.0,
-                        empty_cluster="relocate",
-                        backend=backend,
-                    )
-                ),
-                sync,
+        with pending_on:
+            steps = iter_frames(
+                X, init, max_iter=iterations, tol=0.0, empty_cluster="relocate", backend=backend
             )
-        last = frames[-1]
-        return Measurement(seconds, last.iteration, last.centroids, host[0], peak and peak())
+            frames = list(steps)
+        return frames[-1].centroids, frames[-1].iteration
 
     note = "frame stream: every iteration's centroids and labels copied to the host"
-    return Contender(
+    return _our_contender(
         f"{OURS}[{backend}] frames" + (", pending kernels" if pending else ""),
-        run,
-        _to_backend(backend),
-        gpu=backend == "cupy",
+        backend,
+        solve,
         note=note + ("; KMEANS_GPU_PENDING_KERNELS=1" if pending else ""),
     )
 
@@ -322,19 +349,6 @@ def _to_backend(backend: str) -> Callable[[np.ndarray, np.ndarray], tuple[Any, A
         return cupy.asarray(X), cupy.asarray(init)
 
     return prepare
-
-
-def _cupy_sync_and_peak(X: Any) -> tuple[Callable[[], None], Callable[[], int]]:
-    """A device sync, and a callable giving, after the run, its peak device memory:
-    the data ``X`` plus what CuPy's pool held beyond the arrays alive before the run
-    (the other contenders' inputs among them). The pool keeps freed blocks, so its
-    total after the run is at least the run's peak use."""
-    import cupy
-
-    pool = cupy.get_default_memory_pool()
-    pool.free_all_blocks()
-    before = int(pool.used_bytes())
-    return cupy.cuda.Device().synchronize, lambda: int(X.nbytes) + pool.total_bytes() - before
 
 
 def _host(x: Any) -> np.ndarray:
@@ -577,10 +591,13 @@ def run_benchmark(
         if needs_gpu:  # on the CPU only scikit-learn's Lloyd, once and briefly
             active = [c for c in active if c.gpu or c.name == "scikit-learn lloyd"]
         prepared: dict[str, tuple[Any, Any]] = {}
+        warm_peaks: dict[str, int] = {}
         for c in list(active):  # prepare and warm up (imports, compilation, thread pools)
             try:
                 prepared[c.name] = c.prepare(X, init)
-                if c.gpu or not needs_gpu:
+                if c.memory is not None:
+                    warm_peaks[c.name] = c.memory(*prepared[c.name], min(2, iterations))
+                elif c.gpu or not needs_gpu:
                     c.run(*prepared[c.name], min(2, iterations))
             except Exception as exc:  # a broken peer must not sink the whole run
                 active.remove(c)
@@ -610,6 +627,7 @@ def run_benchmark(
             inertia = evaluate(last.centers)
             host = [m.peak_host_bytes for m in runs if m.peak_host_bytes is not None]
             gpu_peak = [m.peak_gpu_bytes for m in runs if m.peak_gpu_bytes is not None]
+            gpu_peak += [warm_peaks[c.name]] if c.name in warm_peaks else []
             row = Row(
                 workload=name,
                 shape=f"{n:,} × {d}, k = {k:,}",

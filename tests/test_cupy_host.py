@@ -196,8 +196,15 @@ def test_benchmark_harness_runs_the_cupy_rows(cupy):
     from kmeans_gpu.benchmark import machine_info, run_benchmark
 
     assert machine_info()["gpu"] == "host stand-in"
+    hooks, emptied = fake_cupy.memory_hooks[0], fake_cupy.pools_emptied[0]
     doc = run_benchmark(["seed"], iterations=2, repeats=1, include=("cupy]", "CUDA"))
     names = [r["contender"] for r in doc["results"]]
+    # each contender's peak measured once, in its warm-up; its timed runs find CuPy's
+    # memory pool warm (the stand-in's hook sees no allocations: the peak is X's size)
+    assert fake_cupy.memory_hooks[0] - hooks == len(names)
+    assert fake_cupy.pools_emptied[0] == emptied
+    X_mib = 1200 * 2 * 4 / 2**20
+    assert all(r["peak_gpu_mib"] == pytest.approx(X_mib) for r in doc["results"])
     assert names[:2] == ["kmeans-gpu[cupy]", "kmeans-gpu[cupy] frames"]
     assert {
         "kmeans-gpu[cupy] plain CuPy",
