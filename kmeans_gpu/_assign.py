@@ -61,15 +61,16 @@ def assign(
     xp = backend.xp
     k = int(centers.shape[0])
     centers_sq = xp.sum(centers * centers, axis=1)
-    pending = None
+    pending = rows_sq = None
     if backend.computes_reduced(problem.precision):  # near ties settled after the chunks
         pending = xp.zeros(problem.n_samples, dtype=xp.bool, device=problem.device)
+        rows_sq = problem.squared_row_norms  # for the near ties' margins, once per fit
 
     def chunk(start: int, stop: int) -> Statistics | None:
         rows = problem.rows(start, stop)
         if pending is not None:
             labels[start:stop], pending[start:stop] = reduced_labels(
-                backend, rows, centers, centers_sq, problem.precision
+                backend, rows, centers, centers_sq, problem.precision, rows_sq[start:stop]
             )
             if not statistics:
                 return None

@@ -44,12 +44,7 @@ def kmeans_plusplus_working(
         blocks = [(0, n)]
     else:
         blocks = problem.chunks(n_local_trials)
-
-    def row_norms(a: int, b: int) -> Array:
-        rows = problem.rows(a, b)
-        return xp.sum(rows * rows, axis=1)
-
-    x_sq = xp.concat([row_norms(a, b) for a, b in blocks])
+    x_sq = problem.squared_row_norms
 
     # every uniform draw of the run at once, in the order the steps take them: one copy
     # to the device instead of one per step (each would wait for the device)

@@ -116,12 +116,19 @@ def split_columns(xp: Any, x: Array, pieces: tuple[bool, bool, bool]) -> Array:
 
 
 def near_ties(
-    xp: Any, X: Array, centers_sq: Array, best: Array, second: Array, precision: str
+    xp: Any,
+    X: Array,
+    centers_sq: Array,
+    best: Array,
+    second: Array,
+    precision: str,
+    rows_sq: Array | None = None,
 ) -> tuple[Array, Array]:
     """Which rows of ``X`` have another centre within the margin of the best at
     ``precision`` (their two smallest reduced scores ``best`` and ``second`` closer than
-    the two scores' worst-case errors together), and that margin per row."""
-    row_norms = xp.sqrt(xp.sum(X * X, axis=1))
+    the two scores' worst-case errors together), and that margin per row. ``rows_sq``:
+    the rows' squared norms when known (else computed from ``X``)."""
+    row_norms = xp.sqrt(xp.sum(X * X, axis=1) if rows_sq is None else rows_sq)
     max_center_norm = xp.max(xp.sqrt(centers_sq))
     margin = 2.0 * error_bound(row_norms, max_center_norm, int(X.shape[1]), precision)
     return second <= best + margin, margin
@@ -145,12 +152,18 @@ def reduced_nearest_two(
 
 
 def reduced_labels(
-    backend: Backend, X: Array, centers: Array, centers_sq: Array, precision: str
+    backend: Backend,
+    X: Array,
+    centers: Array,
+    centers_sq: Array,
+    precision: str,
+    rows_sq: Array | None = None,
 ) -> tuple[Array, Array]:
     """Nearest centre of each row of ``X`` from a ``precision`` product, and which rows
-    have a near tie (their labels are provisional); no read of the device."""
+    have a near tie (their labels are provisional); no read of the device. ``rows_sq``:
+    the rows' squared norms when known."""
     labels, best, second = backend.reduced_nearest_two(X, -2.0 * centers, centers_sq, precision)
-    near, _ = near_ties(backend.xp, X, centers_sq, best, second, precision)
+    near, _ = near_ties(backend.xp, X, centers_sq, best, second, precision, rows_sq)
     return labels, near
 
 

@@ -5,6 +5,7 @@ overflow nor underflow."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,19 @@ class Problem:
 
     def _working(self, x: Array) -> Array:
         return _rescale(x - self.mean, self.scale_exponent)
+
+    @functools.cached_property
+    def squared_row_norms(self) -> Array:
+        """``‖x‖²`` of every working row, ``(n_samples,)``: computed the first time it is
+        asked for (k-means++, the near-tie margins of reduced precisions), block by
+        block, and kept for the fit (``n_samples`` values: the data's size / d)."""
+        xp = self.backend.xp
+
+        def block(start: int, stop: int) -> Array:
+            rows = self.rows(start, stop)
+            return xp.sum(rows * rows, axis=1)
+
+        return xp.concat([block(a, b) for a, b in self._chunks(self.n_features)])
 
     def tolerance(self, tol: float) -> float:
         """scikit-learn's rule: ``tol`` times the mean per-feature variance."""

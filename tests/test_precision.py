@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from kmeans_gpu import KMeans, kmeans
+from kmeans_gpu._api import prepare
 from kmeans_gpu._precision import (
     CENTER_PIECES,
     ROW_PIECES,
@@ -26,6 +27,7 @@ from kmeans_gpu._precision import (
     relative_product_error,
     split_tf32,
 )
+from kmeans_gpu._problem import Problem
 from kmeans_gpu.backends import Backend, get_backend
 
 from .checks import assert_same_up_to_order
@@ -192,7 +194,6 @@ def check_a_pass_settles_near_ties(backend, X, C, w, previous, precision, workin
     """The pass at ``precision`` gives the exact pass's labels, and its statistics up
     to the order of the sums, against ``previous`` labels or none, and labels alone.
     Returns how many chunks the pass took."""
-    from kmeans_gpu._api import prepare
     from kmeans_gpu._assign import assign
 
     xp = backend.xp
@@ -238,6 +239,44 @@ def test_a_pass_settles_its_near_ties_after_its_chunks(precision, weighted):
     chunks = check_a_pass_settles_near_ties(backend, X, C, w, previous, precision, 4_000)
     assert chunks > 50
     assert settled.count(max(settled)) > 1 and sum(settled) > 100  # pieces of near ties
+
+
+def test_the_margins_use_the_row_norms_computed_once_per_fit(monkeypatch):
+    """The near ties' margins need each row's norm: the pass takes them from the
+    problem, which computes them once (k-means++ shares them), not every iteration."""
+    from kmeans_gpu import _precision
+
+    X = crowded("tf32", False)[0]
+    given = []
+    original = _precision.near_ties
+
+    def spy(xp, X, centers_sq, best, second, precision, rows_sq=None):
+        given.append(rows_sq is not None)
+        return original(xp, X, centers_sq, best, second, precision, rows_sq)
+
+    monkeypatch.setattr(_precision, "near_ties", spy)
+    computed = []
+    original_norms = Problem.squared_row_norms.func
+
+    def counted(problem):
+        computed.append(1)
+        return original_norms(problem)
+
+    monkeypatch.setattr(Problem, "squared_row_norms", functools.cached_property(counted))
+    Problem.squared_row_norms.__set_name__(Problem, "squared_row_norms")
+    backend = EmulatedTensorCores()
+    exact = kmeans(X, 40, backend=backend, random_state=0, max_iter=5, working_memory=20_000)
+    got = kmeans(
+        X, 40, backend=backend, random_state=0, max_iter=5, working_memory=20_000, precision="tf32"
+    )
+    np.testing.assert_array_equal(got[1], exact[1])
+    # the chunks' margins use them (the split TF32 re-check of a few gathered rows
+    # computes its own); computed once per fit, shared with k-means++
+    assert given.count(True) >= 5 and len(computed) == 2
+    problem = prepare(X, None, backend)[0]
+    np.testing.assert_array_equal(
+        problem.squared_row_norms, (problem.rows(0, 3000) ** 2).sum(axis=1)
+    )
 
 
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])
