@@ -61,10 +61,12 @@ def assign(
     xp = backend.xp
     k = int(centers.shape[0])
     centers_sq = xp.sum(centers * centers, axis=1)
-    pending = rows_sq = None
-    if backend.computes_reduced(problem.precision):  # near ties settled after the chunks
-        pending = xp.zeros(problem.n_samples, dtype=xp.bool, device=problem.device)
-        rows_sq = problem.squared_row_norms  # for the near ties' margins, once per fit
+    # at a reduced precision, near ties are marked per chunk and settled after the last,
+    # their margins from the rows' norms (computed once per fit)
+    reduced = backend.computes_reduced(problem.precision)
+    n, device = problem.n_samples, problem.device
+    pending = xp.zeros(n, dtype=xp.bool, device=device) if reduced else None
+    rows_sq: Array = problem.squared_row_norms if reduced else None
 
     def chunk(start: int, stop: int) -> Statistics | None:
         rows = problem.rows(start, stop)
@@ -194,18 +196,17 @@ def _settle(
             changed = xp.count_nonzero(again != xp.take(previous, which))
         inertia = _inertia(backend, rows, centers, again, w) if with_inertia else None
         parts.append(Statistics(sums, weights, changed, inertia))
-    _write_settled(problem, labels, pending, xp.concat(settled), k)
+    _write_settled(problem, labels, pending, xp.concat(settled))
     return parts
 
 
-def _write_settled(
-    problem: Problem, labels: Array, pending: Array, settled: Array, k: int
-) -> None:
+def _write_settled(problem: Problem, labels: Array, pending: Array, settled: Array) -> None:
     """Put the ``settled`` labels of the ``pending`` rows, in row order, into ``labels``,
-    chunk by chunk (no ``n``-sized temporaries; no read of the device)."""
+    in blocks of rows whose temporaries (a position and a label per row) fit the
+    working memory: few blocks, no read of the device."""
     xp = problem.backend.xp
     before = xp.zeros((), dtype=xp.int64, device=problem.device)  # pending rows so far
-    for start, stop in problem.assignment_chunks(k):
+    for start, stop in problem.row_blocks(3):
         near = pending[start:stop]
         labels[start:stop] = merge_labels(xp, labels[start:stop], near, settled, before)
         before = before + xp.sum(xp.astype(near, xp.int64))

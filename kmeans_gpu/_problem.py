@@ -84,7 +84,7 @@ class Problem:
             rows = self.rows(start, stop)
             return xp.sum(rows * rows, axis=1)
 
-        return xp.concat([block(a, b) for a, b in self._chunks(self.n_features)])
+        return xp.concat([block(a, b) for a, b in self.row_blocks(self.n_features)])
 
     def tolerance(self, tol: float) -> float:
         """scikit-learn's rule: ``tol`` times the mean per-feature variance."""
@@ -109,7 +109,7 @@ class Problem:
     def chunks(self, n_clusters: int) -> list[tuple[int, int]]:
         """Row ranges whose ``rows × n_clusters`` blocks fit the working memory (and
         that the backend can share among its threads)."""
-        return self._chunks(n_clusters + self.n_features)
+        return self.row_blocks(n_clusters + self.n_features)
 
     def assignment_chunks(
         self, n_clusters: int, precision: str | None = None, n_rows: int | None = None
@@ -120,9 +120,9 @@ class Problem:
         columns = self.backend.assignment_columns(
             n_clusters, self.n_features, precision or self.precision
         )
-        return self._chunks(columns, self.n_samples if n_rows is None else n_rows)
+        return self.row_blocks(columns, self.n_samples if n_rows is None else n_rows)
 
-    def _chunks(self, columns: int, n_rows: int | None = None) -> list[tuple[int, int]]:
+    def row_blocks(self, columns: int, n_rows: int | None = None) -> list[tuple[int, int]]:
         """Ranges of ``n_rows`` rows (default: all the samples) whose ``rows × columns``
         temporaries fit the working memory."""
         n = self.n_samples if n_rows is None else n_rows
