@@ -186,7 +186,7 @@ default="k-means++"
         None copies every label. The solver always uses every row.
     random_state : int, RandomState, Generator or None, default=None
     working_memory : int, default=None
-    precision : {"exact", "tf32", "bf16"}, default="exact"
+    precision : {"exact", "tf32", "tf32x3", "bf16"}, default="exact"
         As in :func:`kmeans_gpu.kmeans`.
     deterministic : bool, default=False
         As in :func:`kmeans_gpu.kmeans`.

@@ -241,6 +241,30 @@ def test_a_pass_settles_its_near_ties_after_its_chunks(precision, weighted):
     assert settled.count(max(settled)) > 1 and sum(settled) > 100  # pieces of near ties
 
 
+@pytest.mark.parametrize("precision", ["tf32", "tf32x3"])
+def test_frames_at_reduced_precision_are_the_exact_frames(precision):
+    """The frame stream takes each iteration's inertia in the same pass: the settled
+    near ties' share is added after the chunks, so frames match the exact ones."""
+    from kmeans_gpu import iter_frames
+
+    X, C, _, _ = crowded(precision, False)
+    backend = EmulatedTensorCores()
+
+    def frames(precision):
+        return list(
+            iter_frames(
+                X, C, max_iter=6, backend=backend, working_memory=20_000, precision=precision
+            )
+        )
+
+    exact, got = frames("exact"), frames(precision)
+    assert len(got) == len(exact) > 2
+    for a, b in zip(got, exact, strict=True):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert_same_up_to_order(a.centroids, b.centroids)
+        assert a.inertia == pytest.approx(b.inertia, rel=1e-6)
+
+
 def test_the_margins_use_the_row_norms_computed_once_per_fit(monkeypatch):
     """The near ties' margins need each row's norm: the pass takes them from the
     problem, which computes them once (k-means++ shares them), not every iteration."""
