@@ -10,8 +10,9 @@ CUDA events, median of ``--repeats`` after a warm-up:
   centring the rows (what ``Problem.rows`` does per chunk), the assignment for each
   kernel choice and precision (the Triton kernel's too, where triton is installed),
   the share of rows the tf32 and tf32x3 paths re-check, the per-cluster sums (float
-  atomics; deterministic: the sorted-segments kernel and the one-hot product), and,
-  from fits of 1 and ``1 + iterations`` iterations, the cost of one Lloyd iteration
+  atomics; deterministic: the sorted-segments kernel, 64-bit fixed point and the
+  one-hot product), and, from fits of 1 and ``1 + iterations`` iterations, the cost of
+  one Lloyd iteration
   inside ``kmeans`` and the fixed cost of a fit, for each kernel choice and precision
   and for workspaces of 256 MiB, 1 GiB (the default's cap) and 4 GiB;
 * the fixed cost's parts (set-up, with its validation and column mean; final
@@ -195,13 +196,14 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     rows = [problem.rows(a, b) for a, b in some]
     labels = [backend.assign(r, centers, csq) for r in rows]
     share = n / sum(b - a for a, b in some)
-    default_pending = backend.pending_kernels
-    for what, deterministic, sorted_sums in (
-        ("float atomics", False, False),
-        ("sorted segments kernel (deterministic)", True, True),
-        ("one-hot product (deterministic)", True, False),
+    default_sums = backend.deterministic_sums
+    for what, deterministic, mode in (
+        ("float atomics", False, default_sums),
+        ("sorted segments kernel (deterministic)", True, "sorted"),
+        ("64-bit fixed point (deterministic)", True, "fixed-point"),
+        ("one-hot product (deterministic)", True, "one-hot"),
     ):
-        backend.pending_kernels = sorted_sums
+        backend.deterministic_sums = mode
         ms = sum(
             gpu_ms(
                 cp,
@@ -211,7 +213,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             for r, lab in zip(rows, labels, strict=True)
         )
         add(f"cluster sums, {what} (all rows)", ms * share)
-    backend.pending_kernels = default_pending
+    backend.deterministic_sums = default_sums
     del rows, labels
     # the fixed cost of a fit, part by part
     ms = gpu_ms(cp, lambda: prepare(X, None, "cupy", centers=init), max(1, repeats // 2))
@@ -225,6 +227,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     final = cp.empty(n, dtype=cp.int32)
     ms = gpu_ms(cp, lambda: assign(problem, centers, final, statistics=False), repeats)
     add("final assignment (all rows, no sums)", ms)
+    default_pending = backend.pending_kernels
     for pending in (False, True):  # the plain path, then the SQ_DIST kernel
         backend.pending_kernels = pending
         ms = gpu_ms(cp, lambda: inertia(problem, centers, final), repeats)

@@ -316,6 +316,14 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         "zeros",
         "ones",
         "empty",
+        "uint64",
+        "maximum",
+        "max",
+        "min",
+        "ceil",
+        "log2",
+        "ldexp",
+        "rint",
     ):
         setattr(cupy, name, getattr(np, name))
     cupy.ndarray = ndarray

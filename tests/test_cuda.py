@@ -71,6 +71,17 @@ def test_pending_kernels_choice_from_the_environment(monkeypatch):
         _cuda.pending_kernels_enabled()
 
 
+def test_deterministic_sums_choice_from_the_environment(monkeypatch):
+    monkeypatch.delenv(_cuda.ENV_DETERMINISTIC, raising=False)
+    assert _cuda.deterministic_sums_mode() == "one-hot"  # the one checked on a GPU
+    for value in ("sorted", "Fixed-Point ", "one-hot"):
+        monkeypatch.setenv(_cuda.ENV_DETERMINISTIC, value)
+        assert _cuda.deterministic_sums_mode() == value.strip().lower()
+    monkeypatch.setenv(_cuda.ENV_DETERMINISTIC, "atomic")
+    with pytest.raises(ValueError, match="KMEANS_GPU_DETERMINISTIC_SUMS='atomic'"):
+        _cuda.deterministic_sums_mode()
+
+
 SHAPES = ((1000, 3, 1), (5000, 16, 33), (4099, 64, 1000))
 
 

@@ -116,17 +116,40 @@ def test_deterministic_sums_use_no_atomics(cupy):
     )
 
 
+def test_a_deterministic_fit_in_fixed_point(cupy, monkeypatch):
+    cp, _ = cupy
+    from kmeans_gpu.backends import _cupy
+
+    monkeypatch.setenv("KMEANS_GPU_DETERMINISTIC_SUMS", "fixed-point")
+    calls = []
+    original = _cupy.fixed_point_sums
+    monkeypatch.setattr(
+        _cupy, "fixed_point_sums", lambda *args: calls.append(1) or original(*args)
+    )
+    X = cp.asarray(_data())
+    w = cp.asarray(np.random.default_rng(2).uniform(0.5, 2, size=4000).astype(np.float32))
+    want = kmeans(X, 6, random_state=0, sample_weight=w)
+    assert not calls
+    got = kmeans(X, 6, random_state=0, sample_weight=w, deterministic=True)
+    assert calls
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+    assert_same_up_to_order(got[0], want[0])
+
+
 @pytest.mark.parametrize("weighted", [False, True])
-def test_sorted_sums_kernel_is_launched_as_specified(cupy, monkeypatch, weighted):
-    """KMEANS_GPU_PENDING_KERNELS=1: the deterministic sums come from the sorted-segments
-    kernel (its stand-in sums each part in position order, as a block does), not from
-    atomics, and equal the one-hot product to rounding; k from 1 to many parts."""
+@pytest.mark.parametrize("mode", ["sorted", "fixed-point"])
+def test_deterministic_sums_as_chosen(cupy, monkeypatch, mode, weighted):
+    """KMEANS_GPU_DETERMINISTIC_SUMS: the deterministic sums from the sorted-segments
+    kernel (its stand-in sums each part in position order, as a block does; no atomics)
+    or in 64-bit fixed point (integer atomics), equal to the one-hot product to rounding;
+    k from 1 to many parts, empty clusters, and rows wider than k (fixed point: in
+    pieces)."""
     cp, record = cupy
     from kmeans_gpu.backends import Backend, get_backend
 
-    monkeypatch.setenv("KMEANS_GPU_PENDING_KERNELS", "1")
+    monkeypatch.setenv("KMEANS_GPU_DETERMINISTIC_SUMS", mode)
     backend = get_backend("cupy")
-    assert backend.pending_kernels
+    assert backend.deterministic_sums == mode
     rng = np.random.default_rng(3)
     X = cp.asarray(_data())
     w = cp.asarray(rng.uniform(0.5, 2, size=X.shape[0]).astype(np.float32)) if weighted else None
@@ -134,11 +157,46 @@ def test_sorted_sums_kernel_is_launched_as_specified(cupy, monkeypatch, weighted
         labels = cp.asarray(rng.integers(0, k, size=X.shape[0]).astype(np.int32))
         before = record["atomic_sums"]
         sums, weights = backend.cluster_sums(X, labels, w, k, deterministic=True)
-        assert record["atomic_sums"] == before
+        assert (record["atomic_sums"] == before) == (mode == "sorted")
         assert sums.shape == (k, 8) and sums.dtype == np.float32 and weights.dtype == np.float32
         want = Backend.cluster_sums(backend, X, labels, w, k)  # the one-hot product
         np.testing.assert_allclose(sums, want[0], rtol=1e-5, atol=1e-3)
         np.testing.assert_allclose(weights, want[1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fixed_point_sums_are_correctly_rounded_in_any_order(cupy, weighted):
+    """The fixed-point sums do not depend on the order of the rows (bitwise), and are
+    the float64 sums rounded to float32 (within one unit in the last place), where
+    float32 atomics lose digits: values of mixed signs and sizes, rows wider than k
+    (summed in pieces), all-zero rows."""
+    cp, _ = cupy
+    from kmeans_gpu.backends._cupy import fixed_point_sums
+
+    rng = np.random.default_rng(11)
+    n, d, k = 5000, 16, 5
+    X = (rng.normal(size=(n, d)) * np.exp(rng.normal(scale=3, size=(n, 1)))).astype(np.float32)
+    X[:100] = 0.0
+    labels = rng.integers(0, k, size=n).astype(np.int32)
+    w = rng.uniform(0, 3, size=n).astype(np.float32) if weighted else None
+    weights = np.ones(n) if w is None else w.astype(np.float64)
+    truth = np.zeros((k, d))
+    np.add.at(truth, labels, X.astype(np.float64) * weights[:, None])
+    truth_w = np.bincount(labels, weights, minlength=k)
+    order = rng.permutation(n)
+    results = [
+        fixed_point_sums(
+            cp, cp.asarray(X[p]), cp.asarray(labels[p]), None if w is None else cp.asarray(w[p]), k
+        )
+        for p in (np.arange(n), order)
+    ]
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)  # bitwise, in any order
+    sums, totals = (np.asarray(r, np.float64) for r in results[0])
+    assert np.all(np.abs(sums - truth) <= np.spacing(np.abs(truth).astype(np.float32)))
+    assert np.all(np.abs(totals - truth_w) <= np.spacing(truth_w.astype(np.float32)))
+    zero, _ = fixed_point_sums(cp, cp.asarray(X[:100]), cp.asarray(labels[:100]), None, k)
+    assert not np.any(np.asarray(zero))
 
 
 def test_pending_sq_dist_kernel_gives_the_inertia_terms(cupy, monkeypatch):

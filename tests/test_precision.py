@@ -450,9 +450,9 @@ def test_deterministic_must_be_a_bool():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("sorted_sums", [False, True], ids=["one-hot", "sorted kernel"])
+@pytest.mark.parametrize("mode", ["one-hot", "sorted", "fixed-point"])
 @pytest.mark.parametrize("k", [5, 64, 3000])
-def test_cupy_deterministic_sums_repeat_bitwise_and_match_atomics(sorted_sums, k):
+def test_cupy_deterministic_sums_repeat_bitwise_and_match_atomics(mode, k):
     from kmeans_gpu.backends import _cupy_has_device, get_backend
 
     if not _cupy_has_device():
@@ -464,8 +464,8 @@ def test_cupy_deterministic_sums_repeat_bitwise_and_match_atomics(sorted_sums, k
     X = cupy.asarray(rng.normal(size=(200_000, 16)).astype(np.float32))
     w = cupy.asarray(rng.uniform(0.5, 2.0, size=200_000).astype(np.float32))
     labels = cupy.asarray(rng.integers(0, k, size=200_000).astype(np.int32))
-    old = backend.pending_kernels
-    backend.pending_kernels = sorted_sums
+    old = backend.deterministic_sums
+    backend.deterministic_sums = mode
     try:
         for weights in (None, w):
             first = backend.cluster_sums(X, labels, weights, k, deterministic=True)
@@ -475,8 +475,13 @@ def test_cupy_deterministic_sums_repeat_bitwise_and_match_atomics(sorted_sums, k
                 cupy.testing.assert_array_equal(got, other)
             for got, other in zip(first, atomics, strict=True):
                 cupy.testing.assert_allclose(got, other, rtol=1e-4, atol=1e-3)
+        if mode == "fixed-point":  # in any order of the rows, bitwise
+            order = cupy.asarray(rng.permutation(200_000))
+            shuffled = backend.cluster_sums(X[order], labels[order], w[order], k, True)
+            for got, other in zip(shuffled, first, strict=True):
+                cupy.testing.assert_array_equal(got, other)
     finally:
-        backend.pending_kernels = old
+        backend.deterministic_sums = old
 
 
 def test_nearest_two_scores(backend):

@@ -8,9 +8,11 @@ inputs into TF32 parts for ``precision="tf32x3"`` with ``SPLIT``;
 uses the fused product-and-argmin kernel for exact assignment (slower than cuBLAS +
 argmin on an H200: BENCHMARKS.md), ``=triton`` adds a Triton kernel for the TF32 and
 split-TF32 assignment (``_triton``; off by default until timed on a GPU).
-``KMEANS_GPU_PENDING_KERNELS=1`` turns on the kernels written since the last GPU run,
-pending its check: ``SORTED_SUMS`` for the ``deterministic=True`` sums instead of a
-one-hot product, and ``SQ_DIST`` for the inertia's terms. The sources are
+``KMEANS_GPU_PENDING_KERNELS=1`` turns on ``SQ_DIST`` for the inertia's terms, written
+since the last GPU run and pending its check; ``KMEANS_GPU_DETERMINISTIC_SUMS`` chooses
+how ``deterministic=True`` sums: a one-hot product (the default), ``SORTED_SUMS``
+(``sorted``, pending too) or 64-bit fixed point (``fixed-point``, CuPy operations,
+pending too). The sources are
 compiled with ``nvcc -ptx`` in the test suite, so a syntax or type error cannot land
 unnoticed, and a ``gpu`` test compares each kernel with the plain path.
 """
@@ -373,6 +375,9 @@ SORTED_SUMS_THREADS = 128
 #: blocks per cluster: enough blocks in all for a GPU's SMs when k is small
 SORTED_SUMS_BLOCKS = 2048
 ENV_PENDING = "KMEANS_GPU_PENDING_KERNELS"
+ENV_DETERMINISTIC = "KMEANS_GPU_DETERMINISTIC_SUMS"
+#: how the CuPy backend computes ``deterministic=True`` sums (the first is the default)
+DETERMINISTIC_SUMS = ("one-hot", "sorted", "fixed-point")
 
 #: ``‖x − c_label‖²`` of each row in float64, the inertia's terms (per chunk for the
 #: frame stream, once at the end of a fit), in one read of the rows: the difference in
@@ -452,15 +457,24 @@ def kernel_mode() -> str | None:
 
 
 def pending_kernels_enabled() -> bool:
-    """Whether the kernels written since the last GPU run are on
-    (``KMEANS_GPU_PENDING_KERNELS=1``): ``SORTED_SUMS`` and ``SQ_DIST``, off until a GPU
-    run has checked them."""
+    """Whether the kernel written since the last GPU run is on
+    (``KMEANS_GPU_PENDING_KERNELS=1``): ``SQ_DIST``, off until a GPU run has checked
+    it."""
     value = os.environ.get(ENV_PENDING, "").strip().lower()
     if value in ("", "0", "false", "no", "off"):
         return False
     if value in ("1", "true", "yes", "on"):
         return True
     raise ValueError(f"{ENV_PENDING}={value!r} is not one of '1' or '0'")
+
+
+def deterministic_sums_mode() -> str:
+    """How ``deterministic=True`` sums, from ``KMEANS_GPU_DETERMINISTIC_SUMS``: one of
+    :data:`DETERMINISTIC_SUMS`, ``"one-hot"`` when unset."""
+    value = os.environ.get(ENV_DETERMINISTIC, "").strip().lower() or DETERMINISTIC_SUMS[0]
+    if value not in DETERMINISTIC_SUMS:
+        raise ValueError(f"{ENV_DETERMINISTIC}={value!r} is not one of {DETERMINISTIC_SUMS}")
+    return value
 
 
 def kernels_enabled() -> bool:

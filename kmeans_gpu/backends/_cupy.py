@@ -18,7 +18,7 @@ class CupyBackend(Backend):
         import array_api_compat.cupy as xp
         import cupy
 
-        from ._cuda import kernel_mode, pending_kernels_enabled
+        from ._cuda import deterministic_sums_mode, kernel_mode, pending_kernels_enabled
 
         super().__init__(xp, "cupy")
         self._cupy = cupy
@@ -33,9 +33,12 @@ class CupyBackend(Backend):
                 raise ValueError(
                     "KMEANS_GPU_CUDA_KERNELS=triton needs the triton and torch packages"
                 )
-        #: the kernels written since the last GPU run, pending its check (sorted-segment
-        #: deterministic sums, the inertia's terms): ``KMEANS_GPU_PENDING_KERNELS``
+        #: the kernel written since the last GPU run, pending its check (the inertia's
+        #: terms in one read): ``KMEANS_GPU_PENDING_KERNELS``
         self.pending_kernels = pending_kernels_enabled()
+        #: how ``deterministic=True`` sums: "one-hot", "sorted" or "fixed-point"
+        #: (``KMEANS_GPU_DETERMINISTIC_SUMS``; the last two pending a GPU run)
+        self.deterministic_sums = deterministic_sums_mode()
 
     @property
     def _pending_on(self) -> bool:
@@ -212,9 +215,11 @@ class CupyBackend(Backend):
         n_clusters: int,
         deterministic: bool = False,
     ) -> tuple[Array, Array]:
-        if deterministic:  # float atomics add in a varying order: sums in a fixed order
-            if self._pending_on:
-                from ._cuda import sorted_sums
+        if deterministic:  # float atomics add in a varying order
+            if self.deterministic_sums == "fixed-point":  # integers add in any order
+                return fixed_point_sums(self._cupy, X, labels, weights, n_clusters)
+            if self.deterministic_sums == "sorted" and self.custom_kernel is not None:
+                from ._cuda import sorted_sums  # each cluster's rows in a fixed order
 
                 return sorted_sums(X, labels, weights, n_clusters)
             with self._compute_type(X.dtype, "exact"):  # the one-hot product
@@ -231,6 +236,53 @@ class CupyBackend(Backend):
         ones = cp.ones(labels.shape[0], dtype=X.dtype) if weights is None else weights
         cp.add.at(weight_sums, labels, ones)
         return sums, weight_sums
+
+
+def fixed_point_sums(
+    cp: Any, X: Array, labels: Array, weights: Array | None, n_clusters: int
+) -> tuple[Array, Array]:
+    """Per-cluster sums of the rows of ``X`` (times ``weights``) ``(k, d)`` and their
+    weights ``(k,)``, in ``X``'s dtype, bitwise the same in any order of the rows.
+
+    Each value is rounded once to a 64-bit integer multiple of ``2⁻ˢ`` and the integers
+    are added with CuPy's atomics (on unsigned 64-bit integers: two's complement, so
+    the wrapping additions of negative values are exact). Integer addition is
+    associative, so the atomics' varying order changes no bit; ``2ˢ`` is the largest
+    power of two with ``rows · max|w·x| · 2ˢ ≤ 2⁶²``, so no partial sum overflows and
+    each value is off by at most ``2⁻ˢ⁻¹`` (far below float32's own rounding). Rows
+    go in pieces whose temporaries (16 bytes per value) take no more than the chunk's
+    share of the workspace (its scores, when ``k ≥ d``: one piece)."""
+    m, d = int(X.shape[0]), int(X.shape[1])
+    step = max(1, m * (n_clusters + d) // (2 * d))
+    sums = cp.zeros((n_clusters, d), dtype=cp.float64)
+    totals = cp.zeros(n_clusters, dtype=cp.float64)
+    for a in range(0, m, step):
+        rows = X[a : a + step].astype(cp.float64)  # exact, and the products below too
+        w = None if weights is None else weights[a : a + step].astype(cp.float64)
+        if w is not None:
+            rows *= w[:, None]
+        sums += _fixed_point_add(cp, rows, labels[a : a + step], n_clusters)
+        if w is None:
+            counts = cp.zeros(n_clusters, dtype=cp.uint64)
+            cp.add.at(counts, labels[a : a + step], cp.ones(rows.shape[0], dtype=cp.uint64))
+            totals += counts.astype(cp.float64)
+        else:
+            totals += _fixed_point_add(cp, w, labels[a : a + step], n_clusters)
+    return sums.astype(X.dtype), totals.astype(X.dtype)
+
+
+def _fixed_point_add(cp: Any, values: Array, labels: Array, n_clusters: int) -> Array:
+    """Sum of the float64 ``values`` (rows, or one per row) per label, in fixed point;
+    ``values`` is overwritten. Float64 out."""
+    largest = cp.maximum(cp.max(values), -cp.min(values))  # on the device: no sync
+    # s = 62 − ⌈log2(rows · largest)⌉ (all zero: any finite scale will do)
+    floor = cp.maximum(largest * values.shape[0], 2.0**-900)
+    scale = cp.ldexp(1.0, (62 - cp.ceil(cp.log2(floor))).astype(cp.int32))
+    values *= scale
+    cp.rint(values, out=values)
+    total = cp.zeros((n_clusters, *values.shape[1:]), dtype=cp.uint64)
+    cp.add.at(total, labels, values.astype(cp.int64).view(cp.uint64))
+    return total.view(cp.int64).astype(cp.float64) / scale
 
 
 @functools.cache
