@@ -244,45 +244,54 @@ def fixed_point_sums(
     """Per-cluster sums of the rows of ``X`` (times ``weights``) ``(k, d)`` and their
     weights ``(k,)``, in ``X``'s dtype, bitwise the same in any order of the rows.
 
-    Each value is rounded once to a 64-bit integer multiple of ``2⁻ˢ`` and the integers
-    are added with CuPy's atomics (on unsigned 64-bit integers: two's complement, so
-    the wrapping additions of negative values are exact). Integer addition is
-    associative, so the atomics' varying order changes no bit; ``2ˢ`` is the largest
-    power of two with ``rows · max|w·x| · 2ˢ ≤ 2⁶²``, so no partial sum overflows and
-    each value is off by at most ``2⁻ˢ⁻¹`` (far below float32's own rounding). Rows
-    go in pieces whose temporaries (16 bytes per value) take no more than the chunk's
-    share of the workspace (its scores, when ``k ≥ d``: one piece)."""
+    Each value ``w·x`` (exact in float64) is rounded once to an integer multiple of
+    ``2⁻ˢ`` and the integers are added with CuPy's atomics on unsigned 64-bit integers
+    (two's complement: the wrapping additions of negative values are exact). Integer
+    addition is associative, so the atomics' varying order changes no bit. ``2ˢ`` is the
+    largest power of two with ``rows · max|x| · max w · 2ˢ ≤ 2⁶²``, so no partial sum
+    overflows, and each value is off by at most ``2⁻ˢ⁻¹``, far below float32's own
+    rounding. Rows go in pieces whose temporaries (16 bytes per value) take no more than
+    the chunk's share of the workspace (one piece when ``k ≥ d``); the scale is the
+    chunk's, so the pieces add as integers too."""
     m, d = int(X.shape[0]), int(X.shape[1])
+    top = cp.maximum(cp.max(X), -cp.min(X)).astype(cp.float64)  # on the device: no sync
+    w = None if weights is None else weights.astype(cp.float64)
+    totals = cp.zeros(n_clusters, dtype=cp.uint64)
+    if w is None:
+        scale = _fixed_point_scale(cp, top * m)
+        cp.add.at(totals, labels, cp.ones(m, dtype=cp.uint64))
+    else:
+        heaviest = cp.max(w)
+        scale = _fixed_point_scale(cp, top * heaviest * m)
+        weight_scale = _fixed_point_scale(cp, heaviest * m)
+        cp.add.at(totals, labels, _fixed(cp, w * weight_scale))
+    sums = cp.zeros((n_clusters, d), dtype=cp.uint64)
     step = max(1, m * (n_clusters + d) // (2 * d))
-    sums = cp.zeros((n_clusters, d), dtype=cp.float64)
-    totals = cp.zeros(n_clusters, dtype=cp.float64)
     for a in range(0, m, step):
         rows = X[a : a + step].astype(cp.float64)  # exact, and the products below too
-        w = None if weights is None else weights[a : a + step].astype(cp.float64)
         if w is not None:
-            rows *= w[:, None]
-        sums += _fixed_point_add(cp, rows, labels[a : a + step], n_clusters)
-        if w is None:
-            counts = cp.zeros(n_clusters, dtype=cp.uint64)
-            cp.add.at(counts, labels[a : a + step], cp.ones(rows.shape[0], dtype=cp.uint64))
-            totals += counts.astype(cp.float64)
-        else:
-            totals += _fixed_point_add(cp, w, labels[a : a + step], n_clusters)
-    return sums.astype(X.dtype), totals.astype(X.dtype)
+            rows *= w[a : a + step, None]
+        rows *= scale
+        cp.add.at(sums, labels[a : a + step], _fixed(cp, rows))
+    sums_out = sums.view(cp.int64).astype(cp.float64) / scale
+    totals_out = totals.view(cp.int64).astype(cp.float64)
+    if w is not None:
+        totals_out /= weight_scale
+    return sums_out.astype(X.dtype), totals_out.astype(X.dtype)
 
 
-def _fixed_point_add(cp: Any, values: Array, labels: Array, n_clusters: int) -> Array:
-    """Sum of the float64 ``values`` (rows, or one per row) per label, in fixed point;
-    ``values`` is overwritten. Float64 out."""
-    largest = cp.maximum(cp.max(values), -cp.min(values))  # on the device: no sync
-    # s = 62 − ⌈log2(rows · largest)⌉ (all zero: any finite scale will do)
-    floor = cp.maximum(largest * values.shape[0], 2.0**-900)
-    scale = cp.ldexp(1.0, (62 - cp.ceil(cp.log2(floor))).astype(cp.int32))
-    values *= scale
-    cp.rint(values, out=values)
-    total = cp.zeros((n_clusters, *values.shape[1:]), dtype=cp.uint64)
-    cp.add.at(total, labels, values.astype(cp.int64).view(cp.uint64))
-    return total.view(cp.int64).astype(cp.float64) / scale
+def _fixed_point_scale(cp: Any, bound: Array) -> Array:
+    """The largest power of two ``2ˢ`` (a 0-d float64 array) with ``bound · 2ˢ ≤ 2⁶²``
+    (any finite scale when ``bound`` is 0)."""
+    exponent = 62 - cp.ceil(cp.log2(cp.maximum(bound, 2.0**-900)))
+    return cp.ldexp(1.0, exponent.astype(cp.int32))
+
+
+def _fixed(cp: Any, scaled: Array) -> Array:
+    """``scaled`` (float64, overwritten) rounded to the nearest integers, as unsigned
+    64-bit integers (two's complement)."""
+    cp.rint(scaled, out=scaled)
+    return scaled.astype(cp.int64).view(cp.uint64)
 
 
 @functools.cache
