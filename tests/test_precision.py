@@ -265,6 +265,25 @@ def test_frames_at_reduced_precision_are_the_exact_frames(precision):
         assert a.inertia == pytest.approx(b.inertia, rel=1e-6)
 
 
+@pytest.mark.parametrize("case", ["every row tied", "one centre", "zero weights"])
+def test_a_pass_settles_the_edge_cases(case):
+    """Every row a near tie (each chunk's own statistics empty), one centre (no second
+    score: no near ties), and near ties of zero weight."""
+    rng = np.random.default_rng(9)
+    C = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0]], np.float32)
+    X = rng.normal(size=(500, 3)).astype(np.float32)
+    w = None
+    if case == "every row tied":
+        X[:, 0] = 1.0  # each row halfway between the two centres
+    elif case == "one centre":
+        C = C[:1]
+    else:
+        w = rng.uniform(0, 1, size=500).astype(np.float32)
+        w[::2] = 0.0
+    previous = rng.integers(0, len(C), size=500).astype(np.int32)
+    check_a_pass_settles_near_ties(EmulatedTensorCores(), X, C, w, previous, "tf32", 2_000)
+
+
 def test_the_margins_use_the_row_norms_computed_once_per_fit(monkeypatch):
     """The near ties' margins need each row's norm: the pass takes them from the
     problem, which computes them once (k-means++ shares them), not every iteration."""
