@@ -403,9 +403,9 @@ def test_bad_precision_is_refused_clearly():
     assert KMeans(2, precision="bf16").get_params()["precision"] == "bf16"
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("precision", ["tf32", "tf32x3", "bf16"])
-def test_cupy_reduced_precision_gives_the_exact_labels(precision):
+def cupy_with_tensor_cores(precision):
+    """CuPy and its backend, or a skip: no CUDA device, or none that computes
+    ``precision`` on tensor cores."""
     from kmeans_gpu.backends import _cupy_has_device
 
     if not _cupy_has_device():
@@ -414,7 +414,14 @@ def test_cupy_reduced_precision_gives_the_exact_labels(precision):
 
     backend = get_backend("cupy")
     if not backend.computes_reduced(precision):
-        pytest.skip("this GPU has no TF32/bf16 tensor cores")
+        pytest.skip(f"this GPU has no tensor cores for {precision}")
+    return cupy, backend
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["tf32", "tf32x3", "bf16"])
+def test_cupy_reduced_precision_gives_the_exact_labels(precision):
+    cupy, backend = cupy_with_tensor_cores(precision)
     rng = np.random.default_rng(4)
     X = cupy.asarray(rng.uniform(size=(50_000, 32)).astype(np.float32))
     C = cupy.asarray(rng.uniform(size=(500, 32)).astype(np.float32))
@@ -433,15 +440,7 @@ def test_cupy_reduced_precision_gives_the_exact_labels(precision):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["tf32", "tf32x3"])
 def test_cupy_pass_settles_its_near_ties_after_its_chunks(precision):
-    from kmeans_gpu.backends import _cupy_has_device
-
-    if not _cupy_has_device():
-        pytest.skip("CuPy with a CUDA device is not available")
-    import cupy
-
-    backend = get_backend("cupy")
-    if not backend.computes_reduced(precision):
-        pytest.skip("this GPU has no TF32 tensor cores")
+    cupy, backend = cupy_with_tensor_cores(precision)
     X, C, w, previous = crowded(precision, True, n=200_000, d=32, k=256)
     X, C, w, previous = (cupy.asarray(a) for a in (X, C, w, previous))
     chunks = check_a_pass_settles_near_ties(backend, X, C, w, previous, precision, 8 << 20)
