@@ -19,8 +19,9 @@ CUDA events, median of ``--repeats`` after a warm-up:
   assignment, final inertia, relocating empty clusters), a whole fit's wall clock with
   CuPy's memory pool warm and emptied first, and the device memory a fit holds beyond X
   (a CuPy memory hook);
-* last, where triton is installed, the Triton kernel's launch shapes for TF32 and
-  split TF32 (the default and :data:`TRITON_SHAPES`).
+* last, where triton is installed, a chunk's share of a Lloyd pass through the Triton
+  kernel's step mode against the same share in parts, and the Triton kernel's launch
+  shapes for TF32 and split TF32 (the default and :data:`TRITON_SHAPES`).
 
 It prints one table per workload and, with ``--json``, writes every number. A script to
 learn from, not a test: it asserts nothing, and reports which share of the labels each
@@ -36,6 +37,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +48,7 @@ from kmeans_gpu._api import prepare
 from kmeans_gpu._assign import assign, inertia
 from kmeans_gpu._precision import CENTER_PIECES, ROW_PIECES, near_ties
 from kmeans_gpu._validation import check_array
-from kmeans_gpu.backends import _triton
+from kmeans_gpu.backends import Backend, _triton
 from kmeans_gpu.benchmark import WORKLOADS, device_peak_bytes, make_data
 
 #: launch shapes of the Triton kernel timed besides the default (tests/test_triton.py
@@ -312,6 +314,24 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         unit="MiB",
     )
     if _triton.available():  # last: each launch shape is a compilation of a few seconds
+        # a chunk's share of a Lloyd pass: the Triton kernel's step (one pass over the
+        # stored rows: centred, assigned, near ties marked, the others summed) against
+        # the same share made of parts (working rows, Triton nearest two, the near-tie
+        # margins, float-atomic sums)
+        stored, origin = problem.source_rows(0, chunk)
+        rows_sq = problem.squared_row_norms[:chunk]
+        backend.custom_kernel = "triton"
+        for precision in ("tf32", "tf32x3"):
+            for fused in (True, False):
+                step = backend.reduced_step if fused else partial(Backend.reduced_step, backend)
+                ms = gpu_ms(
+                    cp,
+                    lambda p=precision, f=step: f(stored, origin, centers, csq, rows_sq, None, p),
+                    repeats,
+                )
+                how = "one kernel (step mode)" if fused else "in parts"
+                add(f"a pass's share, Triton {precision}, {how} (all rows)", ms * n / chunk)
+        backend.custom_kernel = default_kernels
         scaled = -2.0 * centers
         hopper = int(cp.cuda.Device().compute_capability) >= 90
         for precision, shapes in TRITON_SHAPES.items():

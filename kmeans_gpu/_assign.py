@@ -14,7 +14,7 @@ import functools
 import operator
 from dataclasses import dataclass
 
-from ._precision import merge_labels, recheck_precision, reduced_labels
+from ._precision import merge_labels, recheck_precision
 from ._problem import Problem
 from .backends import Array, Backend
 
@@ -69,16 +69,21 @@ def assign(
     rows_sq: Array = problem.squared_row_norms if reduced else None
 
     def chunk(start: int, stop: int) -> Statistics | None:
-        rows = problem.rows(start, stop)
         if pending is not None:
-            labels[start:stop], pending[start:stop] = reduced_labels(
-                backend, rows, centers, centers_sq, problem.precision, rows_sq[start:stop]
+            return _reduced_chunk(
+                problem,
+                centers,
+                centers_sq,
+                rows_sq,
+                labels,
+                pending,
+                start,
+                stop,
+                statistics,
+                with_inertia,
+                previous,
             )
-            if not statistics:
-                return None
-            return _settled_statistics(
-                problem, centers, rows, labels, start, stop, previous, with_inertia, pending
-            )
+        rows = problem.rows(start, stop)
         if not statistics:
             labels[start:stop] = backend.assign(rows, centers, centers_sq)
             return None
@@ -125,37 +130,51 @@ def _inertia(
     return xp.sum(d2)
 
 
-def _settled_statistics(
+def _reduced_chunk(
     problem: Problem,
     centers: Array,
-    rows: Array,
+    centers_sq: Array,
+    rows_sq: Array,
     labels: Array,
+    pending: Array,
     start: int,
     stop: int,
-    previous: Array | None,
+    statistics: bool,
     with_inertia: bool,
-    pending: Array,
-) -> Statistics:
-    """The statistics of rows ``start:stop`` without those ``pending`` (marked near ties,
-    whose labels are provisional; :func:`_settle` adds them)."""
+    previous: Array | None,
+) -> Statistics | None:
+    """Rows ``start:stop`` at a reduced precision: their provisional labels, their near
+    ties marked in ``pending``, and the statistics of the others (:func:`_settle` adds
+    the near ties')."""
     backend = problem.backend
     xp = backend.xp
-    k = int(centers.shape[0])
-    own, near = labels[start:stop], pending[start:stop]
     w = None if problem.weights is None else problem.weights[start:stop]
-    # the pending rows are summed into an extra cluster k, dropped: no copy of the rows
-    bucketed = xp.where(near, xp.full_like(own, k), own)
-    sums, weights = backend.cluster_sums(rows, bucketed, w, k + 1, problem.deterministic)
+    X, origin = problem.source_rows(start, stop)
+    own, near, sums, weights = backend.reduced_step(
+        X,
+        origin,
+        centers,
+        centers_sq,
+        rows_sq[start:stop],
+        w,
+        problem.precision,
+        statistics,
+        problem.deterministic,
+    )
+    labels[start:stop], pending[start:stop] = own, near
+    if not statistics:
+        return None
     settled = ~near
     if previous is None:
         changed = xp.count_nonzero(settled)
     else:
         changed = xp.count_nonzero((own != previous[start:stop]) & settled)
     inertia = None
-    if with_inertia:
+    if with_inertia:  # the frame stream's: the working rows made again
         kept = xp.astype(settled, problem.dtype)
+        rows = problem.rows(start, stop)
         inertia = _inertia(backend, rows, centers, own, kept if w is None else kept * w)
-    return Statistics(sums[:k, ...], weights[:k], changed, inertia)
+    return Statistics(sums, weights, changed, inertia)
 
 
 def _settle(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends import Array, Backend
+from .backends._base import rescale as _rescale
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,15 @@ class Problem:
             return self.X_working[start:stop, ...]
         return self._working(self.X_input[start:stop, ...])
 
+    def source_rows(self, start: int, stop: int) -> tuple[Array, tuple[Array, int] | None]:
+        """Rows ``start:stop`` as they are stored, and the origin ``(mean,
+        scale_exponent)`` that makes them working rows (``Backend.working_rows``), or
+        None when they already are (the working copy): for a backend that centres them
+        inside its own kernels."""
+        if self.X_working is not None:
+            return self.X_working[start:stop, ...], None
+        return self.X_input[start:stop, ...], (self.mean, self.scale_exponent)
+
     def take(self, indices: Array) -> Array:
         """Working rows at ``indices``."""
         take = self.backend.xp.take
@@ -71,7 +81,7 @@ class Problem:
         return self._working(take(self.X_input, indices, axis=0))
 
     def _working(self, x: Array) -> Array:
-        return _rescale(x - self.mean, self.scale_exponent)
+        return self.backend.working_rows(x, self.mean, self.scale_exponent)
 
     @functools.cached_property
     def squared_row_norms(self) -> Array:
@@ -130,14 +140,6 @@ class Problem:
         budget = self.working_memory or self.backend.default_working_memory()
         rows = self.backend.chunk_rows(n, max(1, budget // (2 * itemsize * columns)))
         return [(start, min(start + rows, n)) for start in range(0, n, rows)]
-
-
-def _rescale(x: Array, exponent: int) -> Array:
-    """``x * 2**exponent`` (exact), in two halves so each factor fits x's dtype."""
-    if exponent == 0:
-        return x
-    half = exponent // 2
-    return (x * 2.0**half) * 2.0 ** (exponent - half)
 
 
 def _max_abs(xp: Any, x: Array) -> float:

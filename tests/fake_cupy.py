@@ -275,7 +275,13 @@ class _Namespace(types.ModuleType):
 def install(monkeypatch: Any) -> dict[str, Any]:
     """Put the stand-in in ``sys.modules`` as ``cupy`` and ``cupyx`` (and
     ``array_api_compat.cupy`` as the NumPy namespace); returns the record of calls."""
-    record: dict[str, Any] = {"compute_types": [], "atomic_sums": 0, "pinned": 0, "triton": 0}
+    record: dict[str, Any] = {
+        "compute_types": [],
+        "atomic_sums": 0,
+        "pinned": 0,
+        "triton": 0,
+        "triton_steps": 0,
+    }
     compute = {"float32": COMPUTE_TYPE_DEFAULT, "float64": COMPUTE_TYPE_DEFAULT}
 
     def asarray(x: Any, dtype: Any = None) -> ndarray:
@@ -372,7 +378,39 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         second = two[:, 1] if scores.shape[1] > 1 else np.full(len(scores), np.inf, np.float32)
         return _as_cupy((labels, two[:, 0].astype(np.float32), second.astype(np.float32)))
 
+    def triton_lloyd_step(
+        X: Any,
+        origin: Any,
+        scaled: Any,
+        centers_sq: Any,
+        rows_sq: Any,
+        weights: Any,
+        precision: str,
+        statistics: bool = True,
+        config: Any = None,
+    ) -> Any:
+        """What ``_triton.lloyd_step`` is specified to return: the generic
+        ``Backend.reduced_step`` of its inputs, its nearest centres as the kernel finds
+        them (the kernel itself runs in Triton's interpreter in tests/test_triton.py)."""
+        from kmeans_gpu.backends import Backend, get_backend
+
+        record["triton_steps"] += 1
+        assert X.dtype == np.float32 and (origin is None or origin[0].dtype == np.float32)
+        centers = scaled / -2.0  # exact: scaled is −2·centres
+        return Backend.reduced_step(
+            get_backend("cupy"),
+            X,
+            origin,
+            centers,
+            centers_sq,
+            rows_sq,
+            weights,
+            precision,
+            statistics,
+        )
+
     monkeypatch.setattr(_triton, "nearest_two", triton_nearest_two)
+    monkeypatch.setattr(_triton, "lloyd_step", triton_lloyd_step)
     monkeypatch.setattr(_triton, "available", lambda: True)
     for name, module in (
         ("cupy", cupy),

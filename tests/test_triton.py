@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from kmeans_gpu import kmeans
+from kmeans_gpu._precision import relative_product_error
 from kmeans_gpu.backends import Backend, _triton
+from kmeans_gpu.backends._base import rescale
 
 from .checks import assert_same_up_to_order
 
@@ -57,6 +59,45 @@ def run_kernel(X, scaled, centers_sq, precision, hopper=True):
     config = _triton.config_for(precision, d, hopper)
     _triton.launch(x, s, c, labels, best, second, n, scaled.shape[0], d, precision, config)
     return labels.numpy(), best.numpy(), second.numpy()
+
+
+def run_step(
+    X, origin, scaled, centers_sq, rows_sq, weights, precision, statistics=True, hopper=True
+):
+    """``_triton.launch`` of a Lloyd step's share on torch CPU tensors (as
+    ``_triton.lloyd_step`` launches it on CuPy): labels, near ties, sums and weights
+    (None without ``statistics``), NumPy."""
+    import torch
+
+    n, d = X.shape
+    k = scaled.shape[0]
+
+    def tensor(a):
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    mean, exponent = (np.zeros(d, np.float32), 0) if origin is None else origin
+    largest = np.sqrt(centers_sq).max().reshape(1).astype(np.float32)
+    labels, near = torch.empty(n, dtype=torch.int32), torch.empty(n, dtype=torch.int8)
+    sums = torch.zeros(k, d) if statistics else None
+    weight_sums = torch.zeros(k) if statistics else None
+    step = _triton.Step(
+        mean=tensor(mean),
+        factors=_triton.rescale_factors(exponent),
+        rows_sq=tensor(rows_sq),
+        max_center_norm=tensor(largest),
+        delta=relative_product_error(precision, d),
+        weights=None if weights is None else tensor(weights),
+        near=near,
+        sums=sums,
+        weight_sums=weight_sums,
+    )
+    x = tensor(X)
+    config = _triton.config_for(precision, d, hopper)
+    _triton.launch(
+        x, tensor(scaled), tensor(centers_sq), labels, x, x, n, k, d, precision, config, step
+    )
+    out = (sums, weight_sums)
+    return labels.numpy(), near.numpy().astype(bool), *(o if o is None else o.numpy() for o in out)
 
 
 def plain_nearest_two(X, scaled, centers_sq):
@@ -115,42 +156,51 @@ def test_launch_shapes():
 
 
 #: Compiles the kernel (not interpreted) for one device, each launch shape the library
-#: uses there, and prints what each takes: shared memory, registers, stack (spills).
+#: uses there, in both modes (nearest two; a Lloyd step's share, weighted, with sums),
+#: and prints what each takes: shared memory, registers, stack (spills).
 COMPILE = """
-import json, subprocess, sys, tempfile
+import json, re, subprocess, sys, tempfile
 from pathlib import Path
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from kmeans_gpu.backends import _triton
-from kmeans_gpu.backends._triton_kernel import kmeans_gpu_triton_nearest_two as kernel
+from kmeans_gpu.backends._triton_kernel import kmeans_gpu_triton_assign as kernel
 
 capability, hopper = int(sys.argv[1]), sys.argv[1] >= "90"
 tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-pointers = ("X", "S", "CENTERS_SQ", "LABELS", "BEST", "SECOND")
-signature = {name: "*i32" if name == "LABELS" else "*fp32" for name in pointers}
+pointers = ("X", "S", "CENTERS_SQ", "LABELS", "BEST", "SECOND", "MEAN", "ROWS_SQ",
+            "MAX_CENTER_NORM", "W", "NEAR", "SUMS", "WEIGHT_SUMS")
+kinds = {"LABELS": "*i32", "NEAR": "*i8"}
+signature = {name: kinds.get(name, "*fp32") for name in pointers}
 signature |= {name: "i32" for name in ("n", "k", "d")}
+signature |= {name: "fp32" for name in ("f1", "f2", "delta")}
 report = []
 for precision in _triton.INPUT_PRECISION:
     for d in (128, 300):
-        config = _triton.config_for(precision, d, hopper)
-        constexprs = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-                          D_PAD=_triton._padded(d), RESIDENT=config.resident,
-                          BLOCK_K=_triton.FEATURE_SLICE,
-                          PRECISION=_triton.INPUT_PRECISION[precision])
-        source = ASTSource(fn=kernel, signature=signature | dict.fromkeys(constexprs,
-                           "constexpr"), constexprs=constexprs)
-        compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                                  options=dict(num_warps=config.num_warps,
-                                               num_stages=config.num_stages))
-        with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
-            cubin.write(compiled.asm["cubin"]); cubin.flush()
-            usage = subprocess.run([str(tool), "--dump-resource-usage", cubin.name],
-                                   capture_output=True, text=True, check=True).stdout
-        fields = dict(f.split(":") for f in usage.split() if f.count(":") == 1)
-        report.append(dict(precision=precision, d=d, resident=config.resident,
-                           shared=compiled.metadata.shared, registers=int(fields["REG"]),
-                           stack=int(fields["STACK"]), wgmma="wgmma" in compiled.asm["ptx"]))
+        for step in (False, True):
+            config = _triton.config_for(precision, d, hopper)
+            constexprs = dict(BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+                              D_PAD=_triton._padded(d), RESIDENT=config.resident,
+                              BLOCK_K=_triton.FEATURE_SLICE,
+                              PRECISION=_triton.INPUT_PRECISION[precision],
+                              STEP=step, SUMS_TOO=step, WEIGHTED=step)
+            source = ASTSource(fn=kernel, signature=signature | dict.fromkeys(constexprs,
+                               "constexpr"), constexprs=constexprs)
+            compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                                      options=dict(num_warps=config.num_warps,
+                                                   num_stages=config.num_stages))
+            with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+                cubin.write(compiled.asm["cubin"]); cubin.flush()
+                usage = subprocess.run([str(tool), "--dump-resource-usage", cubin.name],
+                                       capture_output=True, text=True, check=True).stdout
+            fields = dict(f.split(":") for f in usage.split() if f.count(":") == 1)
+            report.append(dict(precision=precision, d=d, step=step,
+                               resident=config.resident, shared=compiled.metadata.shared,
+                               registers=int(fields["REG"]), stack=int(fields["STACK"]),
+                               wgmma="wgmma" in compiled.asm["ptx"],
+                               atomics=sorted(set(re.findall(
+                                   r"(?:atom|red)[.a-z_]*\\.add\\.f32", compiled.asm["ptx"])))))
 print(json.dumps(report))
 """
 #: the most shared memory one block may have: A100 (sm_80), H100/H200 (sm_90)
@@ -177,36 +227,110 @@ def test_kernel_compiles_for_the_gpus_and_fits_them(capability):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.splitlines()[-1])
-    assert len(report) == 4
+    print(json.dumps(report, indent=1))
+    assert len(report) == 8
     for shape in report:
         assert shape["shared"] <= SHARED_LIMIT[capability], shape
+        # the step's sums: float atomics, relaxed (no ordering needed, no fence)
+        assert bool(shape["atomics"]) == shape["step"], shape
+        assert all("acq" not in op and "rel." not in op for op in shape["atomics"]), shape
         if capability == "90":
             assert shape["wgmma"] and shape["stack"] == 0, shape
 
 
 class TritonNumpy(Backend):
     """NumPy with its reduced-precision assignment through the Triton kernel (in the
-    interpreter): the kernel's outputs feeding the library's near-tie re-check."""
+    interpreter): the kernel's outputs feeding the library's near-tie re-check; with
+    ``fused``, a Lloyd pass's chunks go through the kernel's step mode, as on CuPy."""
 
     reduced_products = frozenset({"tf32"})
 
-    def __init__(self) -> None:
+    def __init__(self, fused: bool = False) -> None:
         super().__init__(compat_np, "triton-numpy")
-        self.kernel_calls = 0
+        self.kernel_calls = self.step_calls = 0
+        self.fused = fused
 
     def reduced_nearest_two(self, X, scaled, centers_sq, precision):
         self.kernel_calls += 1
         return run_kernel(X, scaled, centers_sq, precision)
 
+    def reduced_step(
+        self,
+        X,
+        origin,
+        centers,
+        centers_sq,
+        rows_sq,
+        weights,
+        precision,
+        statistics=True,
+        deterministic=False,
+    ):
+        if not self.fused:
+            return super().reduced_step(
+                X,
+                origin,
+                centers,
+                centers_sq,
+                rows_sq,
+                weights,
+                precision,
+                statistics,
+                deterministic,
+            )
+        self.step_calls += 1
+        return run_step(
+            X, origin, -2.0 * centers, centers_sq, rows_sq, weights, precision, statistics
+        )
 
+
+# (n, d, k, origin exponent): kept rows and 32-feature slices, one centre, rows rescaled
+# up and down by powers of two, or no rescaling
+STEP_SHAPES = ((700, 16, 130, 0), (300, 300, 70, -3), (500, 8, 1, 2), (129, 128, 64, 5))
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("precision", ["tf32", "tf32x3"])
-def test_a_fit_through_the_kernel_equals_the_exact_fit(interpreter, precision):
+@pytest.mark.parametrize(("n", "d", "k", "exponent"), STEP_SHAPES)
+def test_step_mode_is_the_generic_step_in_one_pass(
+    interpreter, precision, n, d, k, exponent, weighted
+):
+    """The kernel's step mode (stored rows centred and rescaled in the kernel, near ties
+    marked, the other rows summed with atomics) gives what ``Backend.reduced_step``
+    gives from the same kernel's nearest two: the same labels and near ties, bitwise,
+    and the same sums up to their order."""
+    rng = np.random.default_rng(d + k)
+    X = (rng.normal(size=(n, d)) + 40.0).astype(np.float32)  # stored rows, off-centre
+    mean = X.mean(axis=0).astype(np.float32)
+    rows = rescale(X - mean, exponent)
+    C = rows[rng.choice(n, k, replace=False)] + np.float32(0.01)
+    C[k // 2] = C[0]  # tied centres: near ties for every row near them
+    centers_sq = (C * C).sum(axis=1)
+    rows_sq = (rows * rows).sum(axis=1)
+    w = rng.uniform(0.5, 2, size=n).astype(np.float32) if weighted else None
+    generic = TritonNumpy().reduced_step(X, (mean, exponent), C, centers_sq, rows_sq, w, precision)
+    got = run_step(X, (mean, exponent), -2.0 * C, centers_sq, rows_sq, w, precision)
+    np.testing.assert_array_equal(got[0], generic[0])
+    np.testing.assert_array_equal(got[1], generic[1])
+    assert k == 1 or got[1].any()  # near ties happened
+    for a, b in zip(got[2:], generic[2:], strict=True):
+        assert_same_up_to_order(a, b)
+    labels_only = run_step(
+        X, (mean, exponent), -2.0 * C, centers_sq, rows_sq, w, precision, statistics=False
+    )
+    np.testing.assert_array_equal(labels_only[0], got[0])
+    assert labels_only[2] is None and labels_only[3] is None
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["nearest two", "step mode"])
+@pytest.mark.parametrize("precision", ["tf32", "tf32x3"])
+def test_a_fit_through_the_kernel_equals_the_exact_fit(interpreter, precision, fused):
     rng = np.random.default_rng(2)
     X = np.vstack([rng.normal(loc=m, size=(300, 8)) for m in range(5)]).astype(np.float32)
-    backend = TritonNumpy()
+    backend = TritonNumpy(fused)
     exact = kmeans(X, 10, random_state=0, backend=backend, max_iter=30)
     got = kmeans(X, 10, random_state=0, backend=backend, max_iter=30, precision=precision)
-    assert backend.kernel_calls > 0
+    assert (backend.step_calls if fused else backend.kernel_calls) > 0
     np.testing.assert_array_equal(got[1], exact[1])
     assert_same_up_to_order(got[0], exact[0])  # near ties' rows summed after the others
 
@@ -214,8 +338,9 @@ def test_a_fit_through_the_kernel_equals_the_exact_fit(interpreter, precision):
 @pytest.mark.parametrize("precision", ["exact", "tf32", "tf32x3"])
 def test_triton_mode_on_the_cupy_stand_in(monkeypatch, precision):
     """KMEANS_GPU_CUDA_KERNELS=triton: the CuPy backend's float32 fits go through
-    ``_triton.nearest_two`` (its stand-in), exact ones as split TF32 re-checked exactly;
-    the fit is the one the argmin kernels give, float64 data stay exact."""
+    ``_triton.lloyd_step`` and ``_triton.nearest_two`` (their stand-ins), exact ones as
+    split TF32 re-checked exactly; the fit is the one the argmin kernels give, float64
+    data stay exact, and deterministic sums do not come from the step's atomics."""
     from . import fake_cupy
 
     with fake_cupy.stand_in(monkeypatch) as record:
@@ -229,12 +354,17 @@ def test_triton_mode_on_the_cupy_stand_in(monkeypatch, precision):
         monkeypatch.setenv("KMEANS_GPU_CUDA_KERNELS", "triton")
         fake_cupy.clear_backend_caches()
         got = kmeans(X, 8, random_state=0, precision=precision)
-        assert record["triton"] > 0
+        assert record["triton"] > 0 and record["triton_steps"] > 0
         np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
         assert_same_up_to_order(got[0], want[0])  # near ties' rows summed last
         calls = record["triton"]
         kmeans(cupy.asarray(np.asarray(X).astype(np.float64)), 8, random_state=0)
         assert record["triton"] == calls  # float64: the exact product
+        steps = record["triton_steps"]
+        again = kmeans(X, 8, random_state=0, precision=precision, deterministic=True)
+        np.testing.assert_array_equal(np.asarray(again[1]), np.asarray(want[1]))
+        # only the final labelling (no sums) took the step; the Lloyd passes did not
+        assert record["triton_steps"] == steps + 1
 
 
 def test_triton_mode_takes_larger_chunks(monkeypatch):
@@ -299,6 +429,30 @@ def test_cupy_triton_kernel_matches_the_plain_path(precision, rng):
         want = Backend.nearest_two(backend, X @ (-2.0 * C).T, centers_sq)
         for a, b in zip(got, want, strict=True):
             cupy.testing.assert_array_equal(a, b)
+    # the step mode against the generic step from the same kernel's nearest two: the
+    # same labels where neither marks a near tie (their margins may round apart on a GPU,
+    # where Triton may fuse a multiply and an add), and the sums of the rows it settles
+    Xs = cupy.asarray((rng.normal(size=(20_000, 64)) + 5.0).astype(np.float32))
+    mean = Xs.mean(axis=0)
+    rows = rescale(Xs - mean, -3)
+    C = rows[cupy.asarray(rng.choice(20_000, 300, replace=False))]
+    centers_sq, rows_sq = (C * C).sum(axis=1), (rows * rows).sum(axis=1)
+    old = backend.custom_kernel
+    backend.custom_kernel = "triton"
+    try:
+        generic = Backend.reduced_step(
+            backend, Xs, (mean, -3), C, centers_sq, rows_sq, None, precision
+        )
+    finally:
+        backend.custom_kernel = old
+    got = _triton.lloyd_step(Xs, (mean, -3), -2.0 * C, centers_sq, rows_sq, None, precision)
+    both = ~(got[1] | generic[1])
+    assert float(cupy.mean((got[1] != generic[1]).astype(cupy.float32))) < 1e-3
+    cupy.testing.assert_array_equal(got[0][both], generic[0][both])
+    labels = cupy.where(got[1], C.shape[0], got[0])  # the rows it settles, summed plainly
+    sums, weights = Backend.cluster_sums(backend, rows, labels, None, C.shape[0] + 1)
+    cupy.testing.assert_allclose(got[2], sums[:-1], rtol=1e-4, atol=1e-3)
+    cupy.testing.assert_allclose(got[3], weights[:-1])
     # real data through the backend: the re-check makes the labels the exact ones
     X = cupy.asarray(rng.uniform(size=(50_000, 32)).astype(np.float32))
     C = cupy.asarray(rng.uniform(size=(500, 32)).astype(np.float32))

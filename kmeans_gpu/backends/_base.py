@@ -20,6 +20,14 @@ T = TypeVar("T")
 DEFAULT_WORKING_MEMORY = 32 * 2**20
 
 
+def rescale(x: Array, exponent: int) -> Array:
+    """``x * 2**exponent`` (exact), in two halves so each factor fits x's dtype."""
+    if exponent == 0:
+        return x
+    half = exponent // 2
+    return (x * 2.0**half) * 2.0 ** (exponent - half)
+
+
 class Backend:
     """Array operations of one array library, as the K-means solver needs them.
 
@@ -68,6 +76,12 @@ class Backend:
         the work queued after it."""
         value = np.array(self.to_numpy(x), copy=True)
         return lambda: value
+
+    def working_rows(self, x: Array, mean: Array, exponent: int) -> Array:
+        """The solver's working rows of ``x``: ``(x − mean)·2**exponent``, each step one
+        rounded (or exact) operation in x's dtype, as a kernel that centres rows itself
+        must repeat them."""
+        return rescale(x - mean, exponent)
 
     #: Whether the solver keeps a centred working copy of the whole data (fast on the
     #: host) rather than centring each chunk when it is used (the data exist once: the
@@ -134,6 +148,40 @@ class Backend:
         from .._precision import reduced_nearest_two
 
         return reduced_nearest_two(self, X, scaled, centers_sq, precision)
+
+    def reduced_step(
+        self,
+        X: Array,
+        origin: tuple[Array, int] | None,
+        centers: Array,
+        centers_sq: Array,
+        rows_sq: Array,
+        weights: Array | None,
+        precision: str,
+        statistics: bool = True,
+        deterministic: bool = False,
+    ) -> tuple[Array, Array, Array | None, Array | None]:
+        """One chunk's share of a Lloyd pass at a reduced ``precision`` this backend
+        computes: the rows' provisional labels (int32), which rows have a near tie
+        (bool; see ``kmeans_gpu/_precision.py``), and, when ``statistics``, the
+        per-cluster weighted sums ``(k, d)`` and weights ``(k,)`` of the other rows
+        (else None, None). ``X`` are the rows as stored and ``origin`` the ``(mean,
+        exponent)`` of :meth:`working_rows` (None: X are working rows already);
+        ``rows_sq`` the working rows' squared norms. Here: the working rows made, their
+        labels, their sums with the near ties' rows left out. A backend may do it in one
+        pass without writing the working rows."""
+        from .._precision import reduced_labels
+
+        xp = self.xp
+        rows = X if origin is None else self.working_rows(X, *origin)
+        labels, near = reduced_labels(self, rows, centers, centers_sq, precision, rows_sq)
+        if not statistics:
+            return labels, near, None, None
+        k = int(centers.shape[0])
+        # the near ties' rows are summed into an extra cluster k, dropped: no copy
+        bucketed = xp.where(near, xp.full_like(labels, k), labels)
+        sums, weight_sums = self.cluster_sums(rows, bucketed, weights, k + 1, deterministic)
+        return labels, near, sums[:k, ...], weight_sums[:k]
 
     def split_columns(self, x: Array, pieces: tuple[bool, bool, bool]) -> Array:
         """``x`` (float32, ``(m, d)``) split into TF32 parts, as ``(m, 3d)`` column

@@ -145,6 +145,31 @@ class CupyBackend(Backend):
             return _triton.nearest_two(X, scaled, centers_sq, precision)  # no product
         return super().reduced_nearest_two(X, scaled, centers_sq, precision)
 
+    def reduced_step(
+        self,
+        X: Array,
+        origin: tuple[Array, int] | None,
+        centers: Array,
+        centers_sq: Array,
+        rows_sq: Array,
+        weights: Array | None,
+        precision: str,
+        statistics: bool = True,
+        deterministic: bool = False,
+    ) -> tuple[Array, Array, Array | None, Array | None]:
+        """With the Triton kernel, one pass over the stored rows: centred, assigned,
+        near ties marked and the other rows summed (float atomics) in one kernel, with
+        no working rows, scores or score pairs written (deterministic sums: as before)."""
+        if self.triton_assigns(precision) and not (statistics and deterministic):
+            from . import _triton
+
+            return _triton.lloyd_step(
+                X, origin, -2.0 * centers, centers_sq, rows_sq, weights, precision, statistics
+            )
+        return super().reduced_step(
+            X, origin, centers, centers_sq, rows_sq, weights, precision, statistics, deterministic
+        )
+
     def split_columns(self, x: Array, pieces: tuple[bool, bool, bool]) -> Array:
         if self.custom_kernel is None:
             return super().split_columns(x, pieces)

@@ -91,9 +91,30 @@ def _kernel() -> Any:
     """The jitted kernel (imported on first use: it imports Triton). Whether it runs on
     the GPU or in Triton's interpreter is ``TRITON_INTERPRET`` as it was when triton was
     first imported."""
-    from ._triton_kernel import kmeans_gpu_triton_nearest_two
+    from ._triton_kernel import kmeans_gpu_triton_assign
 
-    return kmeans_gpu_triton_nearest_two
+    return kmeans_gpu_triton_assign
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the kernel needs, beyond :func:`launch`'s arguments, for a Lloyd step's
+    share (arrays as Triton takes them): the stored rows' origin (``mean`` ``(d,)`` and
+    the powers of two ``factors`` of ``Backend.working_rows``), the working rows'
+    squared norms ``rows_sq`` ``(n,)``, the largest centre norm (one value, on the
+    device), the near-tie bound's ``delta`` (``_precision.relative_product_error``), the
+    rows' ``weights`` (or None), and its outputs: ``near`` (int8, ``(n,)``) and, unless
+    None, ``sums`` ``(k, d)`` and ``weight_sums`` ``(k,)`` (float32, added to)."""
+
+    mean: Any
+    factors: tuple[float, float]
+    rows_sq: Any
+    max_center_norm: Any
+    delta: float
+    weights: Any
+    near: Any
+    sums: Any = None
+    weight_sums: Any = None
 
 
 def launch(
@@ -108,14 +129,31 @@ def launch(
     d: int,
     precision: str,
     config: Config,
+    step: Step | None = None,
 ) -> None:
     """Run the kernel on arrays Triton takes as pointers (torch tensors, or
     :class:`_Pointer`), all C-contiguous: X ``(n, d)`` and ``scaled = −2·centres``
-    ``(k, d)`` float32, ``centers_sq`` ``(k,)``; it writes ``labels`` (int32), ``best``
-    and ``second`` ``(n,)``, launched as ``config`` says."""
+    ``(k, d)`` float32, ``centers_sq`` ``(k,)``; it writes ``labels`` (int32), and
+    ``best`` and ``second`` ``(n,)`` or, with a ``step``, that step's outputs (``best``
+    and ``second`` unused), launched as ``config`` says."""
     padded = _padded(d)
     if config.resident and padded > RESIDENT_FEATURES:
         raise ValueError(f"rows of {d} features are too wide to keep: {config}")
+    unused = X  # a pointer the kernel does not touch in this mode
+    extra = (
+        (unused,) * 7
+        if step is None
+        else (
+            step.mean,
+            step.rows_sq,
+            step.max_center_norm,
+            unused if step.weights is None else step.weights,
+            step.near,
+            unused if step.sums is None else step.sums,
+            unused if step.weight_sums is None else step.weight_sums,
+        )
+    )
+    f1, f2 = (1.0, 1.0) if step is None else step.factors
     _kernel()[((n + config.block_m - 1) // config.block_m,)](
         X,
         scaled,
@@ -123,18 +161,34 @@ def launch(
         labels,
         best,
         second,
+        *extra,
         n,
         k,
         d,
+        f1,
+        f2,
+        0.0 if step is None else step.delta,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
         D_PAD=padded,
         RESIDENT=config.resident,
         BLOCK_K=FEATURE_SLICE,
         PRECISION=INPUT_PRECISION[precision],
+        STEP=step is not None,
+        SUMS_TOO=step is not None and step.sums is not None,
+        WEIGHTED=step is not None and step.weights is not None,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
+
+
+def rescale_factors(exponent: int) -> tuple[float, float]:
+    """The two powers of two ``Backend.working_rows`` multiplies by, in order (1, 1
+    when it does not)."""
+    if exponent == 0:
+        return 1.0, 1.0
+    half = exponent // 2
+    return 2.0**half, 2.0 ** (exponent - half)
 
 
 class _Pointer:
@@ -186,6 +240,76 @@ def nearest_two(
             config,
         )
     return labels, best, second
+
+
+def lloyd_step(
+    X: Any,
+    origin: tuple[Any, int] | None,
+    scaled: Any,
+    centers_sq: Any,
+    rows_sq: Any,
+    weights: Any,
+    precision: str,
+    statistics: bool = True,
+    config: Config | None = None,
+) -> tuple[Any, Any, Any, Any]:
+    """``Backend.reduced_step`` in one pass over CuPy float32 rows ``X`` ``(n, d)``
+    (stored rows with their ``origin``, or working rows when it is None) and
+    ``scaled = −2·centres`` ``(k, d)``: the provisional labels, the near ties (bool),
+    and when ``statistics`` the float-atomic sums and weights of the other rows. No
+    working rows, scores or best scores are written."""
+    import cupy
+
+    from .._precision import relative_product_error
+
+    n, d = (int(v) for v in X.shape)
+    k = int(scaled.shape[0])
+    if config is None:
+        hopper = int(cupy.cuda.Device().compute_capability) >= 90
+        config = config_for(precision, d, hopper)
+    # every array the kernel reads stays referenced here until it is launched
+    contiguous = cupy.ascontiguousarray
+    X, scaled = contiguous(X), contiguous(scaled)
+    squares = contiguous(centers_sq.astype(cupy.float32, copy=False))
+    rows_sq = contiguous(rows_sq.astype(cupy.float32, copy=False))
+    weights = None if weights is None else contiguous(weights)
+    if origin is None:
+        mean, factors = cupy.zeros(d, dtype=cupy.float32), (1.0, 1.0)
+    else:
+        mean, factors = contiguous(origin[0]), rescale_factors(origin[1])
+    largest = cupy.sqrt(squares).max().reshape(1)  # on the device: no sync
+    labels = cupy.empty(n, dtype=cupy.int32)
+    near = cupy.empty(n, dtype=cupy.int8)
+    sums = cupy.zeros((k, d), dtype=cupy.float32) if statistics else None
+    weight_sums = cupy.zeros(k, dtype=cupy.float32) if statistics else None
+    step = Step(
+        mean=_Pointer(mean),
+        factors=factors,
+        rows_sq=_Pointer(rows_sq),
+        max_center_norm=_Pointer(largest),
+        delta=relative_product_error(precision, d),
+        weights=None if weights is None else _Pointer(weights),
+        near=_Pointer(near),
+        sums=None if sums is None else _Pointer(sums),
+        weight_sums=None if weight_sums is None else _Pointer(weight_sums),
+    )
+    x = _Pointer(X)
+    with _on_cupy_device_and_stream():
+        launch(
+            x,
+            _Pointer(scaled),
+            _Pointer(squares),
+            _Pointer(labels),
+            x,
+            x,
+            n,
+            k,
+            d,
+            precision,
+            config,
+            step,
+        )
+    return labels, near.astype(cupy.bool_), sums, weight_sums
 
 
 @contextlib.contextmanager
