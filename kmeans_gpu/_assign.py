@@ -5,7 +5,8 @@ At a reduced precision (``kmeans_gpu/_precision.py``) a chunk's labels are provi
 the rows with a near tie are only marked, left out of the chunk's statistics, and
 settled once after the last chunk (:func:`_settle`), so a pass reads the device once
 for their count, not once per chunk. Each row enters the statistics exactly once, with
-its final label; the labels are those of the exact path.
+its final label; the labels are those of the exact path. A chunk's share comes from
+``Backend.reduced_step``, which a backend may compute in one kernel (CuPy with Triton).
 """
 
 from __future__ import annotations

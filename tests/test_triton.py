@@ -20,7 +20,7 @@ import pytest
 from kmeans_gpu import kmeans
 from kmeans_gpu._precision import relative_product_error
 from kmeans_gpu.backends import Backend, _triton
-from kmeans_gpu.backends._base import rescale
+from kmeans_gpu.backends._base import rescale, rescale_factors
 
 from .checks import assert_same_up_to_order
 
@@ -82,7 +82,7 @@ def run_step(
     weight_sums = torch.zeros(k) if statistics else None
     step = _triton.Step(
         mean=tensor(mean),
-        factors=_triton.rescale_factors(exponent),
+        factors=rescale_factors(exponent),
         rows_sq=tensor(rows_sq),
         max_center_norm=tensor(largest),
         delta=relative_product_error(precision, d),

@@ -24,8 +24,17 @@ def rescale(x: Array, exponent: int) -> Array:
     """``x * 2**exponent`` (exact), in two halves so each factor fits x's dtype."""
     if exponent == 0:
         return x
+    first, second = rescale_factors(exponent)
+    return (x * first) * second
+
+
+def rescale_factors(exponent: int) -> tuple[float, float]:
+    """The two powers of two :func:`rescale` multiplies by, in order (1, 1 when it does
+    not multiply)."""
+    if exponent == 0:
+        return 1.0, 1.0
     half = exponent // 2
-    return (x * 2.0**half) * 2.0 ** (exponent - half)
+    return 2.0**half, 2.0 ** (exponent - half)
 
 
 class Backend:

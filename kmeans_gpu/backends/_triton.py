@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ._base import rescale_factors
+
 
 @dataclass(frozen=True)
 class Config:
@@ -180,15 +182,6 @@ def launch(
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
-
-
-def rescale_factors(exponent: int) -> tuple[float, float]:
-    """The two powers of two ``Backend.working_rows`` multiplies by, in order (1, 1
-    when it does not)."""
-    if exponent == 0:
-        return 1.0, 1.0
-    half = exponent // 2
-    return 2.0**half, 2.0 ** (exponent - half)
 
 
 class _Pointer:
