@@ -8,24 +8,31 @@ second-nearest centre are closer than the worst-case rounding error could separa
 assigned again with the exact float32 product. So the labels are those of the exact
 path; only the products of rows with a clear winner are cheaper.
 
-The bound. With inputs rounded to nearest with unit roundoff ``u`` and the ``d``
+The bound. With each input converted with relative error at most ``u`` and the ``d``
 products summed in float32 (unit roundoff ``e = 2⁻²⁴``), the product of row ``x`` with
 the scaled centre ``−2c`` is off the exact product by at most
 ``2‖x‖‖c‖·(2u + u² + γ)``, ``γ = d·e / (1 − d·e)`` (Cauchy–Schwarz on the per-term
-errors). The exact path's own float32 product is off by at most ``2‖x‖‖c‖·γ``, and
-adding ``‖c‖²`` rounds each score by at most ``e·(‖x‖ + ‖c‖)²`` in both. A row whose
-smallest reduced score is below every other by more than twice the sum of these (with
-``‖c‖`` the largest centre norm) has the same nearest centre in both (the error can
-move both scores); the bound is doubled again for margin.
+errors). ``u`` is a whole unit in the last place of the format (``2⁻¹⁰`` for TF32,
+``2⁻⁷`` for bfloat16), not the half of rounding to nearest: tensor cores given float32
+operands ignore their low bits, which truncates (Triton's TF32 ``tl.dot`` does this,
+and a library kernel may), and the bound must hold either way. The exact path's own
+float32 product is off by at most ``2‖x‖‖c‖·γ``, and adding ``‖c‖²`` rounds each
+score by at most ``e·(‖x‖ + ‖c‖)²`` in both. A row whose smallest reduced score is
+below every other by more than twice the sum of these (with ``‖c‖`` the largest
+centre norm) has the same nearest centre in both (the error can move both scores); the
+bound is doubled again for margin.
 
 Split TF32 (``"tf32x3"``). Each float32 input is split into two TF32 numbers, ``x =
 xₕ + xₗ + ε`` (Veltkamp's splitting, twice: ``xₕ`` is ``x`` rounded to nearest at 11
-bits, ``xₗ`` the remainder rounded again, ``|ε| <= u²|x|``), and the product is
-``xₕ·cₕ + xₕ·cₗ + xₗ·cₕ``: one TF32 product of inner dimension ``3d`` on tensor cores,
-whose inputs TF32 represents exactly and whose products float32 represents exactly.
-The terms left out add up to at most ``(3u² + 7u³)·Σ|xᵢcᵢ|``, and summing the ``3d``
-terms in float32 adds ``γ₃d·(1 + 5u)·Σ|xᵢcᵢ|``: a bound about 30 times tighter than
-TF32's for ``d = 128`` (comparable to the exact path's own rounding), so only rows
+bits, ``u = 2⁻¹¹``, ``xₗ`` the remainder rounded again, ``|ε| <= u²|x|``), and the
+product is ``xₕ·cₕ + xₕ·cₗ + xₗ·cₕ``: one TF32 product of inner dimension ``3d`` on
+tensor cores, whose inputs TF32 represents exactly and whose products float32
+represents exactly. The terms left out add up to at most ``(3u² + 7u³)·Σ|xᵢcᵢ|``;
+where the remainder is truncated instead (Triton's own split TF32 rounds ``xₕ`` to
+nearest and hands the remainder to the tensor cores as float32), ``|ε| < 2u²|x|`` and
+they add up to at most ``(5u² + 9u³)·Σ|xᵢcᵢ|``, which the bound takes. Summing the
+``3d`` terms in float32 adds ``γ₃d·(1 + 5u)·Σ|xᵢcᵢ|``: a bound about 60 times tighter
+than TF32's for ``d = 128`` (comparable to the exact path's own rounding), so only rows
 that are nearly tied in float32 itself are re-checked, for three times TF32's work.
 Where a backend computes it, the rows TF32 or bfloat16 cannot settle are re-checked
 with split TF32 first, and only those it cannot settle either with the exact product.
@@ -43,8 +50,11 @@ PRODUCT = {"tf32": "tf32", "tf32x3": "tf32", "bf16": "bf16"}
 #: the cheaper re-check of a precision's near ties, before the exact one: split TF32's
 #: error is near float32's, so it sends on only the rows tied in float32 itself
 RECHECK = {"tf32": "tf32x3", "bf16": "tf32x3"}
-#: unit roundoff of each reduced input format (round to nearest)
-UNIT_ROUNDOFF = {"tf32": 2.0**-11, "bf16": 2.0**-8}
+#: the relative error of converting a float32 input to each reduced format, by rounding
+#: to nearest or by truncation: one unit in the last place (module docstring)
+CONVERSION_ERROR = {"tf32": 2.0**-10, "bf16": 2.0**-7}
+#: TF32's unit roundoff, for split TF32 (its high parts are rounded to nearest)
+_TF32_ROUNDOFF = 2.0**-11
 _FLOAT32_ROUNDOFF = 2.0**-24
 #: Veltkamp's splitting constant 2¹³ + 1: float32's 24 bits rounded to TF32's 11
 _SPLITTER = 8193.0
@@ -76,10 +86,10 @@ def relative_product_error(precision: str, n_features: int) -> float:
     """``δ`` such that the reduced product of ``x`` and ``c`` and the exact path's
     differ by at most ``δ·‖x‖‖c‖`` (both products' errors; module docstring)."""
     gamma = _gamma(n_features)
-    if precision == "tf32x3":
-        u = UNIT_ROUNDOFF["tf32"]
-        return 3.0 * u**2 + 7.0 * u**3 + _gamma(3 * n_features) * (1.0 + 5.0 * u) + gamma
-    u = UNIT_ROUNDOFF[precision]
+    if precision == "tf32x3":  # remainders rounded or truncated: the larger bound
+        u = _TF32_ROUNDOFF
+        return 5.0 * u**2 + 9.0 * u**3 + _gamma(3 * n_features) * (1.0 + 5.0 * u) + gamma
+    u = CONVERSION_ERROR[precision]
     return 2.0 * u + u * u + 2.0 * gamma
 
 

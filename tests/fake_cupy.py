@@ -242,6 +242,14 @@ def round_significand(x: np.ndarray, precision: str) -> np.ndarray:
     return (bits & ~np.uint32((1 << drop) - 1)).view(np.float32)
 
 
+def truncate_significand(x: np.ndarray, precision: str) -> np.ndarray:
+    """Truncate float32 values (toward zero) at ``precision``: what tensor cores do with
+    the low bits of float32 operands they are handed."""
+    drop = DROPPED_BITS[precision]
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    return (bits & ~np.uint32((1 << drop) - 1)).view(np.float32)
+
+
 def _as_cupy(value: Any) -> Any:
     if type(value) is np.ndarray:
         return value.view(ndarray)

@@ -31,22 +31,24 @@ from kmeans_gpu._problem import Problem
 from kmeans_gpu.backends import Backend, get_backend
 
 from .checks import assert_same_up_to_order
-from .fake_cupy import round_significand
+from .fake_cupy import DROPPED_BITS, round_significand, truncate_significand
 
 
 class EmulatedTensorCores(Backend):
-    """The generic NumPy backend with TF32/bf16 products as tensor cores make them."""
+    """The generic NumPy backend with TF32/bf16 products as tensor cores make them:
+    inputs rounded to nearest, or (``truncate``) handed over as float32, whose low bits
+    the tensor cores ignore."""
 
     reduced_products = frozenset({"tf32", "bf16"})
 
-    def __init__(self) -> None:
+    def __init__(self, truncate: bool = False) -> None:
         super().__init__(compat_np, "emulated-tensor-cores")
         self.reduced_calls = 0
+        self.convert = truncate_significand if truncate else round_significand
 
     def reduced_product(self, X, scaled, precision):
         self.reduced_calls += 1
-        a, b = round_significand(X, precision), round_significand(scaled, precision)
-        return a @ b.T  # float32 sums
+        return self.convert(X, precision) @ self.convert(scaled, precision).T  # f32 sums
 
 
 def exact_scores(X, C):
@@ -60,9 +62,9 @@ def test_rounding_helper_rounds_to_nearest():
     assert round_significand(y, "bf16").tolist() == [1.0, 1.0 + 2.0**-6, -(1.0 + 2.0**-6)]
 
 
-def reduced_scores(X, C, precision):
+def reduced_scores(X, C, precision, backend=None):
     """``‖c‖² − 2x·c`` from the emulated tensor cores, as ``assign_reduced`` makes them."""
-    backend = EmulatedTensorCores()
+    backend = backend or EmulatedTensorCores()
     scaled = -2.0 * C
     if precision == "tf32x3":
         X, scaled, precision = (
@@ -138,8 +140,51 @@ def test_split_tf32_is_nearly_as_accurate_as_float32():
     assert split_error < 4 * float32_error < tf32_error / 8
 
 
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_the_bound_holds_when_tensor_cores_truncate(precision):
+    """The worst case of truncation: every input loses almost a whole unit in the last
+    place, all in the same direction, so the product loses almost two. That is past the
+    half-unit bound of rounding to nearest, and within the library's."""
+    d = 128
+    dropped = (1 << DROPPED_BITS[precision]) - 1  # 1.00…011…1: every dropped bit set
+    x = np.full(d, np.uint32(0x3F800000 | dropped), np.uint32).view(np.float32)
+    exact = float(np.dot(x.astype(np.float64), x.astype(np.float64)))
+    truncated = truncate_significand(x, precision).astype(np.float64)
+    error = abs(exact - float(np.dot(truncated, truncated))) / exact  # ‖x‖‖c‖ = x·x here
+    half_unit = {"tf32": 2.0**-11, "bf16": 2.0**-8}[precision]
+    assert error > 2 * half_unit + half_unit**2  # the old bound, without the float32 sums
+    assert error <= relative_product_error(precision, d)
+
+
+def test_split_tf32_bound_covers_a_truncated_low_part():
+    """Triton's own split TF32 rounds the high part to nearest and hands the remainder to
+    the tensor cores as float32 (truncated): the library's bound still holds."""
+    rng = np.random.default_rng(12)
+    d = 128
+    for _ in range(20):
+        x = (rng.uniform(1, 2, size=(64, d)) * rng.choice([-1, 1], size=(64, d))).astype(
+            np.float32
+        )
+        c = np.abs(x[::-1]) * np.sign(x)  # products of one sign: errors add up
+        high_x, high_c = split_tf32(x)[0], split_tf32(c)[0]
+        low_x = truncate_significand(x - high_x, "tf32")
+        low_c = truncate_significand(c - high_c, "tf32")
+        got = (
+            (high_x * high_c).astype(np.float64)
+            + (high_x * low_c).astype(np.float64)
+            + (low_x * high_c).astype(np.float64)
+        ).sum(axis=1)  # the kept terms, exactly: the float32 sums are bounded apart
+        exact = (x.astype(np.float64) * c.astype(np.float64)).sum(axis=1)
+        norms = np.linalg.norm(x.astype(np.float64), axis=1) * np.linalg.norm(
+            c.astype(np.float64), axis=1
+        )
+        u = 2.0**-11
+        assert np.all(np.abs(got - exact) <= (5 * u**2 + 9 * u**3) * norms)
+
+
+@pytest.mark.parametrize("truncate", [False, True], ids=["rounded", "truncated"])
 @pytest.mark.parametrize("precision", ["tf32", "tf32x3", "bf16"])
-def test_near_ties_are_rechecked_so_labels_are_exact(precision):
+def test_near_ties_are_rechecked_so_labels_are_exact(precision, truncate):
     rng = np.random.default_rng(1)
     X = rng.uniform(size=(20_000, 16)).astype(np.float32)  # crowded: many near ties
     C = rng.uniform(size=(300, 16)).astype(np.float32)
@@ -147,9 +192,9 @@ def test_near_ties_are_rechecked_so_labels_are_exact(precision):
         middle = (C[0::2] + C[1::2]) / 2
         X[:150], X[150:300] = middle, middle + rng.normal(scale=1e-6, size=middle.shape)
     csq = (C * C).sum(axis=1)
-    backend = EmulatedTensorCores()
+    backend = EmulatedTensorCores(truncate)
     want = np.argmin(exact_scores(X, C), axis=1)
-    raw = np.argmin(reduced_scores(X, C, precision), axis=1)
+    raw = np.argmin(reduced_scores(X, C, precision, backend), axis=1)
     assert np.count_nonzero(raw != want) > 0  # without the re-check, labels would differ
     got = assign_reduced(backend, X, C, csq, precision)
     np.testing.assert_array_equal(got, want)
