@@ -128,7 +128,7 @@ class Problem:
         ``precision`` (default: the problem's): as many rows as the backend's temporaries
         for it fit the working memory."""
         columns = self.backend.assignment_columns(
-            n_clusters, self.n_features, precision or self.precision
+            n_clusters, self.n_features, precision or self.precision, self.deterministic
         )
         return self.row_blocks(columns, self.n_samples if n_rows is None else n_rows)
 

@@ -389,6 +389,9 @@ def test_triton_mode_takes_larger_chunks(monkeypatch):
         assert counts["argmin", "exact"] == counts["triton", "exact"] == 50
         assert counts["argmin", "tf32x3"] == 52  # and the split rows' room
         assert counts["triton", "tf32x3"] == 3
+        # deterministic sums come from the parts, whose temporaries include k columns
+        exact_sums = dataclasses.replace(problem, precision="tf32x3", deterministic=True)
+        assert len(exact_sums.assignment_chunks(4096)) == 52
 
 
 def test_triton_mode_needs_triton_and_torch(monkeypatch):

@@ -110,10 +110,13 @@ class Backend:
         """Rows per chunk, given ``rows`` that fit the working memory."""
         return max(1, min(rows, n_samples))
 
-    def assignment_columns(self, n_clusters: int, n_features: int, precision: str) -> int:
+    def assignment_columns(
+        self, n_clusters: int, n_features: int, precision: str, deterministic: bool = False
+    ) -> int:
         """Temporaries per row of the Lloyd step's assignment, in elements: its
         ``n_clusters`` scores and its working row, plus the row's three TF32 parts where
-        a reduced precision computes (or re-checks with) split TF32."""
+        a reduced precision computes (or re-checks with) split TF32. (Here the sums,
+        deterministic or not, take no more than the scores.)"""
         split = precision != "exact" and self.computes_reduced("tf32x3")
         return n_clusters + n_features + (3 * n_features if split else 0)
 

@@ -112,8 +112,12 @@ class CupyBackend(Backend):
             product += centers_sq
             return self._cupy.argmin(product, axis=1).astype(self._cupy.int32)
 
-    def assignment_columns(self, n_clusters: int, n_features: int, precision: str) -> int:
-        if self.triton_assigns(precision):  # no scores written
+    def assignment_columns(
+        self, n_clusters: int, n_features: int, precision: str, deterministic: bool = False
+    ) -> int:
+        # the Triton kernel writes no scores; deterministic sums still take the parts'
+        # temporaries (a one-hot matrix, or fixed point's 16 bytes a value)
+        if self.triton_assigns(precision) and not deterministic:
             from . import _triton
 
             return _triton.assignment_columns(n_features)
