@@ -16,7 +16,8 @@ CUDA events, median of ``--repeats`` after a warm-up:
   inside ``kmeans`` and the fixed cost of a fit, for each kernel choice and precision
   and for workspaces of 256 MiB, 1 GiB (the default's cap) and 4 GiB;
 * the fixed cost's parts (set-up, with its validation and column mean; final
-  assignment, final inertia, relocating empty clusters), a whole fit's wall clock with
+  assignment, final inertia, relocating empty clusters), one fit lap by lap (set-up,
+  initial centres, each iteration, the end of the run), a whole fit's wall clock with
   CuPy's memory pool warm and emptied first, and the device memory a fit holds beyond X
   (a CuPy memory hook);
 * last, where triton is installed, a chunk's share of a Lloyd pass through the Triton
@@ -44,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kmeans_gpu import kmeans
-from kmeans_gpu._api import prepare
+from kmeans_gpu._api import _warn_if_collapsed, prepare, setup
 from kmeans_gpu._assign import assign, inertia
 from kmeans_gpu._precision import CENTER_PIECES, ROW_PIECES, near_ties
 from kmeans_gpu._validation import check_array
@@ -76,6 +77,50 @@ def gpu_ms(cp: Any, fn: Callable[[], Any], repeats: int) -> float:
         stop.synchronize()
         times.append(cp.cuda.get_elapsed_time(start, stop))
     return statistics.median(times)
+
+
+def fit_timeline(
+    cp: Any, X: Any, k: int, init: Any, iterations: int
+) -> tuple[list[tuple[str, float]], float]:
+    """Wall-clock milliseconds of each part of one fit of ``iterations`` Lloyd iterations
+    from ``init`` (tol = 0), as ``kmeans`` runs it, the device synchronised after each:
+    set-up, initial centres, the first iteration (which relocates empty clusters), the
+    median of the others, the end of the run (final assignment and inertia), and the
+    result (the distinct-cluster check, centres back to the caller's units); and the
+    whole fit's milliseconds."""
+    laps: list[tuple[str, float]] = []
+    clock = time.perf_counter()
+
+    def lap(what: str) -> None:
+        nonlocal clock
+        cp.cuda.Device().synchronize()
+        now = time.perf_counter()
+        laps.append((what, (now - clock) * 1e3))
+        clock = now
+
+    cp.cuda.Device().synchronize()
+    began = clock = time.perf_counter()
+    job = setup(X, k, init=init, max_iter=iterations, tol=0.0)
+    lap("set-up")  # validation, centring, scale, variance
+    steps = job.start()[2]
+    lap("initial centres")
+    later: list[float] = []
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        lap(f"iteration {step.iteration}")
+        if step.iteration > 1:
+            later.append(laps.pop()[1])
+    if later:
+        laps.append((f"iterations 2-{1 + len(later)}, median", statistics.median(later)))
+    lap("end: final assignment and inertia")
+    _warn_if_collapsed(job.problem, result.labels, k)
+    job.problem.from_working(result.centers)
+    lap("result: distinct clusters, centres back")
+    return laps, (clock - began) * 1e3
 
 
 def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[dict[str, Any]]:
@@ -236,6 +281,17 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         how = "SQ_DIST kernel" if pending else "plain CuPy"
         add(f"final inertia, {how} (all rows)", ms, "the frame stream's per iteration")
     backend.pending_kernels = default_pending
+
+    # one fit, lap by lap (the device synchronised at each): where the fixed cost falls
+    fit_timeline(cp, X, k, init, 1 + iterations)  # warm-up
+    laps, whole = fit_timeline(cp, X, k, init, 1 + iterations)
+    for what, ms in laps:
+        add(f"fit lap by lap: {what}", ms)
+    add(
+        "fit lap by lap: the whole fit",
+        whole,
+        f"{1 + iterations} iterations; wall clock, device synchronised at every lap",
+    )
 
     def iteration_cost(**params: Any) -> tuple[float, float]:
         """A fit of m iterations costs F + m·P: the fixed cost F (validation, centring,

@@ -14,6 +14,7 @@ import contextlib
 import importlib.machinery
 import importlib.util
 import sys
+import time
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -106,12 +107,32 @@ ndarray.__module__ = "cupy"
 class _Event:
     def __init__(self, disable_timing: bool = False) -> None:
         self.recorded = False
+        self.time = 0.0
 
     def record(self, stream: Any = None) -> None:
         self.recorded = True
+        self.time = time.perf_counter()
 
     def synchronize(self) -> None:
         assert self.recorded, "an event was waited on before it was recorded"
+
+
+def _elapsed_ms(start: _Event, stop: _Event) -> float:
+    assert start.recorded and stop.recorded, "elapsed time between unrecorded events"
+    return (stop.time - start.time) * 1e3
+
+
+class _Generator:
+    """``cupy.random.default_rng(seed)``: NumPy's generator, CuPy-typed draws."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def standard_normal(self, size: Any, dtype: Any = np.float64) -> Any:
+        return self._rng.standard_normal(size, dtype=dtype).view(ndarray)
+
+    def integers(self, low: int, high: int, size: Any) -> Any:
+        return self._rng.integers(low, high, size=size).view(ndarray)
 
 
 class _Stream:
@@ -338,6 +359,9 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         "log2",
         "ldexp",
         "rint",
+        "mean",
+        "median",
+        "sum",
     ):
         setattr(cupy, name, getattr(np, name))
     cupy.ndarray = ndarray
@@ -358,8 +382,14 @@ def install(monkeypatch: Any) -> dict[str, Any]:
     memory_hook = types.ModuleType("cupy.cuda.memory_hook")
     memory_hook.MemoryHook = _MemoryHook
     cupy.cuda = types.SimpleNamespace(
-        runtime=runtime, Device=_Device, Stream=_Stream, Event=_Event, memory_hook=memory_hook
+        runtime=runtime,
+        Device=_Device,
+        Stream=_Stream,
+        Event=_Event,
+        memory_hook=memory_hook,
+        get_elapsed_time=_elapsed_ms,
     )
+    cupy.random = types.SimpleNamespace(default_rng=_Generator)
     linalg = types.ModuleType("cupy._core._routines_linalg")
     linalg.COMPUTE_TYPE_DEFAULT = COMPUTE_TYPE_DEFAULT
     linalg.COMPUTE_TYPE_BF16 = COMPUTE_TYPE_BF16

@@ -271,6 +271,39 @@ def test_benchmark_harness_runs_the_cupy_rows(cupy):
     } <= set(names)
 
 
+def test_the_phase_profile_runs_through_on_the_stand_in(cupy, monkeypatch):
+    """``benchmarks/gpu_phases.py`` only runs where a GPU is lent: its Python must not
+    be what fails there (every row, the Triton ones included, on a small G1)."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    from kmeans_gpu import benchmark
+
+    record = cupy[1]
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_phases.py"
+    spec = importlib.util.spec_from_file_location("gpu_phases", path)
+    assert spec is not None and spec.loader is not None
+    phases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(phases)
+    monkeypatch.setitem(benchmark.WORKLOADS, "G1", (3000, 16, 24, True))
+    rows = phases.profile("G1", repeats=2, iterations=2, rows=3000)
+    values = {r["step"]: next(r[u] for u in ("ms", "MiB", "of 1") if u in r) for r in rows}
+    assert all(math.isfinite(v) and v >= 0 for v in values.values()), values
+    laps = [v for step, v in values.items() if step.startswith("fit lap by lap: ")]
+    assert [s for s in values if s.startswith("fit lap by lap: ")] == [
+        "fit lap by lap: set-up",
+        "fit lap by lap: initial centres",
+        "fit lap by lap: iteration 1",
+        "fit lap by lap: iterations 2-3, median",
+        "fit lap by lap: end: final assignment and inertia",
+        "fit lap by lap: result: distinct clusters, centres back",
+        "fit lap by lap: the whole fit",
+    ]
+    assert laps[-1] >= sum(laps[:-1]) - laps[3]  # the median is no lap
+    assert record["triton_steps"] > 0 and any("step mode" in s for s in values)
+
+
 @pytest.mark.parametrize("mode", ["argmin", "fused", None])
 def test_the_kernel_paths_when_switched_on(cupy, monkeypatch, mode):
     cp, _ = cupy
