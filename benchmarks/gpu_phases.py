@@ -19,7 +19,7 @@ CUDA events, median of ``--repeats`` after a warm-up:
   assignment, final inertia, relocating empty clusters), one fit lap by lap (set-up,
   initial centres, each iteration, the end of the run), a whole fit's wall clock with
   CuPy's memory pool warm and emptied first, and the device memory a fit holds beyond X
-  (a CuPy memory hook);
+  (a CuPy memory hook); greedy k-means++ (the default init) for all k centres;
 * last, where triton is installed, a chunk's share of a Lloyd pass through the Triton
   kernel's step mode against the same share in parts, and the Triton kernel's launch
   shapes for TF32 and split TF32 (the default and :data:`TRITON_SHAPES`).
@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kmeans_gpu import kmeans
+from kmeans_gpu import kmeans, kmeans_plusplus
 from kmeans_gpu._api import _warn_if_collapsed, prepare, setup
 from kmeans_gpu._assign import assign, inertia
 from kmeans_gpu._precision import CENTER_PIECES, ROW_PIECES, near_ties
@@ -369,6 +369,11 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         f"X: {X.nbytes / 2**20:.0f} MiB",
         unit="MiB",
     )
+    # greedy k-means++, the default init (the benchmark starts every contender from the
+    # same given centres, so no table times it): k - 1 sequential steps, each a pass
+    # over the data for its candidates
+    ms = gpu_ms(cp, lambda: kmeans_plusplus(X, k, random_state=0), 1)
+    add("k-means++ (greedy, the default init), all k centres", ms, f"{ms / k:.3f} ms per centre")
     if _triton.available():  # last: each launch shape is a compilation of a few seconds
         # a chunk's share of a Lloyd pass: the Triton kernel's step (one pass over the
         # stored rows: centred, assigned, near ties marked, the others summed) against
