@@ -289,7 +289,9 @@ def test_the_phase_profile_runs_through_on_the_stand_in(cupy, monkeypatch):
     monkeypatch.setitem(benchmark.WORKLOADS, "G1", (3000, 16, 24, True))
     rows = phases.profile("G1", repeats=2, iterations=2, rows=3000)
     values = {r["step"]: next(r[u] for u in ("ms", "MiB", "of 1") if u in r) for r in rows}
-    assert all(math.isfinite(v) and v >= 0 for v in values.values()), values
+    # (finite; not all positive: an iteration's cost is a difference of two fits' times,
+    # which the host's noise can make negative here)
+    assert not {step: v for step, v in values.items() if not math.isfinite(v)}
     laps = [v for step, v in values.items() if step.startswith("fit lap by lap: ")]
     assert [s for s in values if s.startswith("fit lap by lap: ")] == [
         "fit lap by lap: set-up",
