@@ -38,12 +38,18 @@ def kmeans_plusplus_working(
         n_local_trials = 2 + int(math.log(n_clusters))
     weights = xp.ones(n, dtype=problem.dtype, device=dev) if w is None else w
     weights_acc = xp.astype(weights, acc)
-    # with a working copy, one product over all of it (one BLAS call); without one,
-    # blocks of rows whose working copies fit the working memory
+    # Every step multiplies its candidates with every working row. Working rows made
+    # once are kept for the whole init: all of them with a working copy (one BLAS call
+    # a step); without one, the first rows whose working copy fits half the workspace
+    # (all of G1's 1M x 128 with CuPy's 1 GiB), the others made again each step in
+    # blocks that fit it. The same rows either way, bitwise.
     if problem.X_working is not None:
-        blocks = [(0, n)]
+        kept, blocks = problem.X_working, []
     else:
-        blocks = problem.chunks(n_local_trials)
+        n_kept = min(n, problem.workspace // (2 * problem.itemsize * problem.n_features))
+        kept = problem.rows(0, n_kept) if n_kept else None
+        rest = problem.row_blocks(n_local_trials + problem.n_features, n - n_kept)
+        blocks = [(n_kept + a, n_kept + b) for a, b in rest] if n_kept < n else []
     x_sq = problem.squared_row_norms
 
     # every uniform draw of the run at once, in the order the steps take them: one copy
@@ -63,11 +69,13 @@ def kmeans_plusplus_working(
         chosen = problem.take(idx)
         chosen_sq = xp.take(x_sq, idx)[:, None]
 
-        def block(a: int, b: int) -> Array:
-            d2 = chosen_sq + x_sq[None, a:b] - 2.0 * (chosen @ problem.rows(a, b).T)
+        def block(rows: Array, a: int, b: int) -> Array:
+            d2 = chosen_sq + x_sq[None, a:b] - 2.0 * (chosen @ rows.T)
             return xp.clip(d2, min=0.0)
 
-        return xp.concat([block(a, b) for a, b in blocks], axis=1)
+        parts = [] if kept is None else [block(kept, 0, int(kept.shape[0]))]
+        parts += [block(problem.rows(a, b), a, b) for a, b in blocks]
+        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
 
     first = draw(weights, 0, 1)
     chosen = [first]

@@ -136,10 +136,17 @@ class Problem:
         """Ranges of ``n_rows`` rows (default: all the samples) whose ``rows × columns``
         temporaries fit the working memory."""
         n = self.n_samples if n_rows is None else n_rows
-        itemsize = 8 if self.dtype == self.backend.xp.float64 else 4
-        budget = self.working_memory or self.backend.default_working_memory()
-        rows = self.backend.chunk_rows(n, max(1, budget // (2 * itemsize * columns)))
+        rows = self.backend.chunk_rows(n, max(1, self.workspace // (2 * self.itemsize * columns)))
         return [(start, min(start + rows, n)) for start in range(0, n, rows)]
+
+    @property
+    def itemsize(self) -> int:
+        return 8 if self.dtype == self.backend.xp.float64 else 4
+
+    @property
+    def workspace(self) -> int:
+        """Bytes for temporaries: ``working_memory``, or the backend's default."""
+        return self.working_memory or self.backend.default_working_memory()
 
 
 def _max_abs(xp: Any, x: Array) -> float:

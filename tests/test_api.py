@@ -94,6 +94,55 @@ def test_kmeans_plusplus(backend, rng):
     np.testing.assert_array_equal(backend.to_numpy(idx2), idx)
 
 
+def test_kmeans_plusplus_keeps_the_working_rows_that_fit_half_the_workspace(monkeypatch):
+    """Without a working copy k-means++ makes the first rows' working copy once and
+    keeps it for the whole init (as many rows as fit half the workspace), the others
+    again each step: the same centres whatever the workspace, working rows made as
+    counted, and peak memory within the workspace and a few n-vectors (tracemalloc)."""
+    import tracemalloc
+
+    from kmeans_gpu._init import kmeans_plusplus_working
+    from kmeans_gpu._problem import Problem
+
+    xp = pytest.importorskip("array_api_strict")
+    rng = np.random.default_rng(3)
+    n, d, k = 20_000, 16, 6
+    X = (rng.normal(size=(n, d)) + 100).astype(np.float32)
+    data = xp.asarray(X)
+    made = [0]
+    rows = Problem.rows
+
+    def counted(self, start, stop):
+        made[0] += stop - start
+        return rows(self, start, stop)
+
+    monkeypatch.setattr(Problem, "rows", counted)
+
+    def seeds(workspace):
+        problem = make_problem(get_backend(data), data, None, working_memory=workspace)
+        assert problem.X_working is None
+        problem.squared_row_norms  # noqa: B018 (made before the count and the peak)
+        made[0] = 0
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            centers, indices = kmeans_plusplus_working(problem, k, np.random.RandomState(0))
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+        return np.asarray(indices), np.asarray(centers), made[0], peak
+
+    every, centers, count, _ = seeds(2 * 4 * d * n)  # all kept
+    assert count == n
+    for kept in (7_000, n - 1):
+        workspace = 2 * 4 * d * kept
+        indices, again, count, peak = seeds(workspace)
+        np.testing.assert_array_equal(indices, every)
+        np.testing.assert_array_equal(again, centers)
+        assert count == kept + (n - kept) * k  # the others made for each of k passes
+        assert peak < workspace + 10 * n * 8
+
+
 def test_kmeans_plusplus_spreads_centres(rng):
     """On well-separated blobs greedy k-means++ picks one seed per blob."""
     centres = np.array([[0, 0], [100, 0], [0, 100], [100, 100], [50, 50]], dtype=float)
