@@ -175,11 +175,12 @@ def _animate(args: argparse.Namespace) -> int:
             "no display to show the animation on; render it to a file instead with "
             "--save [PATH] (.mp4 or .gif)"
         )
+    import viz  # first: without matplotlib it says which extra to install
+
     if args.save is not None:
         import matplotlib
 
         matplotlib.use("Agg")
-    import viz
 
     from . import iter_frames
     from .display import make_scene

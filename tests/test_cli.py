@@ -175,3 +175,36 @@ def test_fit_errors_are_one_line(tmp_path):
         assert out.returncode == 2, (args, out.stderr)
         assert expected in out.stderr and out.stderr.count("\n") == 1, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_without_matplotlib_animate_says_which_extra_to_install(tmp_path):
+    """A plain ``pip install .`` has no matplotlib: ``viz`` and ``animate`` say to
+    install the ``viz`` extra (matplotlib hidden from the subprocess)."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'matplotlib':\n"
+        "            raise ImportError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])}
+    out = subprocess.run(
+        [sys.executable, "-m", "kmeans_gpu", "animate", "--save", str(tmp_path / "a.mp4")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert out.returncode == 2
+    assert 'pip install "kmeans-gpu[viz]"' in out.stderr
+    assert not (tmp_path / "a.mp4").exists()
+    demo = subprocess.run(
+        [sys.executable, "-m", "kmeans_gpu", "demo", "--backend", "numpy"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert demo.returncode == 0, demo.stderr  # the solver needs no matplotlib

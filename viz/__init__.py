@@ -5,6 +5,14 @@ Consumes :class:`kmeans_gpu.Frame` streams; imports matplotlib, never CuPy.
 
 from __future__ import annotations
 
+try:
+    import matplotlib  # noqa: F401
+except ImportError as exc:  # say which extra brings it
+    raise ImportError(
+        'viz needs matplotlib: pip install "kmeans-gpu[viz]" (matplotlib, Pillow, '
+        "imageio-ffmpeg, tqdm)"
+    ) from exc
+
 from ._export import (
     WRITERS,
     Saved,
