@@ -25,7 +25,7 @@ from ._validation import (
     check_sample_weight,
     check_tol,
 )
-from .backends import Array, Backend
+from .backends import Array, Backend, on_device_of
 
 logger = logging.getLogger("kmeans_gpu")
 
@@ -197,34 +197,36 @@ def setup(
 
 
 def fit(X: Any, n_clusters: Any, **params: Any) -> Fitted:
-    """Run ``n_init`` Lloyd runs (parameters as :func:`setup`) and keep the best."""
-    job = setup(X, n_clusters, **params)
-    problem = job.problem
-    best: Result | None = None
-    for run in range(job.runs):
-        result = run_to_end(job.start()[2])
-        if job.verbose:
-            logger.info(
-                "init %d/%d: inertia %.6g after %d iterations",
-                run + 1,
-                job.runs,
-                problem.inertia_from_working(result.inertia),
-                result.n_iter,
-            )
-        if best is None or (
-            result.inertia < best.inertia
-            and not _same_clustering(problem, result.labels, best.labels, job.n_clusters)
-        ):
-            best = result
-    assert best is not None
-    _warn_if_collapsed(problem, best.labels, job.n_clusters)
-    return Fitted(
-        centers=problem.from_working(best.centers),
-        labels=best.labels,
-        inertia=problem.inertia_from_working(best.inertia),
-        n_iter=best.n_iter,
-        placement=job.placement,
-    )
+    """Run ``n_init`` Lloyd runs (parameters as :func:`setup`) and keep the best, on
+    the device that holds X (where there are several)."""
+    with on_device_of(X):
+        job = setup(X, n_clusters, **params)
+        problem = job.problem
+        best: Result | None = None
+        for run in range(job.runs):
+            result = run_to_end(job.start()[2])
+            if job.verbose:
+                logger.info(
+                    "init %d/%d: inertia %.6g after %d iterations",
+                    run + 1,
+                    job.runs,
+                    problem.inertia_from_working(result.inertia),
+                    result.n_iter,
+                )
+            if best is None or (
+                result.inertia < best.inertia
+                and not _same_clustering(problem, result.labels, best.labels, job.n_clusters)
+            ):
+                best = result
+        assert best is not None
+        _warn_if_collapsed(problem, best.labels, job.n_clusters)
+        return Fitted(
+            centers=problem.from_working(best.centers),
+            labels=best.labels,
+            inertia=problem.inertia_from_working(best.inertia),
+            n_iter=best.n_iter,
+            placement=job.placement,
+        )
 
 
 def _warn_if_collapsed(problem: Problem, labels: Array, n_clusters: int) -> None:
@@ -371,12 +373,13 @@ def kmeans_plusplus(
     indices : array of shape (n_clusters,)
         Their row numbers in X.
     """
-    problem, placement, _ = prepare(X, sample_weight, backend)
-    n_clusters = check_n_clusters(n_clusters, problem.n_samples)
-    if n_local_trials is not None:
-        n_local_trials = check_positive_int(n_local_trials, "n_local_trials")
-    _, indices = kmeans_plusplus_working(
-        problem, n_clusters, check_random_state(random_state), n_local_trials
-    )
-    centers = problem.backend.xp.take(problem.X_input, indices, axis=0)
+    with on_device_of(X):
+        problem, placement, _ = prepare(X, sample_weight, backend)
+        n_clusters = check_n_clusters(n_clusters, problem.n_samples)
+        if n_local_trials is not None:
+            n_local_trials = check_positive_int(n_local_trials, "n_local_trials")
+        _, indices = kmeans_plusplus_working(
+            problem, n_clusters, check_random_state(random_state), n_local_trials
+        )
+        centers = problem.backend.xp.take(problem.X_input, indices, axis=0)
     return placement.to_output(centers), placement.to_output(indices)

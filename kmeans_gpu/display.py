@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ._validation import check_array, check_positive_int, check_random_state
-from .backends import Backend
+from .backends import Backend, on_device_of
 
 #: Most points a plot draws by default; the solver always uses every point.
 DEFAULT_MAX_POINTS = 100_000
@@ -118,12 +118,14 @@ def make_scene(
     random_state: Any = None,
     backend: str | Backend = "auto",
 ) -> Scene:
-    """Sample and project X for plotting; only the sample travels to the host."""
-    X, placement = check_array(X, backend=backend)
-    compute = placement.compute
-    indices = display_sample(int(X.shape[0]), max_points, random_state)
-    rows = X
-    if indices is not None:
-        rows = compute.xp.take(X, compute.asarray(indices, device=compute.device(X)), axis=0)
-    projection = _pca_2d(X, compute)  # X is validated: no second pass over it
-    return Scene(projection(compute.to_numpy(rows)), indices, projection)
+    """Sample and project X for plotting, on the device that holds X; only the sample
+    travels to the host."""
+    with on_device_of(X):
+        X, placement = check_array(X, backend=backend)
+        compute = placement.compute
+        indices = display_sample(int(X.shape[0]), max_points, random_state)
+        rows = X
+        if indices is not None:
+            rows = compute.xp.take(X, compute.asarray(indices, device=compute.device(X)), axis=0)
+        projection = _pca_2d(X, compute)  # X is validated: no second pass over it
+        return Scene(projection(compute.to_numpy(rows)), indices, projection)

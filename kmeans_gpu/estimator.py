@@ -17,7 +17,7 @@ from . import _assign
 from ._api import fit, prepare, setup
 from ._problem import Problem
 from ._validation import Placement
-from .backends import Array, Backend
+from .backends import Array, Backend, on_device_of
 from .frames import Frame, check_display_indices, stream
 
 
@@ -188,7 +188,8 @@ default="k-means++"
         ------
         Frame
         """
-        job = setup(X, self.n_clusters, sample_weight=sample_weight, **self._solver_params())
+        with on_device_of(X):
+            job = setup(X, self.n_clusters, sample_weight=sample_weight, **self._solver_params())
         if job.runs != 1:
             raise ValueError(
                 f"iter_frames streams a single run, but n_init={self.n_init!r} with "
@@ -233,8 +234,10 @@ default="k-means++"
         -------
         labels : array of shape (n_samples,), int32, of X's array type
         """
-        problem, placement, centers = self._problem(X, "predict")
-        return placement.to_output(self._labels(problem, centers))
+        with on_device_of(X):
+            problem, placement, centers = self._problem(X, "predict")
+            labels = self._labels(problem, centers)
+        return placement.to_output(labels)
 
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Array:
         """Fit and return ``labels_``."""
@@ -251,16 +254,17 @@ default="k-means++"
         -------
         distances : array of shape (n_samples, n_clusters), of X's array type
         """
-        problem, placement, centers = self._problem(X, "transform")
-        xp = problem.backend.xp
-        centers_sq = xp.sum(centers * centers, axis=1)
-        blocks = []
-        for start, stop in problem.chunks(int(centers.shape[0])):
-            rows = problem.rows(start, stop)
-            rows_sq = xp.sum(rows * rows, axis=1)
-            d2 = rows_sq[:, None] + centers_sq[None, :] - 2.0 * (rows @ centers.T)
-            blocks.append(xp.sqrt(xp.clip(d2, min=0.0)))
-        distances = problem.distances_from_working(xp.concat(blocks, axis=0))
+        with on_device_of(X):
+            problem, placement, centers = self._problem(X, "transform")
+            xp = problem.backend.xp
+            centers_sq = xp.sum(centers * centers, axis=1)
+            blocks = []
+            for start, stop in problem.chunks(int(centers.shape[0])):
+                rows = problem.rows(start, stop)
+                rows_sq = xp.sum(rows * rows, axis=1)
+                d2 = rows_sq[:, None] + centers_sq[None, :] - 2.0 * (rows @ centers.T)
+                blocks.append(xp.sqrt(xp.clip(d2, min=0.0)))
+            distances = problem.distances_from_working(xp.concat(blocks, axis=0))
         return placement.to_output(distances)
 
     def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> Array:
@@ -281,9 +285,11 @@ default="k-means++"
         score : float
             ``-Σ w ‖x − c‖²`` over the samples, each with its nearest centre.
         """
-        problem, _, centers = self._problem(X, "score", sample_weight)
-        labels = self._labels(problem, centers)
-        return -problem.inertia_from_working(_assign.inertia(problem, centers, labels))
+        with on_device_of(X):
+            problem, _, centers = self._problem(X, "score", sample_weight)
+            labels = self._labels(problem, centers)
+            inertia = _assign.inertia(problem, centers, labels)
+        return -problem.inertia_from_working(inertia)
 
 
 def _check_same_namespace(X: Any, estimator: KMeans, method: str) -> None:

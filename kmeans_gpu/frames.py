@@ -12,7 +12,7 @@ finished one iteration later, so on CuPy it overlaps that iteration's work.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _lloyd
 from ._api import Setup, setup
-from .backends import Array, Backend
+from .backends import Array, Backend, on_device_of, steps_on_device_of
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,7 +75,12 @@ def check_display_indices(indices: Any, n_samples: int) -> np.ndarray | None:
 
 
 def stream(job: Setup, display_indices: np.ndarray | None = None) -> Iterator[Frame]:
-    """Frames of one Lloyd run of ``job`` (see :func:`iter_frames`)."""
+    """Frames of one Lloyd run of ``job`` (see :func:`iter_frames`), each made on the
+    device that holds the data."""
+    return steps_on_device_of(job.problem.X_input, _frames(job, display_indices))
+
+
+def _frames(job: Setup, display_indices: np.ndarray | None) -> Generator[Frame, None, None]:
     problem = job.problem
     backend: Backend = problem.backend
     xp = backend.xp
@@ -214,20 +219,21 @@ default="k-means++"
                 "n_clusters is required when init is not an array of initial centroids"
             )
         n_clusters = int(shape[0])
-    job = setup(
-        X,
-        n_clusters,
-        sample_weight=sample_weight,
-        init=init,
-        n_init=1,
-        max_iter=max_iter,
-        tol=tol,
-        random_state=random_state,
-        backend=backend,
-        empty_cluster=empty_cluster,
-        working_memory=working_memory,
-        precision=precision,
-        deterministic=deterministic,
-    )
+    with on_device_of(X):
+        job = setup(
+            X,
+            n_clusters,
+            sample_weight=sample_weight,
+            init=init,
+            n_init=1,
+            max_iter=max_iter,
+            tol=tol,
+            random_state=random_state,
+            backend=backend,
+            empty_cluster=empty_cluster,
+            working_memory=working_memory,
+            precision=precision,
+            deterministic=deterministic,
+        )
     indices = check_display_indices(display_indices, job.problem.n_samples)
     return stream(job, indices)

@@ -19,7 +19,7 @@ from . import _assign, _lloyd
 from ._api import prepare
 from ._problem import Problem
 from ._validation import DimensionMismatchError, check_array, check_random_state
-from .backends import Array, Backend, backend_for_array
+from .backends import Array, Backend, backend_for_array, on_device_of, steps_on_device_of
 
 Frame = tuple[Array, Array, int]
 
@@ -41,15 +41,16 @@ def _problem_and_centroids(
     ``fixed_origin`` centres on the centroids' mean (so one point's answer does not
     depend on the others); otherwise on the points' mean, as a fit does.
     """
-    problem, placement, centers = prepare(
-        points,
-        None,
-        backend,
-        centers=centroids,
-        owner="the centroids",
-        what="points",
-        origin_at_centers=fixed_origin,
-    )
+    with on_device_of(points):
+        problem, placement, centers = prepare(
+            points,
+            None,
+            backend,
+            centers=centroids,
+            owner="the centroids",
+            what="points",
+            origin_at_centers=fixed_origin,
+        )
     assert centers is not None
     return problem, centers, placement
 
@@ -70,9 +71,11 @@ def assign_points_to_centroids(
     """
     problem, centers, placement = _problem_and_centroids(centroids, points, backend, True)
     xp = problem.backend.xp
-    labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
-    _assign.assign(problem, centers, labels, statistics=False)
-    return placement.to_output(xp.astype(labels, xp.int64))
+    with on_device_of(problem.X_input):
+        labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
+        _assign.assign(problem, centers, labels, statistics=False)
+        labels = xp.astype(labels, xp.int64)
+    return placement.to_output(labels)
 
 
 def recalc_centroids(
@@ -102,10 +105,12 @@ def recalc_centroids(
         )
     if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= k):
         raise ValueError(f"labels must lie in [0, {k}), got values outside it")
-    labels_dev = backend_.asarray(labels_np.astype(np.int32), device=problem.device)
-    sums, weights = backend_.cluster_sums(problem.rows(0, problem.n_samples), labels_dev, None, k)
-    new = _lloyd.weighted_means(sums, weights, centers, xp)
-    return placement.to_output(problem.from_working(new))
+    with on_device_of(problem.X_input):
+        labels_dev = backend_.asarray(labels_np.astype(np.int32), device=problem.device)
+        rows = problem.rows(0, problem.n_samples)
+        sums, weights = backend_.cluster_sums(rows, labels_dev, None, k)
+        new = problem.from_working(_lloyd.weighted_means(sums, weights, centers, xp))
+    return placement.to_output(new)
 
 
 def _to_host(x: Any) -> np.ndarray:
@@ -163,14 +168,19 @@ class KMeansND:
 
     def get_centroids(self) -> Frame:
         """Run to convergence: ``(centroids, labels, iterations)``."""
-        result = _lloyd.run_to_end(self._steps())
-        return self._frame(result.centers, result.labels, result.n_iter)
+        with on_device_of(self._problem.X_input):
+            result = _lloyd.run_to_end(self._steps())
+            return self._frame(result.centers, result.labels, result.n_iter)
 
-    def _generator_func(self) -> Iterator[Frame]:
+    def _frames(self) -> Generator[Frame, None, None]:
         for step in self._steps():
             if step.iteration == 1:
                 yield self._frame(self._start, step.labels, 0)
             yield self._frame(step.centers, step.labels, step.iteration)
+
+    def _generator_func(self) -> Iterator[Frame]:
+        """The frames, each made on the device that holds the points."""
+        yield from steps_on_device_of(self._problem.X_input, self._frames())
 
     def get_generator_func(self) -> Callable[[], Iterator[Frame]]:
         """A generator function; each call returns a fresh generator of

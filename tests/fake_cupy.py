@@ -24,17 +24,30 @@ import numpy as np
 COMPUTE_TYPE_DEFAULT, COMPUTE_TYPE_BF16, COMPUTE_TYPE_TF32 = 1, 6, 7
 
 
+#: the stand-in's current device (a stack: ``with Device(i)`` pushes), the device its
+#: arrays say they live on, and the current device of every kernel launch and
+#: atomic sum (what the tests of device placement read)
+current_device = [0]
+home_device = [0]
+launched_on: list[int] = []
+
+
 class _Device:
     compute_capability = "90"
 
-    def __init__(self, index: int = 0) -> None:
-        self.index = index
+    def __init__(self, index: int | None = None) -> None:
+        self.index = current_device[-1] if index is None else index
+
+    @property
+    def id(self) -> int:
+        return self.index
 
     def __enter__(self) -> _Device:
+        current_device.append(self.index)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        return None
+        current_device.pop()
 
     def synchronize(self) -> None:
         return None
@@ -71,7 +84,10 @@ class ndarray(np.ndarray):
 
     @property
     def device(self) -> _Device:  # type: ignore[override]
-        return _Device(0)
+        return _Device(home_device[0])
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (2, home_device[0])  # kDLCUDA
 
     def __float__(self) -> float:
         return _read(float(self.view(np.ndarray)))
@@ -239,6 +255,13 @@ class _RawModule:
             difference = (X - centers[labels]).astype(np.float64)  # rounded in X's dtype
             out[...] = (difference * difference).sum(axis=1)
 
+        def launched(kernel: Any) -> Any:
+            def launch(grid: Any, block: Any, args: Any) -> None:
+                launched_on.append(current_device[-1])
+                kernel(grid, block, args)
+
+            return launch
+
         kernels = {
             "sq_dist": sq_dist_kernel,
             "sorted_sums": sorted_sums_kernel,
@@ -246,7 +269,7 @@ class _RawModule:
             "nearest_two": nearest_two_kernel,
             "split_tf32": split_kernel,
         }
-        return next((v for key, v in kernels.items() if key in name), argmin_kernel)
+        return launched(next((v for key, v in kernels.items() if key in name), argmin_kernel))
 
 
 #: bits of float32's 24 significant bits that TF32 and bfloat16 drop (tensor-core rounding,
@@ -326,6 +349,7 @@ def install(monkeypatch: Any) -> dict[str, Any]:
 
     def add_at(a: np.ndarray, indices: Any, b: Any) -> None:
         record["atomic_sums"] += 1
+        launched_on.append(current_device[-1])
         np.add.at(a, np.asarray(indices), np.asarray(b))
 
     def empty_pinned(shape: Any, dtype: Any = np.float64) -> np.ndarray:
@@ -483,7 +507,10 @@ def stand_in(monkeypatch: Any) -> Iterator[dict[str, Any]]:
     if "cupy" in sys.modules or importlib.util.find_spec("cupy") is not None:
         pytest.skip("CuPy is installed: the real one is tested instead")
     clear_backend_caches()
+    current_device[:], home_device[:] = [0], [0]
+    launched_on.clear()
     try:
         yield install(monkeypatch)
     finally:
         clear_backend_caches()
+        assert current_device == [0], "a device scope was left open"

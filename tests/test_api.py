@@ -298,6 +298,32 @@ def test_only_a_host_backend_keeps_a_second_copy_of_the_data():
 
 
 @pytest.mark.gpu
+def test_on_several_gpus_the_work_runs_where_the_data_are():
+    """Data on GPU 1 while GPU 0 is current: the fit, predict and the frame stream run
+    on GPU 1 (CuPy launches on the current device) and give the NumPy fit's labels."""
+    from kmeans_gpu.backends import _cupy_has_device
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy as cp
+
+    if cp.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two CUDA devices")
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(5_000, 8)) + rng.integers(0, 4, size=(5_000, 1))).astype(np.float32)
+    want = KMeans(6, random_state=0, backend="numpy").fit(X)
+    with cp.cuda.Device(1):
+        X1 = cp.asarray(X)
+    with cp.cuda.Device(0):
+        est = KMeans(6, random_state=0).fit(X1)
+        assert est.cluster_centers_.device.id == 1 and est.labels_.device.id == 1
+        np.testing.assert_array_equal(cp.asnumpy(est.labels_), want.labels_)
+        np.testing.assert_array_equal(cp.asnumpy(est.predict(X1)), want.labels_)
+        frames = list(est.iter_frames(X1))
+        np.testing.assert_array_equal(frames[-1].labels, want.labels_)
+
+
+@pytest.mark.gpu
 def test_cupy_fit_holds_at_most_a_quarter_of_the_data_or_the_workspace():
     """Issue 5's memory budget on the device: extra GPU memory during a fit at most 25 %
     of the data's size or the configured workspace, whichever is larger."""

@@ -271,6 +271,76 @@ def test_benchmark_harness_runs_the_cupy_rows(cupy):
     } <= set(names)
 
 
+def test_work_runs_on_the_device_that_holds_the_data(cupy):
+    """On a machine with several GPUs, CuPy launches on the current device: every
+    entry point runs its kernels and atomic sums on the device of the data (here the
+    stand-in's GPU 1, while the caller's current device is 0), and the caller finds its
+    own device current again, between frames too."""
+    cp, _ = cupy
+    from kmeans_gpu import (
+        KMeansND,
+        assign_points_to_centroids,
+        kmeans_plusplus,
+        recalc_centroids,
+    )
+
+    X = cp.asarray(_data())
+    fake_cupy.home_device[0] = 1
+    launched = fake_cupy.launched_on
+
+    def on_gpu_1(run):
+        launched.clear()
+        result = run()
+        assert launched and set(launched) == {1}, launched
+        assert fake_cupy.current_device == [0]
+        return result
+
+    est = on_gpu_1(lambda: KMeans(6, random_state=0).fit(X))
+    on_gpu_1(lambda: est.predict(X))
+    on_gpu_1(lambda: est.score(X))
+    on_gpu_1(lambda: kmeans(X, 6, init="random", random_state=1))
+    start = X[:6].copy()
+    labels = on_gpu_1(lambda: assign_points_to_centroids(start, X))
+    launched.clear()
+    recalc_centroids(start, X, labels)  # sums by atomics
+    assert set(launched) == {1} and fake_cupy.current_device == [0]
+    on_gpu_1(lambda: KMeansND(start, X).get_centroids())
+
+    def frames(stream):
+        launched.clear()
+        for _frame in stream:
+            assert fake_cupy.current_device == [0]  # the caller's code runs on its own
+        assert launched and set(launched) == {1}
+
+    frames(iter_frames(X, start, max_iter=3))
+    frames(est.iter_frames(X))
+    frames(KMeansND(start, X).get_generator_func()())
+    launched.clear()
+    kmeans_plusplus(X, 6, random_state=0)  # no kernel of ours: CuPy's own operations
+    assert fake_cupy.current_device == [0]
+
+
+def test_on_device_of_asks_dlpack_and_switches_only_for_cuda_data(cupy):
+    from kmeans_gpu.backends import on_device_of
+
+    class Reports:
+        def __init__(self, device):
+            self.device = device
+
+        def __dlpack_device__(self):
+            if self.device is None:
+                raise BufferError("cannot tell")
+            return self.device
+
+    for x in (np.zeros(3), [1.0, 2.0], Reports((1, 0)), Reports(None)):
+        with on_device_of(x):
+            assert fake_cupy.current_device == [0]
+    for kind in (2, 13):  # CUDA device and managed memory
+        with on_device_of(Reports((kind, 3))):
+            assert fake_cupy.current_device == [0, 3]
+    assert fake_cupy.current_device == [0]
+
+
 def test_the_phase_profile_runs_through_on_the_stand_in(cupy, monkeypatch):
     """``benchmarks/gpu_phases.py`` only runs where a GPU is lent: its Python must not
     be what fails there (every row, the Triton ones included, on a small G1)."""

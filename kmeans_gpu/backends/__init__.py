@@ -8,12 +8,13 @@ array's library never imports that library.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
 
 from ._base import Array, Backend
 
@@ -24,6 +25,8 @@ __all__ = [
     "available_backends",
     "backend_for_array",
     "get_backend",
+    "on_device_of",
+    "steps_on_device_of",
 ]
 
 logger = logging.getLogger("kmeans_gpu")
@@ -80,6 +83,49 @@ def _factory(name: str) -> Callable[[], Backend]:
 def _load(name: str) -> Backend:
     """The backend registered as ``name`` (each factory keeps its own instances)."""
     return _factory(name)()
+
+
+#: DLPack's device types of CUDA memory (``__dlpack_device__``): device and managed
+_CUDA_DEVICE_TYPES = (2, 13)
+
+
+def on_device_of(x: Any) -> contextlib.AbstractContextManager[Any]:
+    """The CUDA device that holds ``x``, as CuPy's current device for a block.
+
+    CuPy launches its work on the current device, so on a machine with several GPUs
+    the work on ``x`` must run inside this block to run where ``x`` lives. For anything
+    not on a CUDA device (or without a usable CuPy) it does nothing. ``x`` is asked
+    through DLPack (``__dlpack_device__``): CuPy is imported only for data on a CUDA
+    device.
+    """
+    probe = getattr(x, "__dlpack_device__", None)
+    if probe is None:
+        return contextlib.nullcontext()
+    try:
+        kind, index = probe()
+    except Exception:  # a library that cannot say: nothing to switch
+        return contextlib.nullcontext()
+    if int(kind) not in _CUDA_DEVICE_TYPES or not _cupy_has_device():
+        return contextlib.nullcontext()
+    import cupy
+
+    return cupy.cuda.Device(int(index))  # type: ignore[no-any-return]
+
+
+Y = TypeVar("Y")
+R = TypeVar("R")
+
+
+def steps_on_device_of(x: Any, steps: Generator[Y, None, R]) -> Generator[Y, None, R]:
+    """``steps``, each run on the device of ``x`` (:func:`on_device_of`); between
+    steps, where the caller's code runs, the current device is the caller's own."""
+    while True:
+        with on_device_of(x):
+            try:
+                item = next(steps)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+        yield item
 
 
 def _library_of(x: Any) -> str:
