@@ -102,7 +102,9 @@ def _frames(job: Setup, display_indices: np.ndarray | None) -> Generator[Frame, 
         if caller_centers is None:
             caller_centers = problem.from_working(centers)
         centroids = backend.host_copy(caller_centers)
-        label_copy = backend.host_copy(shown)
+        # the step's labels are fresh and the loop never writes them again (nor the
+        # rows taken from them): on the host they are handed over, not copied
+        label_copy = backend.host_copy(shown, owned=True)
         if isinstance(inertia_value, float):  # the final one, already on the host
             inertia: Callable[[], Any] = lambda: inertia_value  # noqa: E731
         else:

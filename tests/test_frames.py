@@ -87,13 +87,44 @@ def test_frames_need_n_clusters_or_centroids(scene):
 def test_fit_makes_no_host_copies(monkeypatch, rng):
     from kmeans_gpu.backends import Backend
 
-    def forbidden(self, x):
+    def forbidden(self, x, owned=False):
         raise AssertionError("fit must not copy frames to the host")
 
     monkeypatch.setattr(Backend, "host_copy", forbidden)
     KMeans(4, random_state=0).fit(rng.normal(size=(100, 2)))
     with pytest.raises(AssertionError, match="must not copy"):
         list(KMeans(4, random_state=0).iter_frames(rng.normal(size=(100, 2))))
+
+
+def test_frame_labels_are_handed_over_on_the_host_not_copied(monkeypatch, scene):
+    """The loop's labels are fresh arrays it never writes again: on the host a frame
+    takes them as they are (a 4 MB copy a frame for a million points, otherwise); the
+    centroids, which may be the caller's initial array, are still copied."""
+    from kmeans_gpu.backends import Backend, get_backend
+
+    backend = get_backend("numpy")
+    x = np.arange(5)
+    assert backend.host_copy(x, owned=True)() is x
+    copied = backend.host_copy(x)()
+    assert copied is not x and not np.shares_memory(copied, x)
+    owned = []
+    real = Backend.host_copy
+
+    def spy(self, x, owned_=False, **kwargs):
+        flag = kwargs.get("owned", owned_)
+        owned.append((x.shape, flag))
+        return real(self, x, flag)
+
+    monkeypatch.setattr(Backend, "host_copy", spy)
+    points, init = scene
+    before = init.copy()
+    frames = list(iter_frames(points, init))
+    n = points.shape[0]
+    assert {o for shape, o in owned if shape == (n,)} == {True}  # labels
+    assert {o for shape, o in owned if shape == init.shape} == {False}  # centroids
+    np.testing.assert_array_equal(init, before)
+    assert init.flags.writeable and all(not f.labels.flags.writeable for f in frames)
+    assert len({id(f.labels) for f in frames[:-1]}) == len(frames) - 1
 
 
 def test_frames_are_a_generator_of_fresh_snapshots(scene):

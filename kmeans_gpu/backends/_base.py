@@ -79,11 +79,14 @@ class Backend:
         except (TypeError, ValueError, RuntimeError):
             return np.from_dlpack(x)
 
-    def host_copy(self, x: Array) -> Callable[[], np.ndarray]:
+    def host_copy(self, x: Array, owned: bool = False) -> Callable[[], np.ndarray]:
         """Start copying ``x`` to a new host array; the returned callable finishes the
         copy and returns the array. Here the copy is synchronous; CuPy overlaps it with
-        the work queued after it."""
-        value = np.array(self.to_numpy(x), copy=True)
+        the work queued after it. ``owned``: nothing else refers to ``x`` or writes to
+        it again, so where it already is a host array it is handed over, not copied."""
+        value = self.to_numpy(x)
+        if not owned:
+            value = np.array(value, copy=True)
         return lambda: value
 
     def working_rows(self, x: Array, mean: Array, exponent: int) -> Array:

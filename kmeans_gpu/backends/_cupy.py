@@ -188,13 +188,14 @@ class CupyBackend(Backend):
 
         return nearest_two(product, centers_sq)
 
-    def host_copy(self, x: Array) -> Callable[[], np.ndarray]:
+    def host_copy(self, x: Array, owned: bool = False) -> Callable[[], np.ndarray]:
         """Copy ``x`` into pinned host memory on a separate stream, without blocking.
 
         The copy waits (on the device) for the work queued so far on the current
         stream, then runs beside whatever is queued next; the returned callable waits
         for the copy alone. ``x`` stays referenced until then, so the memory pool cannot
-        hand its memory out while it is read.
+        hand its memory out while it is read. (``owned`` changes nothing here: the data
+        are on the device, so there is always a copy.)
         """
         import cupyx
 
