@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ._precision import merge_labels, recheck_precision
 from ._problem import Problem
-from .backends import Array, Backend
+from .backends import Array
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def assign(
         if not with_inertia:
             return Statistics(sums, weights, changed)
         return Statistics(
-            sums, weights, changed, _inertia(backend, rows, centers, labels[start:stop], wc)
+            sums, weights, changed, backend.inertia_of(rows, centers, labels[start:stop], wc)
         )
 
     parts = backend.map_chunks(chunk, problem.assignment_chunks(k))
@@ -114,21 +114,10 @@ def inertia(problem: Problem, centers: Array, labels: Array) -> float:
 
     def chunk(start: int, stop: int) -> Array:
         wc = None if w is None else w[start:stop]
-        return _inertia(backend, problem.rows(start, stop), centers, labels[start:stop], wc)
+        return backend.inertia_of(problem.rows(start, stop), centers, labels[start:stop], wc)
 
     parts = backend.map_chunks(chunk, problem.chunks(int(centers.shape[0])))
     return float(functools.reduce(operator.add, parts))
-
-
-def _inertia(
-    backend: Backend, rows: Array, centers: Array, labels: Array, weights: Array | None
-) -> Array:
-    """``Σ w ‖x − c_label‖²`` of ``rows`` (0-d, in the accumulator dtype)."""
-    xp = backend.xp
-    d2 = backend.sq_dist_to_assigned(rows, centers, labels)
-    if weights is not None:
-        d2 = d2 * xp.astype(weights, d2.dtype)
-    return xp.sum(d2)
 
 
 def _reduced_chunk(
@@ -174,7 +163,7 @@ def _reduced_chunk(
     if with_inertia:  # the frame stream's: the working rows made again
         kept = xp.astype(settled, problem.dtype)
         rows = problem.rows(start, stop)
-        inertia = _inertia(backend, rows, centers, own, kept if w is None else kept * w)
+        inertia = backend.inertia_of(rows, centers, own, kept if w is None else kept * w)
     return Statistics(sums, weights, changed, inertia)
 
 
@@ -214,7 +203,7 @@ def _settle(
             changed = xp.full((), b - a, device=problem.device)
         else:
             changed = xp.count_nonzero(again != xp.take(previous, which))
-        inertia = _inertia(backend, rows, centers, again, w) if with_inertia else None
+        inertia = backend.inertia_of(rows, centers, again, w) if with_inertia else None
         parts.append(Statistics(sums, weights, changed, inertia))
     _write_settled(problem, labels, pending, xp.concat(settled))
     return parts

@@ -162,6 +162,13 @@ def test_overrides_match_generic(dtype, d, k, rng):
             GENERIC.sq_dist_to_assigned(X, C, want_labels),
             rtol=1e-12,
         )
+        for weights in (None, w):
+            got = fast.inertia_of(
+                to(X), to(C), to(want_labels), None if weights is None else to(weights)
+            )
+            want = GENERIC.inertia_of(X, C, want_labels, weights)
+            np.testing.assert_allclose(float(got), float(want), rtol=1e-12)
+            assert back(got).shape == () and back(got).dtype == np.float64
         np.testing.assert_array_equal(
             back(fast.count_labels(to(want_labels), k)), GENERIC.count_labels(want_labels, k)
         )

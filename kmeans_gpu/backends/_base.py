@@ -309,6 +309,14 @@ class Backend:
         diff = xp.astype(diff, self.accumulator_dtype(X.dtype), copy=False)
         return xp.sum(diff * diff, axis=1)
 
+    def inertia_of(self, X: Array, centers: Array, labels: Array, weights: Array | None) -> Array:
+        """Exact ``Σ w ‖x − c_label‖²`` of the rows ``X`` (0-d, in the accumulator
+        dtype; ``w`` = 1 when ``weights`` is None)."""
+        d2 = self.sq_dist_to_assigned(X, centers, labels)
+        if weights is not None:
+            d2 = d2 * self.xp.astype(weights, d2.dtype)
+        return self.xp.sum(d2)
+
     def farthest(self, distances: Array, n: int) -> Array:
         """Indices of the ``n`` largest ``distances``, largest first."""
         order = self.xp.argsort(distances, descending=True, stable=True)

@@ -90,3 +90,7 @@ class NumbaBackend(NumpyBackend):
         out = np.empty(X.shape[0], dtype=np.float64)
         kernels.sq_distances(X, centers, labels, out)
         return out
+
+    def inertia_of(self, X: Array, centers: Array, labels: Array, weights: Array | None) -> Array:
+        w = np.empty(0, dtype=X.dtype) if weights is None else weights
+        return np.asarray(kernels.sq_distance_sum(X, centers, labels, w))

@@ -124,6 +124,23 @@ def _running_min(dot, square, j, best, labels):
 
 
 @_jit
+def sq_distance_sum(X, centers, labels, weights):
+    """``Σ w·‖x_i − c_label‖²`` in one pass, with no per-row output: the terms of
+    :func:`sq_distances`, each times its weight in float64 (``w`` = 1 when ``weights``
+    is empty), added in row order."""
+    weighted = weights.shape[0] > 0
+    total = 0.0
+    for i in range(X.shape[0]):
+        label = labels[i]
+        row = 0.0
+        for f in range(X.shape[1]):
+            diff = np.float64(X[i, f] - centers[label, f])
+            row += diff * diff
+        total += row * np.float64(weights[i]) if weighted else row
+    return total
+
+
+@_jit
 def sq_distances(X, centers, labels, out):
     """``out[i] = ‖x_i − c_label‖²``: differences in the data's dtype, as the plain
     path takes them, squared and summed in float64."""
