@@ -11,15 +11,16 @@ from pathlib import Path
 ROOT = str(Path(__file__).resolve().parents[1])
 
 
-def run(*args, cwd=None):
-    """The command in a subprocess with no display (Agg), from this checkout."""
+def run(*args, cwd=None, path=()):
+    """The command in a subprocess with no display (Agg), from this checkout (after the
+    folders ``path``, first on the module search path)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     return subprocess.run(
         [sys.executable, "-m", "kmeans_gpu", *args],
         capture_output=True,
         text=True,
         timeout=300,
-        env={**env, "MPLBACKEND": "Agg", "PYTHONPATH": ROOT},
+        env={**env, "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join([*path, ROOT])},
         cwd=cwd,
     )
 
@@ -189,22 +190,9 @@ def test_without_matplotlib_animate_says_which_extra_to_install(tmp_path):
         "            raise ImportError(f'No module named {name!r}')\n"
         "sys.meta_path.insert(0, _Hide())\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])}
-    out = subprocess.run(
-        [sys.executable, "-m", "kmeans_gpu", "animate", "--save", str(tmp_path / "a.mp4")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    out = run("animate", "--save", str(tmp_path / "a.mp4"), path=[str(tmp_path)])
     assert out.returncode == 2
     assert 'pip install "kmeans-gpu[viz]"' in out.stderr
     assert not (tmp_path / "a.mp4").exists()
-    demo = subprocess.run(
-        [sys.executable, "-m", "kmeans_gpu", "demo", "--backend", "numpy"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    demo = run("demo", "--backend", "numpy", path=[str(tmp_path)])
     assert demo.returncode == 0, demo.stderr  # the solver needs no matplotlib

@@ -16,6 +16,11 @@ import numba
 import numpy as np
 
 _jit = numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+#: a helper inlined into its callers at numba's IR level (a plain call costs up to 2×
+#: on rows of few features)
+_inlined = numba.njit(
+    nogil=True, cache=True, boundscheck=False, error_model="numpy", inline="always"
+)
 #: Rows per register-and-L1-sized block of the direct kernel.
 ROWS_PER_BLOCK = 256
 
@@ -123,31 +128,33 @@ def _running_min(dot, square, j, best, labels):
         labels[i] = label if lower else labels[i]
 
 
-@_jit
-def sq_distance_sum(X, centers, labels, weights):
-    """``Σ w·‖x_i − c_label‖²`` in one pass, with no per-row output: the terms of
-    :func:`sq_distances`, each times its weight in float64 (``w`` = 1 when ``weights``
-    is empty), added in row order."""
-    weighted = weights.shape[0] > 0
+@_inlined
+def _sq_distance(X, centers, labels, i):
+    """``‖x_i − c_label‖²``: differences in the data's dtype, as the plain path takes
+    them, squared and summed in float64."""
+    label = labels[i]
     total = 0.0
-    for i in range(X.shape[0]):
-        label = labels[i]
-        row = 0.0
-        for f in range(X.shape[1]):
-            diff = np.float64(X[i, f] - centers[label, f])
-            row += diff * diff
-        total += row * np.float64(weights[i]) if weighted else row
+    for f in range(X.shape[1]):
+        diff = np.float64(X[i, f] - centers[label, f])
+        total += diff * diff
     return total
 
 
 @_jit
 def sq_distances(X, centers, labels, out):
-    """``out[i] = ‖x_i − c_label‖²``: differences in the data's dtype, as the plain
-    path takes them, squared and summed in float64."""
+    """``out[i] = ‖x_i − c_label‖²`` for every row."""
     for i in range(X.shape[0]):
-        label = labels[i]
-        total = 0.0
-        for f in range(X.shape[1]):
-            diff = np.float64(X[i, f] - centers[label, f])
-            total += diff * diff
-        out[i] = total
+        out[i] = _sq_distance(X, centers, labels, i)
+
+
+@_jit
+def sq_distance_sum(X, centers, labels, weights):
+    """``Σ w·‖x_i − c_label‖²`` in one pass, with no per-row output: each row's term
+    times its weight in float64 (``w`` = 1 when ``weights`` is empty), added in row
+    order."""
+    weighted = weights.shape[0] > 0
+    total = 0.0
+    for i in range(X.shape[0]):
+        row = _sq_distance(X, centers, labels, i)
+        total += row * np.float64(weights[i]) if weighted else row
+    return total
