@@ -145,7 +145,8 @@ class Problem:
 
     @property
     def workspace(self) -> int:
-        """Bytes for temporaries: ``working_memory``, or the backend's default."""
+        """Bytes for temporaries: ``working_memory`` (:func:`make_problem` decides it
+        once), or the backend's default."""
         return self.working_memory or self.backend.default_working_memory()
 
 
@@ -181,10 +182,13 @@ def make_problem(
     xp = backend.xp
     finfo = xp.finfo(X.dtype)
     n, d = int(X.shape[0]), int(X.shape[1])
+    # the workspace, decided once for the whole fit (on CuPy from the free device
+    # memory now, one query of the device instead of one per pass)
+    working_memory = working_memory or backend.default_working_memory()
     # passes over the data a block of rows at a time: no second copy of X unless the
     # backend keeps one (its working copy); a block's temporaries (its centred rows and
     # one product of them) take at most half the working memory, even in float64
-    step = max(1, (working_memory or backend.default_working_memory()) // (32 * d))
+    step = max(1, working_memory // (32 * d))
     blocks = [(a, min(a + step, n)) for a in range(0, n, step)]
     mean = backend.column_mean(X) if center is None else center
     if not bool(xp.all(xp.isfinite(mean))):  # the sum overflowed: average scaled data

@@ -333,6 +333,7 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         "pinned": 0,
         "triton": 0,
         "triton_steps": 0,
+        "free_memory_queries": 0,
     }
     compute = {"float32": COMPUTE_TYPE_DEFAULT, "float64": COMPUTE_TYPE_DEFAULT}
 
@@ -351,6 +352,10 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         record["atomic_sums"] += 1
         launched_on.append(current_device[-1])
         np.add.at(a, np.asarray(indices), np.asarray(b))
+
+    def mem_info() -> tuple[int, int]:
+        record["free_memory_queries"] += 1
+        return 8 << 30, 16 << 30
 
     def empty_pinned(shape: Any, dtype: Any = np.float64) -> np.ndarray:
         record["pinned"] += 1
@@ -400,7 +405,7 @@ def install(monkeypatch: Any) -> dict[str, Any]:
     cupy.__spec__ = importlib.machinery.ModuleSpec("cupy", None)
     runtime = types.SimpleNamespace(
         getDeviceCount=lambda: 1,
-        memGetInfo=lambda: (8 << 30, 16 << 30),
+        memGetInfo=mem_info,
         getDeviceProperties=lambda index: {"name": b"host stand-in", "totalGlobalMem": 16 << 30},
     )
     memory_hook = types.ModuleType("cupy.cuda.memory_hook")

@@ -397,6 +397,16 @@ def test_the_kernel_paths_when_switched_on(cupy, monkeypatch, mode):
     )
 
 
+def test_a_fit_asks_for_the_free_device_memory_once(cupy):
+    """The workspace comes from the free device memory, decided once per fit (one
+    query of the driver), not again for every pass over the data."""
+    cp, record = cupy
+    X = cp.asarray(_data())
+    before = record["free_memory_queries"]
+    kmeans(X, 6, init=X[:6].copy(), max_iter=5, tol=0.0)
+    assert record["free_memory_queries"] - before == 1
+
+
 def test_a_fit_waits_for_the_device_once_per_iteration_not_per_chunk(cupy):
     """Issue 5: one small device→host read per iteration, none per chunk or per set-up
     block (the stand-in counts every read of device values into Python, and the CuPy
