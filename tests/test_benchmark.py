@@ -137,6 +137,7 @@ def test_gpu_check_runs_through_without_a_gpu(tmp_path, mode):
     args = ["bash", "scripts/gpu-check"] + ([mode] if mode == "quick" else [])
     out = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert out.returncode == 0, out.stderr
+    assert "== summary" in out.stdout  # the deciding numbers come last, in the reply's tail
     written = {p.name for p in tmp_path.iterdir()}
     expected = {"device.txt", "pytest-gpu.log", "bench-G1.json", "bench-G1.log"}
     if mode == "full":
