@@ -91,14 +91,17 @@ def assign(
         w = problem.weights
         wc = None if w is None else w[start:stop]
         before = None if previous is None else previous[start:stop]
-        labels[start:stop], sums, weights, changed = backend.assign_and_sum(
-            rows, centers, centers_sq, wc, before, problem.precision, problem.deterministic
+        labels[start:stop], sums, weights, changed, inertia = backend.assign_and_sum(
+            rows,
+            centers,
+            centers_sq,
+            wc,
+            before,
+            problem.precision,
+            problem.deterministic,
+            with_inertia,
         )
-        if not with_inertia:
-            return Statistics(sums, weights, changed)
-        return Statistics(
-            sums, weights, changed, backend.inertia_of(rows, centers, labels[start:stop], wc)
-        )
+        return Statistics(sums, weights, changed, inertia)
 
     parts = backend.map_chunks(chunk, problem.assignment_chunks(k))
     if pending is not None:

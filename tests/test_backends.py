@@ -157,6 +157,14 @@ def test_overrides_match_generic(dtype, d, k, rng):
                 np.testing.assert_allclose(back(got[2]), want[2], rtol=rtol)
                 assert back(got[1]).dtype == back(got[2]).dtype == dtype
                 assert int(got[3]) == int(want[3])
+                assert got[4] is None and want[4] is None
+                # the inertia too, where the backend takes it in the same pass
+                got = fast.assign_and_sum(
+                    to(X), to(C), to(csq), None if weights is None else to(weights),
+                    None if before is None else to(before), with_inertia=True,
+                )  # fmt: skip
+                inertia = GENERIC.inertia_of(X, C, want[0], weights)
+                np.testing.assert_allclose(float(got[4]), float(inertia), rtol=1e-12)
         np.testing.assert_allclose(
             back(fast.sq_dist_to_assigned(to(X), to(C), to(want_labels))),
             GENERIC.sq_dist_to_assigned(X, C, want_labels),
@@ -222,10 +230,11 @@ def test_numba_kernels_on_blocks_smaller_than_the_chunk(rng, monkeypatch):
         X = rng.normal(size=(1001, d)).astype(np.float32)
         C = rng.normal(size=(k, d)).astype(np.float32)
         csq = (C * C).sum(axis=1)
-        want = GENERIC.assign_and_sum(X, C, csq, None, None)
-        got = backend.assign_and_sum(X, C, csq, None, None)
+        want = GENERIC.assign_and_sum(X, C, csq, None, None, with_inertia=True)
+        got = backend.assign_and_sum(X, C, csq, None, None, with_inertia=True)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(float(got[4]), float(want[4]), rtol=1e-12)  # block by block
     assert _numba_kernels.ROWS_PER_BLOCK < 1001  # the direct kernel's blocks were split
     # long chunks of small k·d sum in interleaved lanes
     n = 3 * _numba_kernels.LANED_ROWS + 3
@@ -234,11 +243,12 @@ def test_numba_kernels_on_blocks_smaller_than_the_chunk(rng, monkeypatch):
     C = rng.normal(size=(5, 2)).astype(np.float32)
     csq = (C * C).sum(axis=1)
     for weights in (None, w):
-        want = GENERIC.assign_and_sum(X, C, csq, weights, None)
-        got = backend.assign_and_sum(X, C, csq, weights, None)
+        want = GENERIC.assign_and_sum(X, C, csq, weights, None, with_inertia=True)
+        got = backend.assign_and_sum(X, C, csq, weights, None, with_inertia=True)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-3)
         np.testing.assert_allclose(got[2], want[2], rtol=1e-5)
+        np.testing.assert_allclose(float(got[4]), float(want[4]), rtol=1e-12)
 
 
 def test_numba_is_used_when_installed_unless_switched_off(monkeypatch):

@@ -249,12 +249,14 @@ class Backend:
         previous: Array | None,
         precision: str = "exact",
         deterministic: bool = False,
-    ) -> tuple[Array, Array, Array, Array]:
+        with_inertia: bool = False,
+    ) -> tuple[Array, Array, Array, Array, Array | None]:
         """One chunk's share of a Lloyd iteration: the labels of the rows of ``X`` (as
         :meth:`assign`), their per-cluster weighted sums ``(k, d)`` and weights ``(k,)``
-        (as :meth:`cluster_sums`), and how many labels differ from ``previous`` (0-d
-        array; all of them when ``previous`` is None). A backend that can do all of it
-        in one pass over the rows overrides this."""
+        (as :meth:`cluster_sums`), how many labels differ from ``previous`` (0-d array;
+        all of them when ``previous`` is None), and with ``with_inertia`` their
+        :meth:`inertia_of` against their centres (else None). A backend that can do all
+        of it in one pass over the rows overrides this."""
         xp = self.xp
         labels = self.assign(X, centers, centers_sq, precision)
         k = int(centers.shape[0])
@@ -264,7 +266,8 @@ class Backend:
             changed = xp.full((), X.shape[0], device=self.device(X))
         else:
             changed = xp.count_nonzero(labels != previous)
-        return labels, sums, weight_sums, changed
+        inertia = self.inertia_of(X, centers, labels, weights) if with_inertia else None
+        return labels, sums, weight_sums, changed, inertia
 
     def column_mean(self, X: Array) -> Array:
         """The mean of each column of X."""

@@ -68,14 +68,21 @@ class NumbaBackend(NumpyBackend):
         previous: Array | None,
         precision: str = "exact",
         deterministic: bool = False,  # always: rows are summed in order
-    ) -> tuple[Array, Array, Array, Array]:
+        with_inertia: bool = False,
+    ) -> tuple[Array, Array, Array, Array, Array | None]:
         k, d = centers.shape
         sums = np.zeros((k, d), dtype=np.float64)
         weight_sums = np.zeros(k, dtype=np.float64)
         w = np.empty(0, dtype=X.dtype) if weights is None else weights
+        # the inertia of each block is taken while its rows are in cache
+        against = centers if with_inertia else centers[:0]
+        inertia = [0.0]
 
         def add(start: int, stop: int, labels: np.ndarray) -> None:
-            kernels.accumulate(X[start:stop], labels, w[start:stop], sums, weight_sums)
+            block = X[start:stop]
+            inertia[0] += kernels.accumulate(
+                block, labels, w[start:stop], sums, weight_sums, against
+            )
 
         labels = self._labels(X, centers, centers_sq, add)
         changed = kernels.count_changed(labels, _EMPTY_LABELS if previous is None else previous)
@@ -84,6 +91,7 @@ class NumbaBackend(NumpyBackend):
             sums.astype(X.dtype, copy=False),
             weight_sums.astype(X.dtype, copy=False),
             np.asarray(changed),
+            np.asarray(inertia[0]) if with_inertia else None,
         )
 
     def sq_dist_to_assigned(self, X: Array, centers: Array, labels: Array) -> Array:

@@ -35,12 +35,16 @@ LANES = 4  # a power of two
 
 
 @_jit
-def accumulate(X, labels, weights, sums, weight_sums):
+def accumulate(X, labels, weights, sums, weight_sums, centers):
     """``sums[l] += w·x`` and ``weight_sums[l] += w`` for every row (float64; ``w`` = 1
-    when ``weights`` is empty)."""
+    when ``weights`` is empty); returns the rows' ``Σ w·‖x − c_l‖²`` against
+    ``centers`` while they are at hand (as :func:`sq_distance_sum`), or 0 when
+    ``centers`` is empty."""
     n, d = X.shape
     k = sums.shape[0]
     weighted = weights.shape[0] > 0
+    with_inertia = centers.shape[0] > 0
+    inertia = 0.0
     lanes = LANES if k * d <= LANED_SUMS and n >= LANED_ROWS else 1
     if lanes == 1:
         lane_sums = sums.reshape((1, k, d))
@@ -55,12 +59,15 @@ def accumulate(X, labels, weights, sums, weight_sums):
         for f in range(d):
             lane_sums[lane, label, f] += w * X[i, f]
         lane_weights[lane, label] += w
+        if with_inertia:
+            inertia += np.float64(w) * _sq_distance(X, centers, labels, i)
     if lanes > 1:
         for lane in range(lanes):
             for label in range(k):
                 for f in range(d):
                     sums[label, f] += lane_sums[lane, label, f]
                 weight_sums[label] += lane_weights[lane, label]
+    return inertia
 
 
 @_jit
