@@ -4,14 +4,18 @@ per-cluster statistics a Lloyd step needs.
 At a reduced precision (``kmeans_gpu/_precision.py``) a chunk's labels are provisional:
 the rows with a near tie are only marked, left out of the chunk's statistics, and
 settled once after the last chunk (:func:`_settle`), so a pass reads the device once
-for their count, not once per chunk. Each row enters the statistics exactly once, with
-its final label; the labels are those of the exact path. A chunk's share comes from
+for their count, not once per chunk; where one exact re-check settles them (split
+TF32), a pass given a capacity from the last pass's count reads nothing at all
+(:func:`_settle_within`). Each row enters the statistics exactly once, with its final
+label; the labels are those of the exact path. A chunk's share comes from
 ``Backend.reduced_step``, which a backend may compute in one kernel (CuPy with Triton).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import operator
 from dataclasses import dataclass
 
@@ -24,12 +28,14 @@ from .backends import Array
 class Statistics:
     """Per-cluster weighted sums ``(k, d)`` and weights ``(k,)`` of some rows, how many
     of their labels changed (0-d array), and, when asked for, their inertia (0-d float64
-    array) against the centres they were assigned to."""
+    array) against the centres they were assigned to. A whole pass at a reduced
+    precision also says how many of its rows had a near tie (0-d; see :func:`assign`)."""
 
     sums: Array
     weights: Array
     changed: Array
     inertia: Array | None = None
+    near_ties: Array | None = None
 
     def __add__(self, other: Statistics) -> Statistics:
         inertia = None if self.inertia is None else self.inertia + other.inertia
@@ -49,6 +55,7 @@ def assign(
     statistics: bool = True,
     with_inertia: bool = False,
     previous: Array | None = None,
+    capacity: int | None = None,
 ) -> Statistics | None:
     """Write the nearest centre of every row into ``labels``, chunk by chunk, and return
     the reduced statistics (None when ``statistics`` is false), with the inertia when
@@ -57,6 +64,12 @@ def assign(
 
     The backend decides how the chunks run (one after another, or on several threads);
     each chunk writes its own slice of ``labels`` and returns its partial statistics.
+
+    At a reduced precision the near ties are settled after the last chunk: by default
+    after one read of their count; with a ``capacity`` (from :func:`settle_capacity`)
+    without any read, the first ``capacity`` of them in that many slots. The statistics
+    then hold the pass's count of near ties (``near_ties``): a caller who finds it above
+    the capacity must run the pass again without one (rows past it were left out).
     """
     backend = problem.backend
     xp = backend.xp
@@ -104,11 +117,38 @@ def assign(
         return Statistics(sums, weights, changed, inertia)
 
     parts = backend.map_chunks(chunk, problem.assignment_chunks(k))
+    near_ties = None
     if pending is not None:
-        parts += _settle(
+        settle = _settle if capacity is None else functools.partial(_settle_within, capacity)
+        settled, near_ties = settle(
             problem, centers, centers_sq, labels, pending, statistics, with_inertia, previous
         )
-    return functools.reduce(operator.add, parts) if statistics else None
+        parts += settled
+    if not statistics:
+        return None
+    total = functools.reduce(operator.add, parts)
+    assert total is not None
+    return total if near_ties is None else dataclasses.replace(total, near_ties=near_ties)
+
+
+#: the near ties a pass may settle without reading their count: the last pass's count
+#: times this, and at least SETTLE_MINIMUM
+SETTLE_HEADROOM = 1.25
+SETTLE_MINIMUM = 1024
+
+
+def settle_capacity(problem: Problem, near_ties: int) -> int | None:
+    """The ``capacity`` for the next pass's near ties after a pass that had
+    ``near_ties``, where one exact re-check settles them (split TF32's); None where the
+    re-check goes on in steps (TF32's and bfloat16's, through split TF32: those read
+    their counts) or nothing is reduced."""
+    backend = problem.backend
+    if not backend.computes_reduced(problem.precision):
+        return None
+    if recheck_precision(backend, problem.precision) != "exact":
+        return None
+    wanted = max(SETTLE_MINIMUM, math.ceil(near_ties * SETTLE_HEADROOM))
+    return min(problem.n_samples, wanted)
 
 
 def inertia(problem: Problem, centers: Array, labels: Array) -> float:
@@ -179,18 +219,20 @@ def _settle(
     statistics: bool,
     with_inertia: bool,
     previous: Array | None,
-) -> list[Statistics]:
+) -> tuple[list[Statistics], Array]:
     """Assign the rows marked ``pending`` again (with split TF32 where the backend
     computes it, its own near ties exactly; else exactly), write their labels into
     ``labels`` and return their statistics, in pieces no larger than the pass's chunks.
-    Reads the device once for their count (and, with split TF32, once per piece)."""
+    Reads the device once for their count (and, with split TF32, once per piece);
+    returns the statistics and that count (0-d)."""
     backend = problem.backend
     xp = backend.xp
     k = int(centers.shape[0])
     redo = xp.nonzero(pending)[0]
     count = int(redo.shape[0])
+    near_ties = xp.full((), count, dtype=xp.int64, device=problem.device)
     if count == 0:
-        return []
+        return [], near_ties
     level = recheck_precision(backend, problem.precision)
     settled, parts = [], []
     for a, b in problem.assignment_chunks(k, level, count):
@@ -209,7 +251,54 @@ def _settle(
         inertia = backend.inertia_of(rows, centers, again, w) if with_inertia else None
         parts.append(Statistics(sums, weights, changed, inertia))
     _write_settled(problem, labels, pending, xp.concat(settled))
-    return parts
+    return parts, near_ties
+
+
+def _settle_within(
+    capacity: int,
+    problem: Problem,
+    centers: Array,
+    centers_sq: Array,
+    labels: Array,
+    pending: Array,
+    statistics: bool,
+    with_inertia: bool,
+    previous: Array | None,
+) -> tuple[list[Statistics], Array]:
+    """:func:`_settle` without reading the device: the first ``capacity`` rows marked
+    ``pending`` found by a search of their running count (no count read, no scatter),
+    assigned exactly in ``capacity`` slots; the slots past the count hold a repeated row
+    of weight 0, which adds nothing. Returns the statistics and the count (0-d): rows
+    past the capacity are left out, which the caller sees from it."""
+    backend = problem.backend
+    xp = backend.xp
+    k = int(centers.shape[0])
+    n, device = problem.n_samples, problem.device
+    running = xp.cumulative_sum(xp.astype(pending, xp.int64))
+    near_ties = running[-1]
+    slots = xp.arange(1, capacity + 1, dtype=xp.int64, device=device)
+    rows_at = xp.clip(xp.searchsorted(running, slots), max=n - 1)  # the slot-th pending row
+    used = slots <= near_ties
+    settled, parts = [], []
+    for a, b in problem.assignment_chunks(k, "exact", capacity):
+        which, kept = rows_at[a:b], used[a:b]
+        rows = problem.take(which)
+        again = xp.asarray(backend.assign(rows, centers, centers_sq), copy=True)
+        settled.append(again)
+        if not statistics:
+            continue
+        w = xp.astype(kept, problem.dtype)
+        if problem.weights is not None:
+            w = w * xp.take(problem.weights, which)
+        sums, weights = backend.cluster_sums(rows, again, w, k, problem.deterministic)
+        if previous is None:
+            changed = xp.count_nonzero(kept)
+        else:
+            changed = xp.count_nonzero((again != xp.take(previous, which)) & kept)
+        inertia = backend.inertia_of(rows, centers, again, w) if with_inertia else None
+        parts.append(Statistics(sums, weights, changed, inertia))
+    _write_settled(problem, labels, pending, xp.concat(settled))
+    return parts, near_ties
 
 
 def _write_settled(problem: Problem, labels: Array, pending: Array, settled: Array) -> None:

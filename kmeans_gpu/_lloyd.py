@@ -15,19 +15,24 @@ reduction. Convergence follows scikit-learn's Lloyd exactly:
 Empty clusters are relocated to the points farthest from their centres, as in
 scikit-learn (``"relocate"``), or keep their previous centre (``"keep"``, the seed's
 behaviour). Each iteration reads back one small vector from the device (labels
-changed, centre shift, empty clusters); an iteration that relocates reads one more, and
-one at a reduced precision one more for the count of its near ties (``_assign``).
+changed, centre shift, empty clusters, near ties); an iteration that relocates reads one
+more. At a reduced precision the first iteration reads the count of its near ties
+before settling them; the later ones settle them in a capacity set from the last
+count, without a read, where one exact re-check settles them (split TF32), and run
+the pass again, reading the count, in the rare iteration that outgrows it
+(``_assign.settle_capacity``); TF32 and bfloat16 read their counts in every pass.
 The pass over the data that labels the rows and sums them is ``_assign.assign``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ._assign import Statistics, assign, inertia
+from ._assign import Statistics, assign, inertia, settle_capacity
 from ._problem import Problem
 from .backends import Array
 
@@ -123,6 +128,40 @@ def _relocate(
     return Statistics(sums, moved, stats.changed, stats.inertia)
 
 
+def _iterate(
+    problem: Problem,
+    centers: Array,
+    previous: Array | None,
+    empty_cluster: str,
+    track_inertia: bool,
+    capacity: int | None,
+) -> tuple[Array, Statistics, Array, tuple[float, ...]]:
+    """One pass over the data from ``centers`` and the centres it gives: ``(labels,
+    statistics, new centres, (labels changed, centre shift, empty clusters, near
+    ties))``, the four numbers in the iteration's one read of the device."""
+    backend = problem.backend
+    xp = backend.xp
+    acc = backend.accumulator_dtype(problem.dtype)
+    labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
+    stats = assign(
+        problem, centers, labels, with_inertia=track_inertia, previous=previous, capacity=capacity
+    )
+    assert stats is not None
+    new = _new_centers(stats, centers, empty_cluster, xp)
+    near = stats.near_ties
+    if near is None:  # nothing reduced: no near ties
+        near = xp.zeros((), dtype=acc, device=problem.device)
+    checks = xp.stack(
+        [
+            xp.astype(stats.changed, acc),
+            xp.astype(xp.sum((new - centers) ** 2), acc),
+            xp.sum(xp.astype(stats.weights == 0, acc)),
+            xp.astype(near, acc),
+        ]
+    )
+    return labels, stats, new, tuple(float(v) for v in backend.to_numpy(checks))
+
+
 def lloyd(
     problem: Problem,
     centers: Array,
@@ -143,24 +182,21 @@ def lloyd(
     backend = problem.backend
     xp = backend.xp
     n, dev = problem.n_samples, problem.device
-    acc = backend.accumulator_dtype(problem.dtype)
     tolerance = problem.tolerance(tol)
     labels_old = None
     strict = converged = False
     shift = 0.0
+    # at a reduced precision, how many near ties the next pass may settle without
+    # reading their count (None: read it; see _assign.settle_capacity)
+    capacity: int | None = None
     for i in range(max_iter):
-        labels = xp.empty(n, dtype=xp.int32, device=dev)
-        stats = assign(problem, centers, labels, with_inertia=track_inertia, previous=labels_old)
-        assert stats is not None
-        new = _new_centers(stats, centers, empty_cluster, xp)
-        checks = xp.stack(
-            [
-                xp.astype(stats.changed, acc),
-                xp.astype(xp.sum((new - centers) ** 2), acc),
-                xp.sum(xp.astype(stats.weights == 0, acc)),
-            ]
+        step = functools.partial(
+            _iterate, problem, centers, labels_old, empty_cluster, track_inertia
         )
-        n_changed, shift, n_empty = (float(v) for v in backend.to_numpy(checks))
+        labels, stats, new, (n_changed, shift, n_empty, near_ties) = step(capacity)
+        if capacity is not None and near_ties > capacity:  # rows were left out: again
+            labels, stats, new, (n_changed, shift, n_empty, near_ties) = step(None)
+        capacity = settle_capacity(problem, int(near_ties))
         if n_empty and empty_cluster == "relocate":
             stats = _relocate(problem, centers, labels, stats, int(n_empty))
             new = _new_centers(stats, centers, empty_cluster, xp)

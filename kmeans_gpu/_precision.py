@@ -210,7 +210,10 @@ def merge_labels(xp: Any, labels: Array, near: Array, again: Array, before: Any 
     (row i's at the number of near rows before it, plus ``before``): no scatter, which
     the array API lacks."""
     position = xp.cumulative_sum(xp.astype(near, xp.int64)) + before
-    return xp.where(near, xp.take(again, xp.clip(position - 1, min=0)), labels)
+    # (clipped at the end of ``again`` too: a pass that settled only the first rows
+    # marked, up to a capacity, is run again when there were more)
+    last = int(again.shape[0]) - 1
+    return xp.where(near, xp.take(again, xp.clip(position - 1, min=0, max=last)), labels)
 
 
 def _assign_exactly(

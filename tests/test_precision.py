@@ -239,7 +239,7 @@ def check_a_pass_settles_near_ties(backend, X, C, w, previous, precision, workin
     """The pass at ``precision`` gives the exact pass's labels, and its statistics up
     to the order of the sums, against ``previous`` labels or none, and labels alone.
     Returns how many chunks the pass took."""
-    from kmeans_gpu._assign import assign
+    from kmeans_gpu._assign import assign, settle_capacity
 
     xp = backend.xp
     problem, _, centers = prepare(X, w, backend, working_memory=working_memory, centers=C)
@@ -253,12 +253,23 @@ def check_a_pass_settles_near_ties(backend, X, C, w, previous, precision, workin
     for before in (None, previous):
         want, exact = run("exact", with_inertia=True, previous=before)
         got, stats = run(precision, with_inertia=True, previous=before)
-        np.testing.assert_array_equal(got, want)
-        for name in ("sums", "weights", "inertia"):
-            assert_same_up_to_order(
-                backend.to_numpy(getattr(stats, name)), backend.to_numpy(getattr(exact, name))
-            )
-        assert int(stats.changed) == int(exact.changed)
+        # and, where a capacity applies (split TF32), settled within one, unread
+        count = int(stats.near_ties)
+        capacity = settle_capacity(replace(problem, precision=precision), count)
+        within = (
+            []
+            if capacity is None
+            else [run(precision, with_inertia=True, previous=before, capacity=count)]
+        )
+        for labels, reduced in [(got, stats), *within]:
+            np.testing.assert_array_equal(labels, want)
+            for name in ("sums", "weights", "inertia"):
+                assert_same_up_to_order(
+                    backend.to_numpy(getattr(reduced, name)),
+                    backend.to_numpy(getattr(exact, name)),
+                )
+            assert int(reduced.changed) == int(exact.changed)
+            assert int(reduced.near_ties) == count
     labels, none = run(precision, statistics=False)
     np.testing.assert_array_equal(labels, want)
     assert none is None
@@ -284,6 +295,68 @@ def test_a_pass_settles_its_near_ties_after_its_chunks(precision, weighted):
     chunks = check_a_pass_settles_near_ties(backend, X, C, w, previous, precision, 4_000)
     assert chunks > 50
     assert settled.count(max(settled)) > 1 and sum(settled) > 100  # pieces of near ties
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_a_pass_settles_its_near_ties_within_a_capacity_without_reading_their_count(weighted):
+    """Split TF32's near ties settled in a capacity set from the last pass's count (no
+    read of the count, no scatter): the labels, statistics (up to order) and counts of
+    the pass that reads it, for a capacity of exactly the count or more; below the
+    count the pass says so (its near ties above the capacity)."""
+    from kmeans_gpu._assign import assign, settle_capacity
+
+    X, C, w, previous = crowded("tf32x3", weighted)
+    problem, _, centers = prepare(X, w, EmulatedTensorCores(), working_memory=4_000, centers=C)
+    problem = replace(problem, precision="tf32x3")
+
+    def run(capacity):
+        labels = np.empty(problem.n_samples, dtype=np.int32)
+        stats = assign(
+            problem, centers, labels, with_inertia=True, previous=previous, capacity=capacity
+        )
+        return labels, stats
+
+    want, read = run(None)
+    count = int(read.near_ties)
+    assert count > 10 and settle_capacity(problem, count) >= count
+    assert settle_capacity(replace(problem, precision="tf32"), count) is None  # steps
+    for capacity in (count, count + 37, settle_capacity(problem, count)):
+        got, stats = run(capacity)
+        np.testing.assert_array_equal(got, want)
+        for name in ("sums", "weights", "inertia"):
+            assert_same_up_to_order(getattr(stats, name), getattr(read, name))
+        assert int(stats.changed) == int(read.changed) and int(stats.near_ties) == count
+    assert int(run(count - 1)[1].near_ties) == count  # the caller sees rows left out
+
+
+def test_a_fit_runs_a_pass_again_when_its_near_ties_outgrow_the_capacity(monkeypatch):
+    """When a pass has more near ties than its capacity (set from the last pass's
+    count), the iteration runs the pass again, reading the count: the exact fit. Two
+    rows lie exactly halfway between the two centres, which move onto their clusters'
+    means and stay, so every pass has two near ties; the capacity is held at one."""
+    from kmeans_gpu import _lloyd
+
+    X = np.array(
+        [[-2, 1], [-2, -1], [2, 1], [2, -1], [4, 2], [4, -2], [4, 1], [4, -1]], np.float32
+    )
+    C = np.array([[0, 0.5], [4, 0.5]], np.float32)  # the means: (0, 0) and (4, 0)
+    backend = EmulatedTensorCores()
+    exact = kmeans(X, 2, init=C, backend=backend, max_iter=5, tol=0.0)
+    capacities = []
+    real = _lloyd.assign
+
+    def spy(*args, capacity=None, **kwargs):
+        capacities.append(capacity)
+        return real(*args, capacity=capacity, **kwargs)
+
+    monkeypatch.setattr(_lloyd, "assign", spy)
+    monkeypatch.setattr(_lloyd, "settle_capacity", lambda problem, near_ties: 1)
+    got = kmeans(X, 2, init=C, backend=backend, max_iter=5, tol=0.0, precision="tf32x3")
+    np.testing.assert_array_equal(got[1], exact[1])
+    np.testing.assert_array_equal(got[1], [0, 0, 0, 0, 1, 1, 1, 1])  # ties: the first
+    assert_same_up_to_order(got[0], exact[0])
+    assert got[3] == exact[3] == 2
+    assert capacities == [None, 1, None]  # the first pass, the second, run again
 
 
 @pytest.mark.parametrize("precision", ["tf32", "tf32x3"])
