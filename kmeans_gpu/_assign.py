@@ -227,31 +227,17 @@ def _settle(
     returns the statistics and that count (0-d)."""
     backend = problem.backend
     xp = backend.xp
-    k = int(centers.shape[0])
     redo = xp.nonzero(pending)[0]
     count = int(redo.shape[0])
     near_ties = xp.full((), count, dtype=xp.int64, device=problem.device)
     if count == 0:
         return [], near_ties
     level = recheck_precision(backend, problem.precision)
-    settled, parts = [], []
-    for a, b in problem.assignment_chunks(k, level, count):
-        which = redo[a:b]
-        rows = problem.take(which)
-        again = xp.asarray(backend.assign(rows, centers, centers_sq, level), copy=True)
-        settled.append(again)
-        if not statistics:
-            continue
-        w = None if problem.weights is None else xp.take(problem.weights, which)
-        sums, weights = backend.cluster_sums(rows, again, w, k, problem.deterministic)
-        if previous is None:
-            changed = xp.full((), b - a, device=problem.device)
-        else:
-            changed = xp.count_nonzero(again != xp.take(previous, which))
-        inertia = backend.inertia_of(rows, centers, again, w) if with_inertia else None
-        parts.append(Statistics(sums, weights, changed, inertia))
-    _write_settled(problem, labels, pending, xp.concat(settled))
-    return parts, near_ties
+    again = _assign_again(
+        problem, centers, centers_sq, labels, pending, redo, None, level, statistics,
+        with_inertia, previous,
+    )  # fmt: skip
+    return again, near_ties
 
 
 def _settle_within(
@@ -270,35 +256,63 @@ def _settle_within(
     assigned exactly in ``capacity`` slots; the slots past the count hold a repeated row
     of weight 0, which adds nothing. Returns the statistics and the count (0-d): rows
     past the capacity are left out, which the caller sees from it."""
+    xp = problem.backend.xp
+    running = xp.cumulative_sum(xp.astype(pending, xp.int64))
+    near_ties = running[-1]
+    slots = xp.arange(1, capacity + 1, dtype=xp.int64, device=problem.device)
+    rows_at = xp.clip(xp.searchsorted(running, slots), max=problem.n_samples - 1)
+    again = _assign_again(
+        problem, centers, centers_sq, labels, pending, rows_at, slots <= near_ties, "exact",
+        statistics, with_inertia, previous,
+    )  # fmt: skip
+    return again, near_ties
+
+
+def _assign_again(
+    problem: Problem,
+    centers: Array,
+    centers_sq: Array,
+    labels: Array,
+    pending: Array,
+    rows_at: Array,
+    used: Array | None,
+    level: str,
+    statistics: bool,
+    with_inertia: bool,
+    previous: Array | None,
+) -> list[Statistics]:
+    """Assign the rows ``rows_at`` (the rows marked ``pending``, in order; or the first
+    of them and, where ``used`` is false, slots of weight 0) again at ``level``, in
+    pieces no larger than the pass's chunks; write their labels into ``labels`` and
+    return their statistics."""
     backend = problem.backend
     xp = backend.xp
     k = int(centers.shape[0])
-    n, device = problem.n_samples, problem.device
-    running = xp.cumulative_sum(xp.astype(pending, xp.int64))
-    near_ties = running[-1]
-    slots = xp.arange(1, capacity + 1, dtype=xp.int64, device=device)
-    rows_at = xp.clip(xp.searchsorted(running, slots), max=n - 1)  # the slot-th pending row
-    used = slots <= near_ties
     settled, parts = [], []
-    for a, b in problem.assignment_chunks(k, "exact", capacity):
-        which, kept = rows_at[a:b], used[a:b]
+    for a, b in problem.assignment_chunks(k, level, int(rows_at.shape[0])):
+        which = rows_at[a:b]
+        kept = None if used is None else used[a:b]
         rows = problem.take(which)
-        again = xp.asarray(backend.assign(rows, centers, centers_sq), copy=True)
+        again = xp.asarray(backend.assign(rows, centers, centers_sq, level), copy=True)
         settled.append(again)
         if not statistics:
             continue
-        w = xp.astype(kept, problem.dtype)
-        if problem.weights is not None:
-            w = w * xp.take(problem.weights, which)
+        w = None if problem.weights is None else xp.take(problem.weights, which)
+        if kept is not None:  # the unused slots weigh nothing
+            used_weight = xp.astype(kept, problem.dtype)
+            w = used_weight if w is None else used_weight * w
         sums, weights = backend.cluster_sums(rows, again, w, k, problem.deterministic)
-        if previous is None:
+        if previous is not None:
+            moved = again != xp.take(previous, which)
+            changed = xp.count_nonzero(moved if kept is None else moved & kept)
+        elif kept is not None:
             changed = xp.count_nonzero(kept)
         else:
-            changed = xp.count_nonzero((again != xp.take(previous, which)) & kept)
+            changed = xp.full((), b - a, device=problem.device)
         inertia = backend.inertia_of(rows, centers, again, w) if with_inertia else None
         parts.append(Statistics(sums, weights, changed, inertia))
     _write_settled(problem, labels, pending, xp.concat(settled))
-    return parts, near_ties
+    return parts
 
 
 def _write_settled(problem: Problem, labels: Array, pending: Array, settled: Array) -> None:
