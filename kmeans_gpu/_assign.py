@@ -5,10 +5,10 @@ At a reduced precision (``kmeans_gpu/_precision.py``) a chunk's labels are provi
 the rows with a near tie are only marked, left out of the chunk's statistics, and
 settled once after the last chunk (:func:`_settle`), so a pass reads the device once
 for their count, not once per chunk; where one exact re-check settles them (split
-TF32), a pass given a capacity from the last pass's count reads nothing at all
-(:func:`_settle_within`). Each row enters the statistics exactly once, with its final
-label; the labels are those of the exact path. A chunk's share comes from
-``Backend.reduced_step``, which a backend may compute in one kernel (CuPy with Triton).
+TF32), a pass given a capacity from the last pass's count reads nothing at all. Each
+row enters the statistics exactly once, with its final label; the labels are those of
+the exact path. A chunk's share comes from ``Backend.reduced_step``, which a backend
+may compute in one kernel (CuPy with Triton).
 """
 
 from __future__ import annotations
@@ -119,10 +119,10 @@ def assign(
     parts = backend.map_chunks(chunk, problem.assignment_chunks(k))
     near_ties = None
     if pending is not None:
-        settle = _settle if capacity is None else functools.partial(_settle_within, capacity)
-        settled, near_ties = settle(
-            problem, centers, centers_sq, labels, pending, statistics, with_inertia, previous
-        )
+        settled, near_ties = _settle(
+            problem, centers, centers_sq, labels, pending, statistics, with_inertia, previous,
+            capacity,
+        )  # fmt: skip
         parts += settled
     if not statistics:
         return None
@@ -219,51 +219,38 @@ def _settle(
     statistics: bool,
     with_inertia: bool,
     previous: Array | None,
+    capacity: int | None,
 ) -> tuple[list[Statistics], Array]:
-    """Assign the rows marked ``pending`` again (with split TF32 where the backend
-    computes it, its own near ties exactly; else exactly), write their labels into
-    ``labels`` and return their statistics, in pieces no larger than the pass's chunks.
-    Reads the device once for their count (and, with split TF32, once per piece);
-    returns the statistics and that count (0-d)."""
+    """Assign the rows marked ``pending`` again, write their labels into ``labels`` and
+    return their statistics (in pieces no larger than the pass's chunks) and their
+    count (0-d).
+
+    Without a ``capacity``: all of them, found after one read of their count, with split
+    TF32 where the backend computes it (its own near ties exactly; each piece reads
+    once more) else exactly. With one: no read, the first ``capacity`` of them, found by
+    a search of their running count (no scatter), assigned exactly in ``capacity``
+    slots; the slots past the count hold a repeated row of weight 0, which adds
+    nothing, and the rows past the capacity are left out, which the caller sees from
+    the count."""
     backend = problem.backend
     xp = backend.xp
-    redo = xp.nonzero(pending)[0]
-    count = int(redo.shape[0])
-    near_ties = xp.full((), count, dtype=xp.int64, device=problem.device)
-    if count == 0:
-        return [], near_ties
-    level = recheck_precision(backend, problem.precision)
+    used = None
+    if capacity is None:
+        rows_at = xp.nonzero(pending)[0]
+        count = int(rows_at.shape[0])
+        near_ties = xp.full((), count, dtype=xp.int64, device=problem.device)
+        if count == 0:
+            return [], near_ties
+        level = recheck_precision(backend, problem.precision)
+    else:
+        running = xp.cumulative_sum(xp.astype(pending, xp.int64))
+        near_ties = running[-1]
+        slots = xp.arange(1, capacity + 1, dtype=xp.int64, device=problem.device)
+        rows_at = xp.clip(xp.searchsorted(running, slots), max=problem.n_samples - 1)
+        used, level = slots <= near_ties, "exact"
     again = _assign_again(
-        problem, centers, centers_sq, labels, pending, redo, None, level, statistics,
+        problem, centers, centers_sq, labels, pending, rows_at, used, level, statistics,
         with_inertia, previous,
-    )  # fmt: skip
-    return again, near_ties
-
-
-def _settle_within(
-    capacity: int,
-    problem: Problem,
-    centers: Array,
-    centers_sq: Array,
-    labels: Array,
-    pending: Array,
-    statistics: bool,
-    with_inertia: bool,
-    previous: Array | None,
-) -> tuple[list[Statistics], Array]:
-    """:func:`_settle` without reading the device: the first ``capacity`` rows marked
-    ``pending`` found by a search of their running count (no count read, no scatter),
-    assigned exactly in ``capacity`` slots; the slots past the count hold a repeated row
-    of weight 0, which adds nothing. Returns the statistics and the count (0-d): rows
-    past the capacity are left out, which the caller sees from it."""
-    xp = problem.backend.xp
-    running = xp.cumulative_sum(xp.astype(pending, xp.int64))
-    near_ties = running[-1]
-    slots = xp.arange(1, capacity + 1, dtype=xp.int64, device=problem.device)
-    rows_at = xp.clip(xp.searchsorted(running, slots), max=problem.n_samples - 1)
-    again = _assign_again(
-        problem, centers, centers_sq, labels, pending, rows_at, slots <= near_ties, "exact",
-        statistics, with_inertia, previous,
     )  # fmt: skip
     return again, near_ties
 
