@@ -334,3 +334,31 @@ def test_fits_from_user_threads_use_the_pool_and_agree(rng):
     for est in fits:
         np.testing.assert_array_equal(est.labels_, expected.labels_)
         assert est.n_iter_ == expected.n_iter_
+
+
+def test_steps_on_device_of_passes_values_through_and_closes_its_steps():
+    """Generators scoped step by step (the frame streams) return what the steps return,
+    and a caller that stops early closes the steps too (their clean-up runs then)."""
+    from kmeans_gpu.backends import steps_on_device_of
+
+    closed = []
+
+    def steps():
+        try:
+            yield 1
+            yield 2
+            return "done"
+        finally:
+            closed.append(True)
+
+    outer = steps_on_device_of(np.zeros(1), steps())
+    assert next(outer) == 1
+    outer.close()
+    assert closed == [True]
+    outer = steps_on_device_of(np.zeros(1), steps())
+    assert list(outer) == [1, 2]
+    gen = steps_on_device_of(np.zeros(1), steps())
+    next(gen), next(gen)
+    with pytest.raises(StopIteration) as stop:
+        next(gen)
+    assert stop.value.value == "done"

@@ -312,6 +312,10 @@ def test_work_runs_on_the_device_that_holds_the_data(cupy):
             assert fake_cupy.current_device == [0]  # the caller's code runs on its own
         assert launched and set(launched) == {1}
 
+    stream = iter_frames(X, start, max_iter=3)
+    next(stream)
+    stream.close()  # a caller that stops early
+    assert fake_cupy.current_device == [0]
     frames(iter_frames(X, start, max_iter=3))
     frames(est.iter_frames(X))
     frames(KMeansND(start, X).get_generator_func()())

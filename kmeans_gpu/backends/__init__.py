@@ -118,14 +118,19 @@ R = TypeVar("R")
 
 def steps_on_device_of(x: Any, steps: Generator[Y, None, R]) -> Generator[Y, None, R]:
     """``steps``, each run on the device of ``x`` (:func:`on_device_of`); between
-    steps, where the caller's code runs, the current device is the caller's own."""
-    while True:
+    steps, where the caller's code runs, the current device is the caller's own. A
+    caller that stops early (closing this generator) closes ``steps`` too."""
+    try:
+        while True:
+            with on_device_of(x):
+                try:
+                    item = next(steps)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+            yield item
+    finally:
         with on_device_of(x):
-            try:
-                item = next(steps)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-        yield item
+            steps.close()
 
 
 def _library_of(x: Any) -> str:
