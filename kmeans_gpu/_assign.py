@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ._precision import merge_labels, recheck_precision
 from ._problem import Problem
 from .backends import Array
+from .backends._base import clamp
 
 
 @dataclass(frozen=True)
@@ -246,7 +247,7 @@ def _settle(
         running = xp.cumulative_sum(xp.astype(pending, xp.int64))
         near_ties = running[-1]
         slots = xp.arange(1, capacity + 1, dtype=xp.int64, device=problem.device)
-        rows_at = xp.clip(xp.searchsorted(running, slots), max=problem.n_samples - 1)
+        rows_at = clamp(xp, xp.searchsorted(running, slots), high=problem.n_samples - 1)
         used, level = slots <= near_ties, "exact"
     again = _assign_again(
         problem, centers, centers_sq, labels, pending, rows_at, used, level, statistics,

@@ -14,6 +14,7 @@ import numpy as np
 
 from ._problem import Problem
 from .backends import Array
+from .backends._base import clamp
 
 INIT_NAMES = ("k-means++", "random")
 
@@ -62,7 +63,7 @@ def kmeans_plusplus_working(
         ``start:start + count``."""
         cdf = xp.cumulative_sum(xp.astype(values, acc))
         found = xp.searchsorted(cdf, uniforms_dev[start : start + count] * cdf[-1])
-        return xp.clip(found, max=n - 1)
+        return clamp(xp, found, high=n - 1)
 
     def sq_dist_to_rows(idx: Array) -> Array:
         """Squared distances of every row to the rows ``idx``: ``(len(idx), n)``."""
@@ -71,7 +72,7 @@ def kmeans_plusplus_working(
 
         def block(rows: Array, a: int, b: int) -> Array:
             d2 = chosen_sq + x_sq[None, a:b] - 2.0 * (chosen @ rows.T)
-            return xp.clip(d2, min=0.0)
+            return clamp(xp, d2, low=0.0)
 
         parts = [] if kept is None else [block(kept, 0, int(kept.shape[0]))]
         parts += [block(problem.rows(a, b), a, b) for a, b in blocks]

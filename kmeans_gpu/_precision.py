@@ -43,6 +43,7 @@ from __future__ import annotations
 from typing import Any
 
 from .backends import Array, Backend
+from .backends._base import clamp
 
 PRECISIONS = ("exact", "tf32", "tf32x3", "bf16")
 #: the tensor-core product each reduced precision is computed with
@@ -213,7 +214,7 @@ def merge_labels(xp: Any, labels: Array, near: Array, again: Array, before: Any 
     # (clipped at the end of ``again`` too: a pass that settled only the first rows
     # marked, up to a capacity, is run again when there were more)
     last = int(again.shape[0]) - 1
-    return xp.where(near, xp.take(again, xp.clip(position - 1, min=0, max=last)), labels)
+    return xp.where(near, xp.take(again, clamp(xp, position - 1, 0, last)), labels)
 
 
 def _assign_exactly(

@@ -18,6 +18,7 @@ from ._api import fit, prepare, setup
 from ._problem import Problem
 from ._validation import Placement
 from .backends import Array, Backend, on_device_of
+from .backends._base import clamp
 from .frames import Frame, check_display_indices, stream
 
 
@@ -263,7 +264,7 @@ default="k-means++"
                 rows = problem.rows(start, stop)
                 rows_sq = xp.sum(rows * rows, axis=1)
                 d2 = rows_sq[:, None] + centers_sq[None, :] - 2.0 * (rows @ centers.T)
-                blocks.append(xp.sqrt(xp.clip(d2, min=0.0)))
+                blocks.append(xp.sqrt(clamp(xp, d2, low=0.0)))
             distances = problem.distances_from_working(xp.concat(blocks, axis=0))
         return placement.to_output(distances)
 

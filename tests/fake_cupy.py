@@ -61,8 +61,9 @@ class _Device:
 
 #: how many times the host has waited for a device value: every read of an array's
 #: values into Python (``float(x)``, ``bool(x)``, ``x.item()``, a blocking ``get``,
-#: ``asnumpy``) and the CuPy functions that read one internally (``bincount`` reads the
-#: labels' maximum, ``nonzero`` the count)
+#: ``asnumpy``) and the CuPy operations that read one internally (``bincount`` reads
+#: the labels' maximum, ``nonzero`` the count, and indexing by a boolean mask, to read
+#: or to write, the mask's count: CuPy's ``_prepare_mask_indexing_single``)
 host_reads = [0]
 #: how many times host data were copied to the device (``asarray`` of a host value): a
 #: copy from pageable memory waits for the device too
@@ -77,6 +78,15 @@ def _written(value: Any) -> None:
 def _read(value: Any) -> Any:
     host_reads[0] += 1
     return value
+
+
+def _masks(key: Any) -> bool:
+    """Whether an index holds a non-empty boolean mask (CuPy reads its count)."""
+    keys = key if isinstance(key, tuple) else (key,)
+    return any(
+        isinstance(k, np.ndarray) and k.dtype == np.bool_ and k.ndim > 0 and k.size > 0
+        for k in keys
+    )
 
 
 class ndarray(np.ndarray):
@@ -106,6 +116,16 @@ class ndarray(np.ndarray):
 
     def tolist(self) -> Any:
         return _read(self.view(np.ndarray).tolist())
+
+    def __getitem__(self, key: Any) -> Any:
+        if _masks(key):
+            _read(None)
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if _masks(key):
+            _read(None)
+        super().__setitem__(key, value)
 
     def get(self, stream: Any = None, out: Any = None, blocking: bool = True) -> np.ndarray:
         if blocking:
@@ -302,13 +322,27 @@ def _as_cupy(value: Any) -> Any:
     return value
 
 
+def _generic_clip(x: Any, /, min: Any = None, max: Any = None) -> Any:
+    """``clip`` as array_api_compat's CuPy namespace has it (array_api_compat's generic
+    version, up to 1.16 at least): for each bound given, the elements past it are found
+    and replaced by indexing with a boolean mask, to read and to write (two reads)."""
+    for bound in (min, max):
+        if bound is not None:
+            _read(_read(None))
+    return _as_cupy(np.clip(np.asarray(x), min, max))
+
+
 class _Namespace(types.ModuleType):
     """``array_api_compat.cupy`` on the stand-in: array_api_compat's NumPy namespace,
-    taking (and ignoring) CuPy devices and returning stand-in arrays."""
+    taking (and ignoring) CuPy devices and returning stand-in arrays, except where the
+    CuPy namespace's version of a function reads the device and NumPy's does not
+    (``clip``)."""
 
     def __getattr__(self, name: str) -> Any:
         import array_api_compat.numpy as compat_numpy
 
+        if name == "clip":
+            return _generic_clip
         value = getattr(compat_numpy, name)
         if not callable(value) or isinstance(value, type):
             return value

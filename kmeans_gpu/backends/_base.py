@@ -37,6 +37,24 @@ def rescale_factors(exponent: int) -> tuple[float, float]:
     return 2.0**half, 2.0 ** (exponent - half)
 
 
+def clamp(xp: Any, x: Array, low: float | None = None, high: float | None = None) -> Array:
+    """``x`` limited to ``[low, high]`` (either may be None): elementwise maximum and
+    minimum with 0-d arrays made on ``x``'s device.
+
+    Not ``xp.clip``: array_api_compat's CuPy namespace clips by indexing with boolean
+    masks, and CuPy reads a mask's count back from the device, so each bound would wait
+    for the device twice (in k-means++, four times a step). Not Python scalars as the
+    bounds either: ``maximum`` takes them only from the array API's 2024.12 version on.
+    """
+    import array_api_compat
+
+    device = array_api_compat.device(x)
+    for bound, limit in ((low, xp.maximum), (high, xp.minimum)):
+        if bound is not None:
+            x = limit(x, xp.full((), bound, dtype=x.dtype, device=device))
+    return x
+
+
 class Backend:
     """Array operations of one array library, as the K-means solver needs them.
 
