@@ -75,7 +75,28 @@ def _written(value: Any) -> None:
         host_writes[0] += 1
 
 
+class DeviceSynchronized(RuntimeError):
+    """``cupyx.DeviceSynchronized``: a read of the device where it was forbidden."""
+
+
+#: whether reads of the device are allowed now (``cupyx.allow_synchronize``)
+_reads_allowed = [True]
+
+
+@contextlib.contextmanager
+def allow_synchronize(allow: bool) -> Iterator[None]:
+    """``cupyx.allow_synchronize``: inside ``allow_synchronize(False)`` every read the
+    stand-in counts raises :class:`DeviceSynchronized`."""
+    _reads_allowed.append(allow)
+    try:
+        yield
+    finally:
+        _reads_allowed.pop()
+
+
 def _read(value: Any) -> Any:
+    if not _reads_allowed[-1]:
+        raise DeviceSynchronized("the device was read where synchronisation was forbidden")
     host_reads[0] += 1
     return value
 
@@ -464,6 +485,8 @@ def install(monkeypatch: Any) -> dict[str, Any]:
     cupy._core = core
     cupyx = types.ModuleType("cupyx")
     cupyx.empty_pinned = empty_pinned
+    cupyx.allow_synchronize = allow_synchronize
+    cupyx.DeviceSynchronized = DeviceSynchronized
     from kmeans_gpu.backends import _triton
 
     def triton_nearest_two(
