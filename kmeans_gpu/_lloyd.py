@@ -15,12 +15,13 @@ reduction. Convergence follows scikit-learn's Lloyd exactly:
 Empty clusters are relocated to the points farthest from their centres, as in
 scikit-learn (``"relocate"``), or keep their previous centre (``"keep"``, the seed's
 behaviour). Each iteration reads back one small vector from the device (labels
-changed, centre shift, empty clusters, near ties); an iteration that relocates reads one
-more. At a reduced precision the first iteration reads the count of its near ties
-before settling them; the later ones settle them in a capacity set from the last
-count, without a read, where one exact re-check settles them (split TF32), and run
-the pass again, reading the count, in the rare iteration that outgrows it
-(``_assign.settle_capacity``); TF32 and bfloat16 read their counts in every pass.
+changed, centre shift, empty clusters, near ties); an iteration that relocates reads
+three more (the largest distance, which clusters are empty, the new shift). At a
+reduced precision the first iteration reads the count of its near ties before settling
+them; the later ones settle them in a capacity set from the last count, without a read,
+where one exact re-check settles them (split TF32), and run the pass again, reading the
+count, in the rare iteration that outgrows it (``_assign.settle_capacity``); TF32 and
+bfloat16 read their counts in every pass.
 The pass over the data that labels the rows and sums them is ``_assign.assign``.
 """
 

@@ -430,6 +430,22 @@ def test_a_fit_waits_for_the_device_once_per_iteration_not_per_chunk(cupy):
     assert one_chunk <= 12
 
 
+def test_an_iteration_that_relocates_empty_clusters_reads_three_more_values(cupy):
+    """The largest distance, which clusters are empty and the new centre shift: the
+    three reads ``_lloyd`` documents, on top of the iteration's one."""
+    cp, _ = cupy
+    data = _data()
+    X = cp.asarray(data)
+    nobody_near = np.full((3, 8), 1e3, dtype=np.float32)  # empty after one assignment
+
+    def reads(init):
+        before = fake_cupy.host_reads[0]
+        kmeans(X, 6, init=cp.asarray(init), max_iter=1, tol=0.0)
+        return fake_cupy.host_reads[0] - before
+
+    assert reads(np.vstack([data[:3], nobody_near])) - reads(data[:6]) == 3
+
+
 def test_k_means_plus_plus_reads_the_device_a_fixed_few_times_not_per_centre(cupy):
     """Greedy k-means++ draws every centre on the device: no read of a device value per
     step (1,023 steps on G1), nor per block of rows (array_api_compat's ``clip``, which
