@@ -21,6 +21,7 @@ import numpy as np
 from . import _lloyd
 from ._api import Setup, setup
 from .backends import Array, Backend, on_device_of, steps_on_device_of
+from .backends._base import Staging
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +88,9 @@ def _frames(job: Setup, display_indices: np.ndarray | None) -> Generator[Frame, 
     device = problem.device
     rows = None if display_indices is None else backend.asarray(display_indices, device=device)
     indices = None if display_indices is None else _frozen(display_indices.copy())
+    # the stream's copies reuse their staging buffers (CuPy: pinned memory, two per
+    # array in flight), whatever the caller keeps of the frames
+    staging: Staging = {}
 
     def snapshot(
         iteration: int,
@@ -101,14 +105,14 @@ def _frames(job: Setup, display_indices: np.ndarray | None) -> Generator[Frame, 
         shown = labels if rows is None else xp.take(labels, rows)
         if caller_centers is None:
             caller_centers = problem.from_working(centers)
-        centroids = backend.host_copy(caller_centers)
+        centroids = backend.host_copy(caller_centers, staging=staging)
         # the step's labels are fresh and the loop never writes them again (nor the
         # rows taken from them): on the host they are handed over, not copied
-        label_copy = backend.host_copy(shown, owned=True)
+        label_copy = backend.host_copy(shown, owned=True, staging=staging)
         if isinstance(inertia_value, float):  # the final one, already on the host
             inertia: Callable[[], Any] = lambda: inertia_value  # noqa: E731
         else:
-            inertia = backend.host_copy(inertia_value)
+            inertia = backend.host_copy(inertia_value, staging=staging)
         unscaled_shift = math.ldexp(shift, -2 * problem.scale_exponent)
 
         def finish() -> Frame:

@@ -87,7 +87,7 @@ def test_frames_need_n_clusters_or_centroids(scene):
 def test_fit_makes_no_host_copies(monkeypatch, rng):
     from kmeans_gpu.backends import Backend
 
-    def forbidden(self, x, owned=False):
+    def forbidden(self, x, owned=False, staging=None):
         raise AssertionError("fit must not copy frames to the host")
 
     monkeypatch.setattr(Backend, "host_copy", forbidden)
@@ -152,3 +152,30 @@ def test_cupy_async_host_copy_matches_plain_copy(rng):
     finish = backend.host_copy(view)
     x += 1.0  # queued after the copy on the current stream: must not be seen
     np.testing.assert_array_equal(finish(), cp.asnumpy(before))
+
+
+@pytest.mark.gpu
+def test_cupy_host_copies_through_reused_staging_buffers(rng):
+    """With a staging dict, the second copy of a shape reuses the first one's pinned
+    buffer once the first is finished, and the results are ordinary host arrays that
+    later copies do not touch."""
+    from kmeans_gpu.backends import _cupy_has_device, get_backend
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy as cp
+
+    backend = get_backend("cupy")
+    staging = {}
+    x = cp.asarray(rng.normal(size=(50_000, 3)))
+    want = [cp.asnumpy(x + i) for i in range(4)]
+    got = []
+    for i in range(4):
+        finish = backend.host_copy(x + i, staging=staging)
+        got.append(finish())
+        assert finish() is got[-1]  # finished once
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    (buffers,) = staging.values()
+    assert len(buffers) == 1  # one pinned buffer, reused
+    assert not any(np.shares_memory(g, buffers[0]) for g in got)

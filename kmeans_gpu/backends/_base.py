@@ -16,6 +16,9 @@ import numpy as np
 Array = Any
 T = TypeVar("T")
 
+#: Buffers a series of host copies may reuse, by shape and dtype (``Backend.host_copy``).
+Staging = dict[Any, list[Any]]
+
 #: Default bound, in bytes, on the distance block of one chunk of rows.
 DEFAULT_WORKING_MEMORY = 32 * 2**20
 
@@ -97,11 +100,16 @@ class Backend:
         except (TypeError, ValueError, RuntimeError):
             return np.from_dlpack(x)
 
-    def host_copy(self, x: Array, owned: bool = False) -> Callable[[], np.ndarray]:
+    def host_copy(
+        self, x: Array, owned: bool = False, staging: Staging | None = None
+    ) -> Callable[[], np.ndarray]:
         """Start copying ``x`` to a new host array; the returned callable finishes the
         copy and returns the array. Here the copy is synchronous; CuPy overlaps it with
         the work queued after it. ``owned``: nothing else refers to ``x`` or writes to
-        it again, so where it already is a host array it is handed over, not copied."""
+        it again, so where it already is a host array it is handed over, not copied.
+        ``staging``: a dict the caller keeps for a series of copies, in which a backend
+        that copies through buffers of its own (CuPy's pinned memory) keeps them to
+        reuse; the results never share memory with it."""
         value = self.to_numpy(x)
         if not owned:
             value = np.array(value, copy=True)

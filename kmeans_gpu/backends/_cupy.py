@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Array, Backend
+from ._base import Array, Backend, Staging
 
 
 class CupyBackend(Backend):
@@ -188,7 +188,9 @@ class CupyBackend(Backend):
 
         return nearest_two(product, centers_sq)
 
-    def host_copy(self, x: Array, owned: bool = False) -> Callable[[], np.ndarray]:
+    def host_copy(
+        self, x: Array, owned: bool = False, staging: Staging | None = None
+    ) -> Callable[[], np.ndarray]:
         """Copy ``x`` into pinned host memory on a separate stream, without blocking.
 
         The copy waits (on the device) for the work queued so far on the current
@@ -196,6 +198,14 @@ class CupyBackend(Backend):
         for the copy alone. ``x`` stays referenced until then, so the memory pool cannot
         hand its memory out while it is read. (``owned`` changes nothing here: the data
         are on the device, so there is always a copy.)
+
+        Without ``staging`` the result is the pinned buffer itself. With it (the frame
+        stream's), the pinned buffers are reused: the callable copies the values out
+        into ordinary host memory and gives the buffer back to ``staging`` for the next
+        copy of that shape. So a caller who keeps every result (``list(iter_frames(...))``)
+        holds no page-locked memory for them (it was one label array per frame: 40 MB a
+        frame for ten million points), and after the first two copies of each shape no
+        pinned memory is allocated (page-locking is slow, and may wait for the device).
         """
         import cupyx
 
@@ -208,14 +218,22 @@ class CupyBackend(Backend):
         ready = cp.cuda.Event(disable_timing=True)
         ready.record()
         stream.wait_event(ready)
-        out = cupyx.empty_pinned(x.shape, dtype=x.dtype)
+        spare = None if staging is None else staging.setdefault((x.shape, x.dtype.str), [])
+        out = spare.pop() if spare else cupyx.empty_pinned(x.shape, dtype=x.dtype)
         x.get(stream=stream, out=out, blocking=False)
         done = cp.cuda.Event(disable_timing=True)
         done.record(stream)
+        finished: list[np.ndarray] = []
 
         def finish(source: Array = x) -> np.ndarray:
-            done.synchronize()
-            return out.reshape(shape)
+            if not finished:  # (once: a buffer given back twice would be shared)
+                done.synchronize()
+                if spare is None:
+                    finished.append(out.reshape(shape))
+                else:
+                    finished.append(np.array(out, copy=True).reshape(shape))
+                    spare.append(out)
+            return finished[0]
 
         return finish
 
