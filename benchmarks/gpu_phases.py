@@ -271,6 +271,15 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
     add("  of which the column mean (cuBLAS ones·X)", ms, "set-up takes it twice")
     ms = gpu_ms(cp, lambda: cp.mean(X, axis=0), repeats)
     add("  (the column mean by CuPy's reduction over axis 0)", ms, "the path it replaced")
+    xp = backend.xp
+    flat = X.reshape((n * d,))
+    ms = gpu_ms(cp, lambda f=flat: xp.vecdot(f, f), repeats)
+    add(
+        "  of which the sum of squares (xp.vecdot of all rows, flat)",
+        ms,
+        f"{X.nbytes / ms / 1e6:.0f} GB/s; array_api_compat may make it a 1×N·N×1 product",
+    )
+    del flat
     final = cp.empty(n, dtype=cp.int32)
     ms = gpu_ms(cp, lambda: assign(problem, centers, final, statistics=False), repeats)
     add("final assignment (all rows, no sums)", ms)
