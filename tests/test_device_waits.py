@@ -52,10 +52,11 @@ def no_waits() -> Iterator[None]:
 
     if not hasattr(cupyx, "allow_synchronize"):
         pytest.skip("this CuPy cannot forbid synchronisation (cupyx.allow_synchronize)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        forbid = cupyx.allow_synchronize(False)
-    with forbid:
+    with contextlib.ExitStack() as stack:
+        with warnings.catch_warnings():  # (its deprecation is said on entering)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            stack.enter_context(cupyx.allow_synchronize(False))
         yield
 
 
