@@ -452,28 +452,6 @@ def test_an_iteration_that_relocates_empty_clusters_reads_three_more_values(cupy
     assert reads(np.vstack([data[:3], nobody_near])) - reads(data[:6]) == 3
 
 
-def test_k_means_plus_plus_reads_the_device_a_fixed_few_times_not_per_centre(cupy):
-    """Greedy k-means++ draws every centre on the device: no read of a device value per
-    step (1,023 steps on G1), nor per block of rows (array_api_compat's ``clip``, which
-    indexes by boolean masks, made four reads a step and two more a block)."""
-    cp, _ = cupy
-    from kmeans_gpu._api import prepare
-    from kmeans_gpu._init import kmeans_plusplus_working
-
-    X = cp.asarray(_data())
-
-    def reads(n_clusters, working_memory):
-        problem = prepare(X, None, "cupy", working_memory)[0]
-        before = fake_cupy.host_reads[0]
-        kmeans_plusplus_working(problem, n_clusters, np.random.RandomState(0))
-        return fake_cupy.host_reads[0] - before
-
-    few = reads(3, 1 << 30)
-    assert reads(30, 1 << 30) == few
-    assert reads(30, 40_000) == few  # the rows in several blocks
-    assert few <= 4
-
-
 @pytest.mark.parametrize("precision", ["tf32x3", "tf32"])
 def test_near_ties_are_settled_once_per_pass_not_per_chunk(cupy, precision):
     """At a reduced precision a pass reads the count of its near ties once, after its
