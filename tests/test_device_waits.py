@@ -26,23 +26,10 @@ from kmeans_gpu._init import kmeans_plusplus_working
 
 from . import fake_cupy
 
-
-@pytest.fixture(params=[pytest.param("cupy", marks=pytest.mark.gpu), "cupy-host"])
-def cp(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    if request.param == "cupy-host":
-        with fake_cupy.stand_in(monkeypatch):
-            import cupy  # the stand-in
-
-            yield cupy
-        return
-    from kmeans_gpu.backends import _cupy_has_device
-
-    if not _cupy_has_device():
-        pytest.skip("CuPy with a CUDA device is not available")
-    import cupy
-
-    yield cupy
-    fake_cupy.clear_backend_caches()  # kernels chosen by a test's setting are forgotten
+#: the ``backend`` fixture's CuPy parameters only: the real one (``gpu``), the stand-in
+ON_CUPY = pytest.mark.parametrize(
+    "backend", [pytest.param("cupy", marks=pytest.mark.gpu), "cupy-host"], indirect=True
+)
 
 
 @contextlib.contextmanager
@@ -66,21 +53,23 @@ def _data(cp: Any) -> Any:
     return cp.asarray(X.astype(np.float32))
 
 
-def test_no_wait_in_the_forbidding_block_is_missed(cp):
+@ON_CUPY
+def test_no_wait_in_the_forbidding_block_is_missed(backend):
     """The check itself: a read of a device value inside the block raises."""
     import cupyx
 
-    x = cp.asarray(np.ones(3, dtype=np.float32))
+    x = backend.asarray(np.ones(3, dtype=np.float32))
     with pytest.raises(cupyx.DeviceSynchronized), no_waits():
         float(x.sum())
 
 
+@ON_CUPY
 @pytest.mark.parametrize(
     "kernels,precision,capacity",
     [("argmin", "exact", None), ("argmin", "tf32x3", 20_000), ("triton", "tf32x3", 20_000)],
 )
 def test_a_pass_over_the_data_does_not_wait_for_the_device(
-    cp, monkeypatch, kernels, precision, capacity
+    backend, monkeypatch, request, kernels, precision, capacity
 ):
     """An exact pass, and a split-TF32 pass that settles its near ties in a capacity
     (through cuBLAS, and through the Triton kernel's step mode), in several chunks:
@@ -90,7 +79,10 @@ def test_a_pass_over_the_data_does_not_wait_for_the_device(
     if kernels == "triton" and not _triton.available():
         pytest.skip("the Triton kernel needs triton and torch")
     monkeypatch.setenv("KMEANS_GPU_CUDA_KERNELS", kernels)
+    # the kernels are chosen when the backend is made: made again now, and after
     fake_cupy.clear_backend_caches()
+    request.addfinalizer(fake_cupy.clear_backend_caches)
+    cp = backend.xp
     problem = prepare(_data(cp), None, "cupy", working_memory=1 << 20)[0]
     if not problem.backend.computes_reduced(precision) and precision != "exact":
         pytest.skip("this GPU has no TF32 tensor cores")
@@ -105,12 +97,13 @@ def test_a_pass_over_the_data_does_not_wait_for_the_device(
     assert int(stats.changed) == problem.n_samples
 
 
-def test_k_means_plus_plus_does_not_wait_for_the_device(cp):
+@ON_CUPY
+def test_k_means_plus_plus_does_not_wait_for_the_device(backend):
     """Greedy k-means++: every centre drawn on the device (1,023 steps on G1), the rows
     in several blocks (array_api_compat's ``clip``, which indexes by boolean masks, made
     four waits a step)."""
-    problem = prepare(_data(cp), None, "cupy", working_memory=1 << 20)[0]
+    problem = prepare(_data(backend.xp), None, "cupy", working_memory=1 << 20)[0]
     kmeans_plusplus_working(problem, 16, np.random.RandomState(0))  # warm
     with no_waits():
         _, indices = kmeans_plusplus_working(problem, 16, np.random.RandomState(0))
-    assert len(set(cp.asnumpy(indices).tolist())) == 16
+    assert len(set(backend.to_numpy(indices).tolist())) == 16
