@@ -238,6 +238,19 @@ def test_frames_on_cupy_copy_into_pinned_memory_after_their_event(cupy):
     assert not np.shares_memory(frames[0].labels, frames[2].labels)
 
 
+def test_a_staged_host_copy_is_finished_once_and_gives_its_buffer_back_once(cupy):
+    cp, record = cupy
+    from kmeans_gpu.backends import get_backend
+
+    staging = {}
+    finish = get_backend("cupy").host_copy(cp.asarray(np.arange(5.0)), staging=staging)
+    assert finish() is finish()
+    (buffers,) = staging.values()
+    assert len(buffers) == 1 and record["pinned"] == 1
+    np.testing.assert_array_equal(finish(), np.arange(5.0))
+    assert not np.shares_memory(finish(), buffers[0])
+
+
 def test_estimator_methods_weights_and_relocation_on_cupy(cupy):
     cp, _ = cupy
     X = _data()
