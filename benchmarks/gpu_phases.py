@@ -3,6 +3,11 @@
 For each GPU workload (data drawn on the device, so no host generation time), times with
 CUDA events, median of ``--repeats`` after a warm-up:
 
+* first, where a fit's fixed cost falls: one fit lap by lap (set-up, initial centres,
+  each iteration, the end of the run), and one fit under torch's profiler, whose CUPTI
+  tracing sees every kernel and CUDA call of the process: the kernels and copies that
+  took the device's time, the CUDA calls that took the host's (waits, copies, pinned
+  allocations, launches), and how busy the device was;
 * the ceilings: a device-to-device copy of X (bytes read + written per second) and
   cuBLAS's float32 product of one chunk with the centres, exact and TF32, and the TF32
   product of the split inputs of ``precision="tf32x3"`` (TFLOP/s), with the split;
@@ -15,11 +20,11 @@ CUDA events, median of ``--repeats`` after a warm-up:
   one Lloyd iteration
   inside ``kmeans`` and the fixed cost of a fit, for each kernel choice and precision
   and for workspaces of 256 MiB, 1 GiB (the default's cap) and 4 GiB;
-* the fixed cost's parts (set-up, with its validation and column mean; final
-  assignment, final inertia, relocating empty clusters), one fit lap by lap (set-up,
-  initial centres, each iteration, the end of the run), a whole fit's wall clock with
-  CuPy's memory pool warm and emptied first, and the device memory a fit holds beyond X
-  (a CuPy memory hook); greedy k-means++ (the default init) for all k centres;
+* the fixed cost's parts (set-up, with its validation, column mean and sum of
+  squares; final assignment, final inertia, relocating empty clusters), a whole fit's
+  wall clock with CuPy's memory pool warm and emptied first, and the device memory a
+  fit holds beyond X (a CuPy memory hook); greedy k-means++ (the default init) for all
+  k centres;
 * last, where triton is installed, a chunk's share of a Lloyd pass through the Triton
   kernel's step mode against the same share in parts, and the Triton kernel's launch
   shapes for TF32 and split TF32 (the default and :data:`TRITON_SHAPES`).
@@ -123,6 +128,47 @@ def fit_timeline(
     return laps, (clock - began) * 1e3
 
 
+def fit_trace(
+    cp: Any, X: Any, k: int, init: Any, iterations: int, rows: int = 16
+) -> tuple[list[tuple[str, float, int]], list[tuple[str, float, int]], float, float]:
+    """One fit of ``iterations`` iterations under torch's profiler, whose CUPTI tracing
+    sees every kernel, copy and CUDA runtime call of the process (CuPy's, cuBLAS's and
+    Triton's included): the ``rows`` names that took most device time and the ``rows``
+    CUDA runtime or driver calls that took most host time (waits, copies, allocations
+    of pinned memory, launches), each as ``(name, ms, calls)``; and the device's busy
+    milliseconds against the fit's wall clock under the profiler. Empty lists where
+    torch cannot trace the device."""
+    try:
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+    except ImportError:
+        return [], [], 0.0, 0.0
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    cp.cuda.Device().synchronize()
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        kmeans(X, k, init=init, max_iter=iterations, tol=0.0)
+        cp.cuda.Device().synchronize()
+        wall = (time.perf_counter() - start) * 1e3
+    events = list(prof.key_averages())
+
+    def device_ms(e: Any) -> float:
+        return float(getattr(e, "self_device_time_total", 0.0)) / 1e3
+
+    busy = sum(device_ms(e) for e in events)
+    on_device = sorted((e for e in events if device_ms(e) > 0), key=device_ms, reverse=True)
+    calls = [e for e in events if e.key.startswith("cu") and device_ms(e) == 0]
+    on_host = sorted(calls, key=lambda e: e.self_cpu_time_total, reverse=True)
+    return (
+        [(e.key, device_ms(e), e.count) for e in on_device[:rows]],
+        [(e.key, e.self_cpu_time_total / 1e3, e.count) for e in on_host[:rows]],
+        busy,
+        wall,
+    )
+
+
 def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[dict[str, Any]]:
     import cupy as cp
 
@@ -151,6 +197,26 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         say(f"{name:3} {step:66} {value:10.3f} {unit:3}  {note}")
 
     say(f"{name}: {n:,} x {d}, k = {k:,}; {len(chunks)} chunks of {chunk:,} rows")
+    # first, where the fixed cost of a fit falls (the largest unexplained item): one fit
+    # lap by lap (the device synchronised at each), then one under CUPTI's tracing
+    fit_timeline(cp, X, k, init, 1 + iterations)  # warm-up
+    laps, whole = fit_timeline(cp, X, k, init, 1 + iterations)
+    for what, ms in laps:
+        add(f"fit lap by lap: {what}", ms)
+    add(
+        "fit lap by lap: the whole fit",
+        whole,
+        f"{1 + iterations} iterations; wall clock, device synchronised at every lap",
+    )
+    on_device, on_host, busy, wall = fit_trace(cp, X, k, init, 1 + iterations)
+    for what, ms, count in on_device:
+        add(f"fit trace, device time: {what[:60]}", ms, f"{count} calls")
+    for what, ms, count in on_host:
+        add(f"fit trace, host time in CUDA calls: {what[:48]}", ms, f"{count} calls")
+    if on_device:
+        add("fit trace: the device busy", busy, f"of {wall:.1f} ms wall clock under the profiler")
+    else:
+        say("(no fit trace: torch cannot trace the device here)")
     ms = gpu_ms(cp, lambda: X.copy(), repeats)
     add("copy X (device to device)", ms, f"{2 * X.nbytes / ms / 1e6:.0f} GB/s read + written")
     flop = 2.0 * chunk * k * d
@@ -290,17 +356,6 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         how = "SQ_DIST kernel" if pending else "plain CuPy"
         add(f"final inertia, {how} (all rows)", ms, "the frame stream's per iteration")
     backend.pending_kernels = default_pending
-
-    # one fit, lap by lap (the device synchronised at each): where the fixed cost falls
-    fit_timeline(cp, X, k, init, 1 + iterations)  # warm-up
-    laps, whole = fit_timeline(cp, X, k, init, 1 + iterations)
-    for what, ms in laps:
-        add(f"fit lap by lap: {what}", ms)
-    add(
-        "fit lap by lap: the whole fit",
-        whole,
-        f"{1 + iterations} iterations; wall clock, device synchronised at every lap",
-    )
 
     def iteration_cost(**params: Any) -> tuple[float, float]:
         """A fit of m iterations costs F + m·P: the fixed cost F (validation, centring,

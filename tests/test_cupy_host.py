@@ -238,6 +238,44 @@ def test_frames_on_cupy_copy_into_pinned_memory_after_their_event(cupy):
     assert not np.shares_memory(frames[0].labels, frames[2].labels)
 
 
+def test_the_fit_trace_ranks_device_time_and_the_host_time_of_cuda_calls(cupy, monkeypatch):
+    """The phase profile's traced fit, with torch's profiler replaced by one that
+    reports what CUPTI would on a GPU: kernels and copies by device time, CUDA calls by
+    the host time they took, and the device's busy time in all."""
+    import contextlib
+    import types
+
+    torch = pytest.importorskip("torch")
+    cp, _ = cupy
+    phases = _phases_module()
+
+    def event(key, device_us, cpu_us, count):
+        return types.SimpleNamespace(
+            key=key, self_device_time_total=device_us, self_cpu_time_total=cpu_us, count=count
+        )
+
+    events = [
+        event("argmin_scores", 8_000.0, 0.0, 90),
+        event("Memcpy DtoH (Device -> Pageable)", 50.0, 0.0, 12),
+        event("cudaStreamSynchronize", 0.0, 30_000.0, 12),
+        event("cudaLaunchKernel", 0.0, 2_000.0, 900),
+        event("aten::empty", 0.0, 10.0, 3),
+    ]
+
+    @contextlib.contextmanager
+    def profile(activities):
+        assert len(activities) == 2  # CPU and CUDA
+        yield types.SimpleNamespace(key_averages=lambda: events)
+
+    monkeypatch.setattr(torch.profiler, "profile", profile)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    X = cp.asarray(_data())
+    on_device, on_host, busy, wall = phases.fit_trace(cp, X, 6, X[:6].copy(), 3, rows=1)
+    assert on_device == [("argmin_scores", 8.0, 90)]
+    assert on_host == [("cudaStreamSynchronize", 30.0, 12)]
+    assert busy == pytest.approx(8.05) and wall > 0
+
+
 def test_a_staged_host_copy_is_finished_once_and_gives_its_buffer_back_once(cupy):
     cp, record = cupy
     from kmeans_gpu.backends import get_backend
@@ -364,21 +402,28 @@ def test_on_device_of_asks_dlpack_and_switches_only_for_cuda_data(cupy):
     assert fake_cupy.current_device == [0]
 
 
-def test_the_phase_profile_runs_through_on_the_stand_in(cupy, monkeypatch):
-    """``benchmarks/gpu_phases.py`` only runs where a GPU is lent: its Python must not
-    be what fails there (every row, the Triton ones included, on a small G1)."""
+def _phases_module():
+    """``benchmarks/gpu_phases.py`` (a script, not a package module)."""
     import importlib.util
-    import math
     from pathlib import Path
 
-    from kmeans_gpu import benchmark
-
-    record = cupy[1]
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_phases.py"
     spec = importlib.util.spec_from_file_location("gpu_phases", path)
     assert spec is not None and spec.loader is not None
     phases = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(phases)
+    return phases
+
+
+def test_the_phase_profile_runs_through_on_the_stand_in(cupy, monkeypatch):
+    """``benchmarks/gpu_phases.py`` only runs where a GPU is lent: its Python must not
+    be what fails there (every row, the Triton ones included, on a small G1)."""
+    import math
+
+    from kmeans_gpu import benchmark
+
+    record = cupy[1]
+    phases = _phases_module()
     monkeypatch.setitem(benchmark.WORKLOADS, "G1", (3000, 16, 24, True))
     rows = phases.profile("G1", repeats=2, iterations=2, rows=3000)
     values = {r["step"]: next(r[u] for u in ("ms", "MiB", "of 1") if u in r) for r in rows}
