@@ -276,19 +276,6 @@ def test_the_fit_trace_ranks_device_time_and_the_host_time_of_cuda_calls(cupy, m
     assert busy == pytest.approx(8.05) and wall > 0
 
 
-def test_a_staged_host_copy_is_finished_once_and_gives_its_buffer_back_once(cupy):
-    cp, record = cupy
-    from kmeans_gpu.backends import get_backend
-
-    staging = {}
-    finish = get_backend("cupy").host_copy(cp.asarray(np.arange(5.0)), staging=staging)
-    assert finish() is finish()
-    (buffers,) = staging.values()
-    assert len(buffers) == 1 and record["pinned"] == 1
-    np.testing.assert_array_equal(finish(), np.arange(5.0))
-    assert not np.shares_memory(finish(), buffers[0])
-
-
 def test_estimator_methods_weights_and_relocation_on_cupy(cupy):
     cp, _ = cupy
     X = _data()
