@@ -49,13 +49,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kmeans_gpu._precision import CENTER_PIECES, ROW_PIECES, near_ties
+from kmeans_gpu.benchmark import WORKLOADS, device_peak_bytes, make_data
+
 from kmeans_gpu import kmeans, kmeans_plusplus
 from kmeans_gpu._api import _warn_if_collapsed, prepare, setup
 from kmeans_gpu._assign import assign, inertia
-from kmeans_gpu._precision import CENTER_PIECES, ROW_PIECES, near_ties
 from kmeans_gpu._validation import check_array
 from kmeans_gpu.backends import Backend, _triton
-from kmeans_gpu.benchmark import WORKLOADS, device_peak_bytes, make_data
 
 #: launch shapes of the Triton kernel timed besides the default (tests/test_triton.py
 #: compiled them for sm_90: all fit its shared memory)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._api import kmeans, kmeans_plusplus
 from .backends import available_backends, get_backend
 from .frames import Frame, iter_frames
-from .seed import (
+from .kmeans_nd import (
     DimensionMismatchError,
     KMeansND,
     assign_points_to_centroids,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import warnings
 from collections.abc import Generator
@@ -11,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from ._assign import EXACT, Pass
 from ._init import check_init, initial_centers, kmeans_plusplus_working
 from ._lloyd import EMPTY_CLUSTER_POLICIES, Result, Step, lloyd, run_to_end
-from ._precision import check_precision
 from ._problem import Problem, make_problem
 from ._validation import (
     DimensionMismatchError,
@@ -90,10 +89,11 @@ def prepare(
     owner: str = "the centers",
     what: str = "X",
     origin_at_centers: bool = True,
+    deterministic: bool = False,
 ) -> tuple[Problem, Placement, Array | None]:
     """Validate X and its weights and build the solver's view of them.
 
-    With ``centers`` they come back validated, in the problem's working units. Then by
+    With ``centers`` they come back validated (X's dtype, on its device). Then by
     default the origin is their mean rather than X's (for predict, transform, score):
     each row's answer does not depend on the other rows. ``owner`` and ``what`` name the
     centres' holder and the data in the error for a feature-count mismatch.
@@ -101,9 +101,9 @@ def prepare(
     X, placement = check_array(X, backend=backend)
     weights = check_sample_weight(sample_weight, int(X.shape[0]), X, placement)
     compute = placement.compute
+    options = {"working_memory": working_memory, "deterministic": deterministic}
     if centers is None:
-        problem = make_problem(compute, X, weights, working_memory=working_memory)
-        return problem, placement, None
+        return make_problem(compute, X, weights, **options), placement, None
     C, _ = check_array(
         centers, backend=compute, name="centers", dtype=X.dtype, device=compute.device(X)
     )
@@ -112,9 +112,9 @@ def prepare(
             f"Dimension mismatch: {what} has {X.shape[1]} features, but {owner} is "
             f"expecting {C.shape[1]} features as input"
         )
-    origin = compute.xp.mean(C, axis=0) if origin_at_centers else None
-    problem = make_problem(compute, X, weights, working_memory=working_memory, center=origin)
-    return problem, placement, problem.to_working(C)
+    xp = compute.xp
+    origin = xp.mean(xp.astype(C, xp.float64), axis=0) if origin_at_centers else None
+    return make_problem(compute, X, weights, center=origin, **options), placement, C
 
 
 @dataclass(frozen=True)
@@ -131,24 +131,22 @@ class Setup:
     empty_cluster: str
     rng: Any
     verbose: bool
+    engine: Pass = EXACT
 
-    def start(
-        self, *, track_inertia: bool = False
-    ) -> tuple[Array, Array, Generator[Step, None, Result]]:
-        """Draw initial centres: ``(centres, centres in working units, the Lloyd run
-        from them)``."""
+    def start(self, *, track_inertia: bool = False) -> tuple[Array, Generator[Step, None, Result]]:
+        """Draw initial centres: ``(centres, the Lloyd run from them)``."""
         centers = initial_centers(self.problem, self.init, self.n_clusters, self.rng)
-        working = self.problem.to_working(centers)
         steps = lloyd(
             self.problem,
-            working,
+            centers,
             max_iter=self.max_iter,
             tol=self.tol,
             empty_cluster=self.empty_cluster,
             verbose=self.verbose,
             track_inertia=track_inertia,
+            engine=self.engine,
         )
-        return centers, working, steps
+        return centers, steps
 
 
 def setup(
@@ -165,11 +163,11 @@ def setup(
     empty_cluster: str = "relocate",
     verbose: bool = False,
     working_memory: int | None = None,
-    precision: str = "exact",
     deterministic: bool = False,
+    engine: Pass = EXACT,
 ) -> Setup:
-    """Validate every argument and build the problem."""
-    precision = check_precision(precision)  # the name now, before any work on the data
+    """Validate every argument and build the problem; ``engine`` is the pass over the
+    data (``kmeans_gpu.experimental`` passes its own)."""
     if not isinstance(deterministic, bool | np.bool_):
         raise TypeError(f"deterministic must be True or False, got {deterministic!r}")
     init = check_init(init)
@@ -177,11 +175,9 @@ def setup(
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_tol(tol)
     empty_cluster = check_empty_cluster(empty_cluster)
-    problem, placement, _ = prepare(X, sample_weight, backend, working_memory)
-    precision = check_precision(precision, problem.dtype, problem.backend.xp)
-    # the backend may compute the same labels another way (exact ones by split TF32)
-    precision = problem.backend.engine_for(precision, problem.dtype)
-    problem = dataclasses.replace(problem, precision=precision, deterministic=bool(deterministic))
+    problem, placement, _ = prepare(
+        X, sample_weight, backend, working_memory, deterministic=bool(deterministic)
+    )
     return Setup(
         problem=problem,
         placement=placement,
@@ -193,6 +189,7 @@ def setup(
         empty_cluster=empty_cluster,
         rng=check_random_state(random_state),
         verbose=bool(verbose),
+        engine=engine,
     )
 
 
@@ -204,13 +201,13 @@ def fit(X: Any, n_clusters: Any, **params: Any) -> Fitted:
         problem = job.problem
         best: Result | None = None
         for run in range(job.runs):
-            result = run_to_end(job.start()[2])
+            result = run_to_end(job.start()[1])
             if job.verbose:
                 logger.info(
                     "init %d/%d: inertia %.6g after %d iterations",
                     run + 1,
                     job.runs,
-                    problem.inertia_from_working(result.inertia),
+                    result.inertia,
                     result.n_iter,
                 )
             if best is None or (
@@ -221,17 +218,16 @@ def fit(X: Any, n_clusters: Any, **params: Any) -> Fitted:
         assert best is not None
         _warn_if_collapsed(problem, best.labels, job.n_clusters)
         return Fitted(
-            centers=problem.from_working(best.centers),
+            centers=best.centers,
             labels=best.labels,
-            inertia=problem.inertia_from_working(best.inertia),
+            inertia=best.inertia,
             n_iter=best.n_iter,
             placement=job.placement,
         )
 
 
 def _warn_if_collapsed(problem: Problem, labels: Array, n_clusters: int) -> None:
-    backend = problem.backend
-    distinct = int(backend.xp.count_nonzero(backend.count_labels(labels, n_clusters)))
+    distinct = int(problem.backend.xp.unique_values(labels).shape[0])
     if distinct < n_clusters:
         from sklearn.exceptions import ConvergenceWarning
 
@@ -257,7 +253,6 @@ def kmeans(
     empty_cluster: str = "relocate",
     verbose: bool = False,
     working_memory: int | None = None,
-    precision: str = "exact",
     deterministic: bool = False,
 ) -> tuple[Array, Array, float, int]:
     """Cluster X with Lloyd's K-means.
@@ -298,14 +293,6 @@ default="k-means++"
         Bytes for one chunk's distance block (default: the backend's, 32 MiB on the
         CPU, a quarter of free device memory up to 1 GiB on CuPy); the solver never holds
         an ``n_samples × n_clusters`` matrix.
-    precision : {"exact", "tf32", "tf32x3", "bf16"}, default="exact"
-        Precision of the distance products of float32 data. ``"tf32"`` and ``"bf16"``
-        let a backend with tensor cores (CuPy on a GPU of compute capability 8.0+)
-        round the product's inputs; ``"tf32x3"`` splits each input into two TF32
-        numbers and sums three TF32 products, nearly as accurate as float32. Rows whose
-        two nearest centres are too close to tell apart at that precision are assigned
-        again exactly, so the labels are the exact ones. Backends without such products
-        compute exactly.
     deterministic : bool, default=False
         Bitwise the same result on every run with the same input and machine. Only
         CuPy needs it: its per-cluster sums use float atomics, whose order varies; with
@@ -337,7 +324,6 @@ default="k-means++"
         empty_cluster=empty_cluster,
         verbose=verbose,
         working_memory=working_memory,
-        precision=precision,
         deterministic=deterministic,
     )
     out = fitted.placement.to_output
@@ -378,8 +364,8 @@ def kmeans_plusplus(
         n_clusters = check_n_clusters(n_clusters, problem.n_samples)
         if n_local_trials is not None:
             n_local_trials = check_positive_int(n_local_trials, "n_local_trials")
-        _, indices = kmeans_plusplus_working(
+        indices = kmeans_plusplus_working(
             problem, n_clusters, check_random_state(random_state), n_local_trials
         )
-        centers = problem.backend.xp.take(problem.X_input, indices, axis=0)
+        centers = problem.backend.xp.take(problem.X, indices, axis=0)
     return placement.to_output(centers), placement.to_output(indices)

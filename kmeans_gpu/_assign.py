@@ -1,42 +1,68 @@
-"""One pass over the data: every row's nearest centre, chunk by chunk, with the
+"""One pass over the data: the exact nearest centre of every row, chunk by chunk, and the
 per-cluster statistics a Lloyd step needs.
 
-At a reduced precision (``kmeans_gpu/_precision.py``) a chunk's labels are provisional:
-the rows with a near tie are only marked, left out of the chunk's statistics, and
-settled once after the last chunk (:func:`_settle`), so a pass reads the device once
-for their count, not once per chunk; where one exact re-check settles them (split
-TF32), a pass given a capacity from the last pass's count reads nothing at all. Each
-row enters the statistics exactly once, with its final label; the labels are those of
-the exact path. A chunk's share comes from ``Backend.reduced_step``, which a backend
-may compute in one kernel (CuPy with Triton).
+Labels are exact. The fast scores ``s_j = ‖c_j‖² − 2 x·c_j`` of the working rows,
+computed in the data's dtype by one matrix product, name each row's nearest and
+second-nearest centre. Each score is within ``δ·(‖x‖ + max‖c‖)²`` of the exact one,
+``δ = γ(d + 8)`` with ``γ(m) = m·u / (1 − m·u)`` and ``u`` the dtype's unit roundoff:
+the product and ``‖c‖²`` (``γ(d)`` each), the final addition, and the rounding of the
+working rows and centres to the dtype (``u`` each, twice) together stay within it.
+A row whose two best scores are closer than twice that, doubled for safety, is
+settled exactly: its candidates (the centres within that margin of its best score,
+the true nearest always among them) are compared by float64 differences of the rows
+and centres as given, ties to the lowest index. Per-cluster sums, distances and the
+inertia come from the rows as given too, in float64.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import math
-import operator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
-from ._precision import merge_labels, recheck_precision
 from ._problem import Problem
 from .backends import Array
-from .backends._base import clamp
+from .backends._base import clamp, rescale
+
+
+@dataclass(frozen=True)
+class Centers:
+    """One set of centres as a pass uses them.
+
+    ``caller``: of X's units and dtype, what the labels are exact for; ``working``:
+    the same in working units and X's dtype, for the fast products; ``sq``: their
+    squared norms; ``largest_norm``: the largest of their norms (0-d).
+    """
+
+    caller: Array
+    working: Array
+    sq: Array
+    largest_norm: Array
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.caller.shape[0])
+
+
+def centers_for(problem: Problem, caller: Array) -> Centers:
+    """The :class:`Centers` of centres ``caller`` (X's units and dtype)."""
+    xp = problem.backend.xp
+    working = problem.working(caller)
+    sq = xp.sum(working * working, axis=1)
+    return Centers(caller, working, sq, xp.sqrt(xp.max(sq)))
 
 
 @dataclass(frozen=True)
 class Statistics:
-    """Per-cluster weighted sums ``(k, d)`` and weights ``(k,)`` of some rows, how many
-    of their labels changed (0-d array), and, when asked for, their inertia (0-d float64
-    array) against the centres they were assigned to. A whole pass at a reduced
-    precision also says how many of its rows had a near tie (0-d; see :func:`assign`)."""
+    """Per-cluster sums of ``w·(working row)`` ``(k, d)`` and of the weights ``(k,)``,
+    float64; how many labels changed (0-d); the inertia (0-d float64, working units)
+    against the centres the rows were assigned to, when asked for; and ``feedback``
+    (0-d, or None), a value a :class:`Pass` reads back with the iteration's checks."""
 
     sums: Array
     weights: Array
     changed: Array
     inertia: Array | None = None
-    near_ties: Array | None = None
+    feedback: Array | None = None
 
     def __add__(self, other: Statistics) -> Statistics:
         inertia = None if self.inertia is None else self.inertia + other.inertia
@@ -48,268 +74,220 @@ class Statistics:
         )
 
 
+class Pass(Protocol):
+    """The extension point of a fit: one pass over the data that writes every row's
+    label into ``labels`` and returns the :class:`Statistics`. :data:`EXACT` is the
+    default; ``kmeans_gpu.experimental`` supplies others."""
+
+    def __call__(
+        self,
+        problem: Problem,
+        centers: Centers,
+        labels: Array,
+        *,
+        previous: Array | None = None,
+        with_inertia: bool = False,
+    ) -> Statistics: ...
+
+    def accepts(self, feedback: float) -> bool:
+        """Whether the pass whose statistics carried ``feedback`` stands (False: the
+        loop runs it again)."""
+        ...
+
+
+class ExactPass:
+    """The exact pass: :func:`assign` with statistics."""
+
+    def __call__(
+        self,
+        problem: Problem,
+        centers: Centers,
+        labels: Array,
+        *,
+        previous: Array | None = None,
+        with_inertia: bool = False,
+    ) -> Statistics:
+        stats = assign(problem, centers, labels, previous=previous, with_inertia=with_inertia)
+        assert stats is not None
+        return stats
+
+    def accepts(self, feedback: float) -> bool:
+        return True
+
+
+EXACT = ExactPass()
+
+
 def assign(
     problem: Problem,
-    centers: Array,
+    centers: Centers,
     labels: Array,
     *,
     statistics: bool = True,
-    with_inertia: bool = False,
     previous: Array | None = None,
-    capacity: int | None = None,
+    with_inertia: bool = False,
 ) -> Statistics | None:
-    """Write the nearest centre of every row into ``labels``, chunk by chunk, and return
-    the reduced statistics (None when ``statistics`` is false), with the inertia when
-    ``with_inertia`` (computed while each chunk is at hand) and the number of labels that
-    differ from ``previous`` (all of them when it is None).
-
-    The backend decides how the chunks run (one after another, or on several threads);
-    each chunk writes its own slice of ``labels`` and returns its partial statistics.
-
-    At a reduced precision the near ties are settled after the last chunk: by default
-    after one read of their count; with a ``capacity`` (from :func:`settle_capacity`)
-    without any read, the first ``capacity`` of them in that many slots. The statistics
-    then hold the pass's count of near ties (``near_ties``): a caller who finds it above
-    the capacity must run the pass again without one (rows past it were left out).
-    """
+    """Write the exact nearest centre of every row into ``labels``, chunk by chunk, and
+    return the statistics (None when ``statistics`` is false), with the inertia when
+    ``with_inertia`` and the number of labels that differ from ``previous`` (all of
+    them when it is None). Chunks may run on several threads; each writes its own
+    slice of ``labels``, and their statistics are added in chunk order."""
     backend = problem.backend
     xp = backend.xp
-    k = int(centers.shape[0])
-    centers_sq = xp.sum(centers * centers, axis=1)
-    # at a reduced precision, near ties are marked per chunk and settled after the last,
-    # their margins from the rows' norms (computed once per fit)
-    reduced = backend.computes_reduced(problem.precision)
-    n, device = problem.n_samples, problem.device
-    pending = xp.zeros(n, dtype=xp.bool, device=device) if reduced else None
-    rows_sq: Array = problem.squared_row_norms if reduced else None
+    k = centers.n_clusters
 
     def chunk(start: int, stop: int) -> Statistics | None:
-        if pending is not None:
-            return _reduced_chunk(
-                problem,
-                centers,
-                centers_sq,
-                rows_sq,
-                labels,
-                pending,
-                start,
-                stop,
-                statistics,
-                with_inertia,
-                previous,
-            )
-        rows = problem.rows(start, stop)
+        own = nearest(problem, centers, start, stop)
+        labels[start:stop] = own
         if not statistics:
-            labels[start:stop] = backend.assign(rows, centers, centers_sq)
             return None
-        w = problem.weights
-        wc = None if w is None else w[start:stop]
-        before = None if previous is None else previous[start:stop]
-        labels[start:stop], sums, weights, changed, inertia = backend.assign_and_sum(
-            rows,
-            centers,
-            centers_sq,
-            wc,
-            before,
-            problem.precision,
-            problem.deterministic,
-            with_inertia,
-        )
+        X = problem.X[start:stop, ...]
+        w = None if problem.weights is None else problem.weights[start:stop]
+        sums, weights = backend.cluster_sums(X, problem.origin, own, w, k, problem.deterministic)
+        if previous is None:
+            changed = xp.full((), stop - start, dtype=xp.int64, device=problem.device)
+        else:
+            changed = xp.astype(xp.count_nonzero(own != previous[start:stop]), xp.int64)
+        inertia = None
+        if with_inertia:
+            inertia = backend.inertia_of(X, centers.caller, own, w, problem.scale_exponent)
         return Statistics(sums, weights, changed, inertia)
 
-    parts = backend.map_chunks(chunk, problem.assignment_chunks(k))
-    near_ties = None
-    if pending is not None:
-        settled, near_ties = _settle(
-            problem, centers, centers_sq, labels, pending, statistics, with_inertia, previous,
-            capacity,
-        )  # fmt: skip
-        parts += settled
-    if not statistics:
-        return None
-    total = functools.reduce(operator.add, parts)
-    assert total is not None
-    return total if near_ties is None else dataclasses.replace(total, near_ties=near_ties)
+    total = None
+    for part in backend.map_chunks(chunk, problem.chunks(k)):
+        total = part if total is None else total + part
+    return total
 
 
-#: the near ties a pass may settle without reading their count: the last pass's count
-#: times this, and at least SETTLE_MINIMUM
-SETTLE_HEADROOM = 1.25
-SETTLE_MINIMUM = 1024
-
-
-def settle_capacity(problem: Problem, near_ties: int) -> int | None:
-    """The ``capacity`` for the next pass's near ties after a pass that had
-    ``near_ties``, where one exact re-check settles them (split TF32's); None where the
-    re-check goes on in steps (TF32's and bfloat16's, through split TF32: those read
-    their counts) or nothing is reduced."""
-    backend = problem.backend
-    if not backend.computes_reduced(problem.precision):
-        return None
-    if recheck_precision(backend, problem.precision) != "exact":
-        return None
-    wanted = max(SETTLE_MINIMUM, math.ceil(near_ties * SETTLE_HEADROOM))
-    return min(problem.n_samples, wanted)
-
-
-def inertia(problem: Problem, centers: Array, labels: Array) -> float:
-    """Exact ``Σ w ‖x − c_label‖²`` (working units), accumulated in float64."""
-    backend, w = problem.backend, problem.weights
-
-    def chunk(start: int, stop: int) -> Array:
-        wc = None if w is None else w[start:stop]
-        return backend.inertia_of(problem.rows(start, stop), centers, labels[start:stop], wc)
-
-    parts = backend.map_chunks(chunk, problem.chunks(int(centers.shape[0])))
-    return float(functools.reduce(operator.add, parts))
-
-
-def _reduced_chunk(
-    problem: Problem,
-    centers: Array,
-    centers_sq: Array,
-    rows_sq: Array,
-    labels: Array,
-    pending: Array,
-    start: int,
-    stop: int,
-    statistics: bool,
-    with_inertia: bool,
-    previous: Array | None,
-) -> Statistics | None:
-    """Rows ``start:stop`` at a reduced precision: their provisional labels, their near
-    ties marked in ``pending``, and the statistics of the others (:func:`_settle` adds
-    the near ties')."""
+def nearest(problem: Problem, centers: Centers, start: int, stop: int) -> Array:
+    """The exact nearest centre (int32, the lowest index on ties) of rows
+    ``start:stop``: the fast scores' choice, and the near ties settled exactly."""
     backend = problem.backend
     xp = backend.xp
-    w = None if problem.weights is None else problem.weights[start:stop]
-    X, origin = problem.source_rows(start, stop)
-    own, near, sums, weights = backend.reduced_step(
-        X,
-        origin,
-        centers,
-        centers_sq,
-        rows_sq[start:stop],
-        w,
-        problem.precision,
-        statistics,
-        problem.deterministic,
-    )
-    labels[start:stop], pending[start:stop] = own, near
-    if not statistics:
-        return None
-    settled = ~near
-    if previous is None:
-        changed = xp.count_nonzero(settled)
-    else:
-        changed = xp.count_nonzero((own != previous[start:stop]) & settled)
-    inertia = None
-    if with_inertia:  # the frame stream's: the working rows made again
-        kept = xp.astype(settled, problem.dtype)
-        rows = problem.rows(start, stop)
-        inertia = backend.inertia_of(rows, centers, own, kept if w is None else kept * w)
-    return Statistics(sums, weights, changed, inertia)
+    rows = problem.rows(start, stop)
+    labels, best, second = backend.nearest_two(rows, centers.working, centers.sq)
+    margin = score_margin(problem, xp.sum(rows * rows, axis=1), centers)
+    near = (second - best) <= margin
+    at = xp.nonzero(near)[0]
+    if int(at.shape[0]) == 0:
+        return xp.asarray(labels, copy=True)
+    settled = _settle(problem, centers, rows, margin, at, start)
+    return merge_labels(xp, labels, near, settled)
+
+
+def score_margin(problem: Problem, rows_sq: Array, centers: Centers) -> Array:
+    """Per row, how far apart two fast scores must be for their order to be the exact
+    one: twice the error bound of a score (module docstring), doubled for safety."""
+    terms = problem.n_features + 8
+    u = problem.unit_roundoff
+    delta = terms * u / (1.0 - terms * u)
+    reach = problem.backend.xp.sqrt(rows_sq) + centers.largest_norm
+    return 4.0 * delta * reach * reach
 
 
 def _settle(
-    problem: Problem,
-    centers: Array,
-    centers_sq: Array,
-    labels: Array,
-    pending: Array,
-    statistics: bool,
-    with_inertia: bool,
-    previous: Array | None,
-    capacity: int | None,
-) -> tuple[list[Statistics], Array]:
-    """Assign the rows marked ``pending`` again, write their labels into ``labels`` and
-    return their statistics (in pieces no larger than the pass's chunks) and their
-    count (0-d).
-
-    Without a ``capacity``: all of them, found after one read of their count, with split
-    TF32 where the backend computes it (its own near ties exactly; each piece reads
-    once more) else exactly. With one: no read, the first ``capacity`` of them, found by
-    a search of their running count (no scatter), assigned exactly in ``capacity``
-    slots; the slots past the count hold a repeated row of weight 0, which adds
-    nothing, and the rows past the capacity are left out, which the caller sees from
-    the count."""
-    backend = problem.backend
-    xp = backend.xp
-    used = None
-    if capacity is None:
-        rows_at = xp.nonzero(pending)[0]
-        count = int(rows_at.shape[0])
-        near_ties = xp.full((), count, dtype=xp.int64, device=problem.device)
-        if count == 0:
-            return [], near_ties
-        level = recheck_precision(backend, problem.precision)
-    else:
-        running = xp.cumulative_sum(xp.astype(pending, xp.int64))
-        near_ties = running[-1]
-        slots = xp.arange(1, capacity + 1, dtype=xp.int64, device=problem.device)
-        rows_at = clamp(xp, xp.searchsorted(running, slots), high=problem.n_samples - 1)
-        used, level = slots <= near_ties, "exact"
-    again = _assign_again(
-        problem, centers, centers_sq, labels, pending, rows_at, used, level, statistics,
-        with_inertia, previous,
-    )  # fmt: skip
-    return again, near_ties
-
-
-def _assign_again(
-    problem: Problem,
-    centers: Array,
-    centers_sq: Array,
-    labels: Array,
-    pending: Array,
-    rows_at: Array,
-    used: Array | None,
-    level: str,
-    statistics: bool,
-    with_inertia: bool,
-    previous: Array | None,
-) -> list[Statistics]:
-    """Assign the rows ``rows_at`` (the rows marked ``pending``, in order; or the first
-    of them and, where ``used`` is false, slots of weight 0) again at ``level``, in
-    pieces no larger than the pass's chunks; write their labels into ``labels`` and
-    return their statistics."""
-    backend = problem.backend
-    xp = backend.xp
-    k = int(centers.shape[0])
-    settled, parts = [], []
-    for a, b in problem.assignment_chunks(k, level, int(rows_at.shape[0])):
-        which = rows_at[a:b]
-        kept = None if used is None else used[a:b]
-        rows = problem.take(which)
-        again = xp.asarray(backend.assign(rows, centers, centers_sq, level), copy=True)
-        settled.append(again)
-        if not statistics:
-            continue
-        w = None if problem.weights is None else xp.take(problem.weights, which)
-        if kept is not None:  # the unused slots weigh nothing
-            used_weight = xp.astype(kept, problem.dtype)
-            w = used_weight if w is None else used_weight * w
-        sums, weights = backend.cluster_sums(rows, again, w, k, problem.deterministic)
-        if previous is not None:
-            moved = again != xp.take(previous, which)
-            changed = xp.count_nonzero(moved if kept is None else moved & kept)
-        elif kept is not None:
-            changed = xp.count_nonzero(kept)
-        else:
-            changed = xp.full((), b - a, device=problem.device)
-        inertia = backend.inertia_of(rows, centers, again, w) if with_inertia else None
-        parts.append(Statistics(sums, weights, changed, inertia))
-    _write_settled(problem, labels, pending, xp.concat(settled))
-    return parts
-
-
-def _write_settled(problem: Problem, labels: Array, pending: Array, settled: Array) -> None:
-    """Put the ``settled`` labels of the ``pending`` rows, in row order, into ``labels``,
-    in blocks of rows whose temporaries (a position and a label per row) fit the
-    working memory: few blocks, no read of the device."""
+    problem: Problem, centers: Centers, rows: Array, margin: Array, at: Array, start: int
+) -> Array:
+    """Exact labels of the chunk's rows ``at`` (positions in the chunk), in pieces whose
+    scores and candidates fit the working memory."""
     xp = problem.backend.xp
-    before = xp.zeros((), dtype=xp.int64, device=problem.device)  # pending rows so far
-    for start, stop in problem.row_blocks(3):
-        near = pending[start:stop]
-        labels[start:stop] = merge_labels(xp, labels[start:stop], near, settled, before)
-        before = before + xp.sum(xp.astype(near, xp.int64))
+    k, d = centers.n_clusters, problem.n_features
+    count = int(at.shape[0])
+    piece = max(1, problem.workspace // (16 * (k + d)))
+    settled = []
+    for a in range(0, count, piece):
+        which = at[a : min(a + piece, count)]
+        near_rows = xp.take(rows, which, axis=0)
+        scores = centers.sq[None, :] + near_rows @ (-2.0 * centers.working).T
+        within = xp.min(scores, axis=1) + xp.take(margin, which)
+        row, column = xp.nonzero(scores <= within[:, None])
+        settled.append(_closest(problem, centers, which + start, row, column))
+    return settled[0] if len(settled) == 1 else xp.concat(settled)
+
+
+def _closest(problem: Problem, centers: Centers, at: Array, row: Array, column: Array) -> Array:
+    """For candidate pairs ``(row, column)`` (rows ``at[row]`` of X, ordered by row then
+    column), each row's candidate of the smallest exact distance, the lowest column on
+    ties."""
+    backend = problem.backend
+    xp = backend.xp
+    step, pairs = max(1, problem.workspace // (16 * problem.n_features)), int(row.shape[0])
+    rows_of_pairs = xp.take(at, row)
+    distances = xp.concat(
+        [
+            backend.sq_distances(
+                xp.take(problem.X, rows_of_pairs[a : min(a + step, pairs)], axis=0),
+                centers.caller,
+                column[a : min(a + step, pairs)],
+                problem.scale_exponent,
+            )
+            for a in range(0, pairs, step)
+        ]
+    )
+    by_distance = xp.argsort(distances, stable=True)  # keeps columns in order on ties
+    order = xp.take(by_distance, xp.argsort(xp.take(row, by_distance), stable=True))
+    firsts = xp.searchsorted(
+        xp.take(row, order), xp.arange(int(at.shape[0]), dtype=row.dtype, device=row.device)
+    )
+    return xp.astype(xp.take(xp.take(column, order), firsts), xp.int32)
+
+
+def merge_labels(xp: Any, labels: Array, near: Array, settled: Array) -> Array:
+    """``labels`` with the rows marked ``near`` taking, in order, the labels ``settled``:
+    no scatter, which the array API lacks."""
+    position = xp.cumulative_sum(xp.astype(near, xp.int64)) - 1
+    picked = xp.take(settled, clamp(xp, position, 0, int(settled.shape[0]) - 1))
+    return xp.where(near, picked, labels)
+
+
+def inertia(problem: Problem, centers: Array, labels: Array) -> float:
+    """Exact ``Σ w ‖x − c_label‖²`` of X against centres of X's units, in X's units,
+    accumulated in float64 in chunk order."""
+    backend, w, s = problem.backend, problem.weights, problem.scale_exponent
+
+    def chunk(start: int, stop: int) -> Array:
+        wc = None if w is None else w[start:stop]
+        return backend.inertia_of(problem.X[start:stop, ...], centers, labels[start:stop], wc, s)
+
+    total = None
+    for part in backend.map_chunks(chunk, problem.chunks(int(centers.shape[0]))):
+        total = part if total is None else total + part
+    return problem.inertia_from_working(float(total))
+
+
+def distances(problem: Problem, centers: Centers) -> Array:
+    """Euclidean distances of every row to every centre ``(n_samples, k)``, in X's
+    dtype and units: ``‖x‖² + ‖c‖² − 2x·c`` on working rows, and exact float64
+    differences wherever that is within its error bound of zero (near a centre)."""
+    backend = problem.backend
+    xp = backend.xp
+    k = centers.n_clusters
+
+    def chunk(start: int, stop: int) -> Array:
+        rows = problem.rows(start, stop)
+        rows_sq = xp.sum(rows * rows, axis=1)
+        d2 = rows_sq[:, None] + centers.sq[None, :] - 2.0 * (rows @ centers.working.T)
+        d2 = xp.astype(d2, xp.float64)
+        close = d2 <= score_margin(problem, rows_sq, centers)[:, None]
+        row, column = xp.nonzero(close)
+        if int(row.shape[0]):
+            exact = backend.sq_distances(
+                xp.take(problem.X[start:stop, ...], row, axis=0),
+                centers.caller,
+                column,
+                problem.scale_exponent,
+            )
+            flat = xp.reshape(d2, (-1,))
+            index = xp.astype(row, xp.int64) * k + xp.astype(column, xp.int64)
+            d2 = xp.reshape(_replace_at(xp, flat, index, exact), d2.shape)
+        d2 = clamp(xp, d2, low=0.0)
+        return xp.astype(rescale(xp.sqrt(d2), -problem.scale_exponent), problem.dtype)
+
+    return xp.concat(list(backend.map_chunks(chunk, problem.chunks(k))), axis=0)
+
+
+def _replace_at(xp: Any, values: Array, index: Array, new: Array) -> Array:
+    """``values`` with ``values[index] = new`` (``index`` ascending), without scatter."""
+    positions = xp.arange(values.shape[0], dtype=xp.int64, device=values.device)
+    found = clamp(xp, xp.searchsorted(index, positions), 0, int(index.shape[0]) - 1)
+    return xp.where(xp.take(index, found) == positions, xp.take(new, found), values)

@@ -6,10 +6,12 @@ drawn travel to the device: the data never leaves it.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from ._problem import Problem
@@ -24,72 +26,93 @@ def kmeans_plusplus_working(
     n_clusters: int,
     random_state: np.random.RandomState,
     n_local_trials: int | None = None,
-) -> tuple[Array, Array]:
-    """Greedy k-means++ on the working data: ``(centers, indices)``, both on the device.
+) -> Array:
+    """Greedy k-means++ on the working rows: the indices of the chosen rows.
 
     Each new centre is the best (lowest weighted potential) of ``n_local_trials``
-    candidates drawn with probability proportional to ``w · D(x)²``.
+    candidates drawn with probability proportional to ``w · D(x)²``. Every pass runs
+    block by block, in a fixed order, with temporaries of one block: a step takes three
+    passes (the draw, the candidates' potentials, the new distances) and keeps one
+    distance per row. No value is read back from the device.
     """
-    backend, w = problem.backend, problem.weights
+    backend = problem.backend
     xp = backend.xp
-    n = problem.n_samples
-    dev = problem.device
-    acc = backend.accumulator_dtype(problem.dtype)
-    if n_local_trials is None:
-        n_local_trials = 2 + int(math.log(n_clusters))
-    weights = xp.ones(n, dtype=problem.dtype, device=dev) if w is None else w
-    weights_acc = xp.astype(weights, acc)
-    # Every step multiplies its candidates with every working row. Working rows made
-    # once are kept for the whole init: all of them with a working copy (one BLAS call
-    # a step); without one, the first rows whose working copy fits half the workspace
-    # (all of G1's 1M x 128 with CuPy's 1 GiB), the others made again each step in
-    # blocks that fit it. The same rows either way, bitwise.
-    if problem.X_working is not None:
-        kept, blocks = problem.X_working, []
-    else:
-        n_kept = min(n, problem.workspace // (2 * problem.itemsize * problem.n_features))
-        kept = problem.rows(0, n_kept) if n_kept else None
-        rest = problem.row_blocks(n_local_trials + problem.n_features, n - n_kept)
-        blocks = [(n_kept + a, n_kept + b) for a, b in rest] if n_kept < n else []
+    n, dev, dtype = problem.n_samples, problem.device, problem.dtype
+    trials = n_local_trials or 2 + int(math.log(n_clusters))
+    weights = problem.weights
     x_sq = problem.squared_row_norms
+    blocks = problem.row_blocks(trials + problem.n_features)
+    # every uniform draw at once: one copy to the device instead of one per step
+    uniforms = random_state.uniform(size=1 + (n_clusters - 1) * trials)
+    uniforms_dev = xp.asarray(uniforms, dtype=xp.float64, device=dev)
+    closest = xp.full(n, xp.inf, dtype=dtype, device=dev)
 
-    # every uniform draw of the run at once, in the order the steps take them: one copy
-    # to the device instead of one per step (each would wait for the device)
-    uniforms = random_state.uniform(size=1 + (n_clusters - 1) * n_local_trials)
-    uniforms_dev = xp.asarray(uniforms, dtype=acc, device=dev)
+    def weighted(values: Array, start: int, stop: int) -> Array:
+        values = xp.astype(values, xp.float64)
+        return values if weights is None else values * xp.astype(weights[start:stop], xp.float64)
 
-    def draw(values: Array, start: int, count: int) -> Array:
-        """Indices sampled with probability proportional to ``values``, by the draws
-        ``start:start + count``."""
-        cdf = xp.cumulative_sum(xp.astype(values, acc))
-        found = xp.searchsorted(cdf, uniforms_dev[start : start + count] * cdf[-1])
-        return clamp(xp, found, high=n - 1)
+    def fold(work: Callable[[int, int], Array]) -> Array:
+        total = None
+        for part in backend.map_chunks(work, blocks):
+            total = part if total is None else total + part
+        return total
 
-    def sq_dist_to_rows(idx: Array) -> Array:
-        """Squared distances of every row to the rows ``idx``: ``(len(idx), n)``."""
-        chosen = problem.take(idx)
-        chosen_sq = xp.take(x_sq, idx)[:, None]
+    def draw(values: Callable[[int, int], Array], totals: Array, start: int, count: int) -> Array:
+        """Rows drawn with probability proportional to ``values``, by the draws
+        ``start:start + count``: the first row whose running sum reaches each target."""
+        ends = xp.cumulative_sum(totals)
+        targets = uniforms_dev[start : start + count] * ends[-1]
+        block_of = clamp(xp, xp.searchsorted(ends, targets), high=len(blocks) - 1)
+        found = xp.zeros(count, dtype=xp.int64, device=dev)
+        for index, (a, b) in enumerate(blocks):
+            running = xp.cumulative_sum(values(a, b)) + (ends[index] - totals[index])
+            at = clamp(xp, xp.searchsorted(running, targets), high=b - a - 1)
+            found = xp.where(block_of == index, xp.astype(at, xp.int64) + a, found)
+        return found
 
-        def block(rows: Array, a: int, b: int) -> Array:
-            d2 = chosen_sq + x_sq[None, a:b] - 2.0 * (chosen @ rows.T)
-            return clamp(xp, d2, low=0.0)
+    def distances(centers: Array, centers_sq: Array, a: int, b: int) -> Array:
+        """Squared distances of the rows ``a:b`` to working rows ``centers``, ``(m, b - a)``."""
+        d2 = centers_sq[:, None] + x_sq[None, a:b] - 2.0 * (centers @ problem.rows(a, b).T)
+        return clamp(xp, d2, low=0.0)
 
-        parts = [] if kept is None else [block(kept, 0, int(kept.shape[0]))]
-        parts += [block(problem.rows(a, b), a, b) for a, b in blocks]
-        return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
+    def update(index: Array) -> Array:
+        """``closest`` with the row ``index`` as one more centre; the blocks' weighted
+        sums of it."""
+        center, center_sq = problem.take(index), xp.take(x_sq, index)
 
-    first = draw(weights, 0, 1)
-    chosen = [first]
-    closest = sq_dist_to_rows(first)[0, :]
+        def block(a: int, b: int) -> Array:
+            closest[a:b] = xp.minimum(closest[a:b], distances(center, center_sq, a, b)[0, :])
+            return xp.reshape(xp.sum(weighted(closest[a:b], a, b)), (1,))
+
+        return xp.concat(list(backend.map_chunks(block, blocks)))
+
+    if weights is None:
+        totals = xp.asarray([float(b - a) for a, b in blocks], dtype=xp.float64, device=dev)
+        chosen = [draw(lambda a, b: xp.ones(b - a, dtype=xp.float64, device=dev), totals, 0, 1)]
+    else:
+        totals = xp.stack([xp.sum(weighted(weights[a:b], a, b)) for a, b in blocks])
+        chosen = [draw(lambda a, b: weighted(weights[a:b], a, b), totals, 0, 1)]
+    totals = update(chosen[0])
     for step in range(1, n_clusters):
-        candidates = draw(weights * closest, 1 + (step - 1) * n_local_trials, n_local_trials)
-        d2 = xp.minimum(closest[None, :], sq_dist_to_rows(candidates))
-        potentials = xp.astype(d2, acc) @ weights_acc
-        best = xp.reshape(xp.argmin(potentials), (1,))
+        first = 1 + (step - 1) * trials
+        candidates = draw(lambda a, b: weighted(closest[a:b], a, b), totals, first, trials)
+        potential = functools.partial(
+            _potentials, distances, closest, weighted,
+            problem.take(candidates), xp.take(x_sq, candidates),
+        )  # fmt: skip
+        best = xp.reshape(xp.argmin(fold(potential)), (1,))
         chosen.append(xp.take(candidates, best))
-        closest = xp.take(d2, best, axis=0)[0, :]
-    indices = xp.concat(chosen)
-    return problem.take(indices), indices
+        totals = update(chosen[-1])
+    return xp.concat(chosen)
+
+
+def _potentials(
+    distances: Any, closest: Array, weighted: Any, rows: Array, rows_sq: Array, a: int, b: int
+) -> Array:
+    """The weighted potentials over rows ``a:b`` of adding each of ``rows`` as a centre."""
+    xp = array_api_compat.array_namespace(closest)
+    d2 = xp.minimum(closest[None, a:b], distances(rows, rows_sq, a, b))
+    return xp.sum(weighted(d2, a, b), axis=1)
 
 
 def random_rows(problem: Problem, n_clusters: int, random_state: np.random.RandomState) -> Array:
@@ -153,11 +176,11 @@ def initial_centers(
     """Initial centres in the caller's units (rows of X for the random methods)."""
     take = problem.backend.xp.take
     if isinstance(init, str) and init == "k-means++":
-        rows = kmeans_plusplus_working(problem, n_clusters, random_state)[1]
-        return take(problem.X_input, rows, axis=0)
+        rows = kmeans_plusplus_working(problem, n_clusters, random_state)
+        return take(problem.X, rows, axis=0)
     if isinstance(init, str) and init == "random":
-        return take(problem.X_input, random_rows(problem, n_clusters, random_state), axis=0)
+        return take(problem.X, random_rows(problem, n_clusters, random_state), axis=0)
     if callable(init):
-        centers = init(problem.X_input, n_clusters, random_state=random_state)
+        centers = init(problem.X, n_clusters, random_state=random_state)
         return check_centers(centers, problem, n_clusters, "the centers returned by init")
     return check_centers(init, problem, n_clusters, "init")

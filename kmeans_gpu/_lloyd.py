@@ -1,10 +1,9 @@
 """Lloyd's algorithm, written once for every backend.
 
-One iteration is: for each chunk of rows, the nearest centre of every row and the
-chunk's partial statistics (per-cluster weighted sums and weights); the partials are
-reduced by addition; the reduced statistics give the new centres. Any source of row
-chunks (in-memory slices here; host-streamed or Dask blocks later) can feed the same
-reduction. Convergence follows scikit-learn's Lloyd exactly:
+One iteration is one pass over the data (``_assign``): the exact nearest centre of
+every row and the per-cluster sums, from which the new centres follow. Centres are
+kept as the caller gets them (X's units and dtype), so the labels of every iteration
+are exact for centres that could be returned. Convergence follows scikit-learn's Lloyd:
 
 * strict convergence when the labels did not change from the previous iteration;
 * otherwise convergence when ``Σ‖Δc‖² <= tol · mean(var(X))``, after which one more
@@ -13,29 +12,24 @@ reduction. Convergence follows scikit-learn's Lloyd exactly:
 * ``n_iter`` counts the iterations run, as ``KMeans.n_iter_`` does.
 
 Empty clusters are relocated to the points farthest from their centres, as in
-scikit-learn (``"relocate"``), or keep their previous centre (``"keep"``, the seed's
-behaviour). Each iteration reads back one small vector from the device (labels
-changed, centre shift, empty clusters, near ties); an iteration that relocates reads
-three more (the largest distance, which clusters are empty, the new shift). At a
-reduced precision the first iteration reads the count of its near ties before settling
-them; the later ones settle them in a capacity set from the last count, without a read,
-where one exact re-check settles them (split TF32), and run the pass again, reading the
-count, in the rare iteration that outgrows it (``_assign.settle_capacity``); TF32 and
-bfloat16 read their counts in every pass.
-The pass over the data that labels the rows and sums them is ``_assign.assign``.
+scikit-learn (``"relocate"``), or keep their previous centre (``"keep"``, as in the
+blog post's ``KMeansND``). Each iteration reads back one small vector from the device
+(labels changed, centre shift, empty clusters, the pass's feedback); an iteration that
+relocates reads three more (the largest distance, which clusters are empty, the new
+shift).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ._assign import Statistics, assign, inertia, settle_capacity
+from ._assign import EXACT, Centers, Pass, Statistics, assign, centers_for, inertia
 from ._problem import Problem
 from .backends import Array
+from .backends._base import rescale
 
 logger = logging.getLogger("kmeans_gpu")
 
@@ -44,18 +38,15 @@ EMPTY_CLUSTER_POLICIES = ("relocate", "keep")
 
 @dataclass(frozen=True)
 class Step:
-    """What one Lloyd iteration did, in working units.
-
-    ``labels`` is the assignment to the centres the iteration started from, ``centers``
-    the centres it moved to.
-    """
+    """What one Lloyd iteration did: ``labels`` assign the rows to the centres the
+    iteration started from, ``centers`` (X's units and dtype) are where it moved them."""
 
     iteration: int
     centers: Array
     labels: Array
     center_shift: float
-    #: inertia of ``labels`` against the centres they were assigned to (0-d array on
-    #: the device, no synchronisation), when the run tracks it; else None
+    #: the inertia of ``labels`` against the centres they were assigned to (0-d array
+    #: on the device, working units), when the run tracks it; else None
     inertia: Array | None
     n_changed: int
     converged: bool
@@ -63,7 +54,8 @@ class Step:
 
 @dataclass(frozen=True)
 class Result:
-    """A finished run, in working units; ``labels`` match ``centers``."""
+    """A finished run: centres of X's units and dtype, labels exact for them, their
+    inertia (X's units)."""
 
     centers: Array
     labels: Array
@@ -72,95 +64,63 @@ class Result:
     converged: bool
 
 
-def weighted_means(sums: Array, weights: Array, fallback: Array, xp: Any) -> Array:
-    """``sums / weights`` per cluster; clusters of zero weight take ``fallback``'s row
-    (the seed's rule when ``fallback`` is the previous centres)."""
-    w = weights[:, None]
+def _new_centers(
+    problem: Problem, stats: Statistics, current: Centers, empty_cluster: str
+) -> Array:
+    """The weighted means of the clusters, in X's units and dtype; a cluster of zero
+    weight keeps its centre ("keep"), or, when relocation found no point for it, goes
+    where scikit-learn's Lloyd puts it: onto the heaviest cluster's mean when that
+    cluster comes earlier in order, else onto its weighted sum."""
+    xp = problem.backend.xp
+    w = stats.weights[:, None]
     has_weight = w > 0
-    inverse = 1.0 / xp.where(has_weight, w, xp.ones_like(w))
-    return xp.where(has_weight, sums * inverse, fallback)
+    means = stats.sums / xp.where(has_weight, w, xp.ones_like(w))
+    if empty_cluster == "relocate":
+        heaviest = xp.reshape(xp.argmax(stats.weights), (1,))
+        order = xp.arange(current.n_clusters, device=problem.device)
+        later = (order > xp.astype(heaviest, order.dtype))[:, None]
+        means = xp.where(
+            has_weight,
+            means,
+            xp.where(
+                later, xp.take(means, heaviest, axis=0), xp.take(stats.sums, heaviest, axis=0)
+            ),
+        )
+        return problem.from_working(means)
+    return xp.where(has_weight, problem.from_working(means), current.caller)
 
 
-def _new_centers(stats: Statistics, centers: Array, empty_cluster: str, xp: Any) -> Array:
-    means = weighted_means(stats.sums, stats.weights, centers, xp)
-    if empty_cluster == "keep":
-        return means
-    # An empty cluster that could not be relocated (every point sits on its centre) goes
-    # where scikit-learn's Lloyd puts it, so that labels keep agreeing with it: onto the
-    # heaviest cluster's mean when that cluster comes earlier in order, else onto its
-    # weighted sum (scikit-learn copies the row before averaging it).
-    heaviest = xp.reshape(xp.argmax(stats.weights), (1,))
-    order = xp.arange(int(centers.shape[0]), device=centers.device)
-    later = (order > xp.astype(heaviest, order.dtype))[:, None]
-    fallback = xp.where(
-        later, xp.take(means, heaviest, axis=0), xp.take(stats.sums, heaviest, axis=0)
-    )
-    return xp.where(stats.weights[:, None] > 0, means, fallback)
+def center_shift(problem: Problem, new: Array, old: Array) -> Array:
+    """``Σ‖Δc‖²`` in working units (0-d float64)."""
+    xp, s = problem.backend.xp, problem.scale_exponent
+    diff = rescale(xp.astype(new, xp.float64), s) - rescale(xp.astype(old, xp.float64), s)
+    return xp.sum(diff * diff)
 
 
 def _relocate(
-    problem: Problem, centers: Array, labels: Array, stats: Statistics, n_empty: int
+    problem: Problem, current: Centers, labels: Array, stats: Statistics, n_empty: int
 ) -> Statistics:
-    """Move each empty cluster onto one of the points farthest from their centre."""
+    """Move each empty cluster onto one of the points farthest from their centres."""
     backend = problem.backend
     xp = backend.xp
-    k = int(centers.shape[0])
-    distances = xp.concat(
-        backend.map_chunks(
-            lambda a, b: backend.sq_dist_to_assigned(problem.rows(a, b), centers, labels[a:b]),
-            problem.chunks(k),
-        )
-    )
-    if float(xp.max(distances)) == 0.0:  # fewer distinct points than clusters
+    k, s = current.n_clusters, problem.scale_exponent
+
+    def distances(start: int, stop: int) -> Array:
+        X = problem.X[start:stop, ...]
+        return backend.sq_distances(X, current.caller, labels[start:stop], s)
+
+    found = xp.concat(list(backend.map_chunks(distances, problem.chunks(k))))
+    if float(xp.max(found)) == 0.0:  # fewer distinct points than clusters
         return stats
-    far = backend.farthest(distances, n_empty)
-    weights = problem.weights
-    far_w = xp.ones(n_empty, dtype=problem.dtype, device=problem.device)
-    if weights is not None:
-        far_w = xp.take(weights, far)
-    far_rows = problem.take(far) * far_w[:, None]
-    ids = xp.arange(k, dtype=labels.dtype, device=problem.device)
-    empty = xp.nonzero(stats.weights == 0)[0]
-    into = xp.astype(xp.astype(empty, labels.dtype)[:, None] == ids[None, :], problem.dtype)
-    out_of = xp.astype(xp.take(labels, far)[:, None] == ids[None, :], problem.dtype)
-    is_empty = (stats.weights == 0)[:, None]
-    sums = xp.where(is_empty, into.T @ far_rows, stats.sums - out_of.T @ far_rows)
-    moved = xp.where(is_empty[:, 0], into.T @ far_w, stats.weights - out_of.T @ far_w)
-    return Statistics(sums, moved, stats.changed, stats.inertia)
-
-
-def _iterate(
-    problem: Problem,
-    centers: Array,
-    previous: Array | None,
-    empty_cluster: str,
-    track_inertia: bool,
-    capacity: int | None,
-) -> tuple[Array, Statistics, Array, tuple[float, ...]]:
-    """One pass over the data from ``centers`` and the centres it gives: ``(labels,
-    statistics, new centres, (labels changed, centre shift, empty clusters, near
-    ties))``, the four numbers in the iteration's one read of the device."""
-    backend = problem.backend
-    xp = backend.xp
-    acc = backend.accumulator_dtype(problem.dtype)
-    labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
-    stats = assign(
-        problem, centers, labels, with_inertia=track_inertia, previous=previous, capacity=capacity
-    )
-    assert stats is not None
-    new = _new_centers(stats, centers, empty_cluster, xp)
-    near = stats.near_ties
-    if near is None:  # nothing reduced: no near ties
-        near = xp.zeros((), dtype=acc, device=problem.device)
-    checks = xp.stack(
-        [
-            xp.astype(stats.changed, acc),
-            xp.astype(xp.sum((new - centers) ** 2), acc),
-            xp.sum(xp.astype(stats.weights == 0, acc)),
-            xp.astype(near, acc),
-        ]
-    )
-    return labels, stats, new, tuple(float(v) for v in backend.to_numpy(checks))
+    far = backend.farthest(found, n_empty)
+    far_rows = xp.take(problem.X, far, axis=0)
+    far_w = None if problem.weights is None else xp.take(problem.weights, far)
+    is_empty = stats.weights == 0
+    empty = xp.astype(xp.nonzero(is_empty)[0], xp.int32)
+    into, into_w = backend.cluster_sums(far_rows, problem.origin, empty, far_w, k)
+    out, out_w = backend.cluster_sums(far_rows, problem.origin, xp.take(labels, far), far_w, k)
+    sums = xp.where(is_empty[:, None], into, stats.sums - out)
+    return Statistics(sums, xp.where(is_empty, into_w, stats.weights - out_w), stats.changed)
 
 
 def lloyd(
@@ -172,36 +132,43 @@ def lloyd(
     empty_cluster: str = "relocate",
     verbose: bool = False,
     track_inertia: bool = False,
+    engine: Pass = EXACT,
 ) -> Generator[Step, None, Result]:
-    """Run Lloyd's algorithm from ``centers`` (working units), yielding every iteration.
+    """Run Lloyd's algorithm from ``centers`` (X's units and dtype), yielding every
+    iteration; the generator's return value is the :class:`Result`.
 
-    The generator's return value is the :class:`Result`. Arrays in a :class:`Step` are
-    fresh arrays the loop does not write to again. ``track_inertia`` adds each step's
-    inertia (of its labels against the centres it started from) to the pass over the
-    data that computes the labels, for the frame stream; ``fit`` does not pay for it.
+    Arrays in a :class:`Step` are fresh arrays the loop does not write to again.
+    ``track_inertia`` adds each step's inertia to the pass that computes its labels
+    (for the frame stream); ``engine`` is the pass over the data.
     """
-    backend = problem.backend
-    xp = backend.xp
+    xp = problem.backend.xp
     n, dev = problem.n_samples, problem.device
     tolerance = problem.tolerance(tol)
-    labels_old = None
+    current = centers_for(problem, centers)
+    previous: Array | None = None
     strict = converged = False
     shift = 0.0
-    # at a reduced precision, how many near ties the next pass may settle without
-    # reading their count (None: read it; see _assign.settle_capacity)
-    capacity: int | None = None
     for i in range(max_iter):
-        step = functools.partial(
-            _iterate, problem, centers, labels_old, empty_cluster, track_inertia
-        )
-        labels, stats, new, (n_changed, shift, n_empty, near_ties) = step(capacity)
-        if capacity is not None and near_ties > capacity:  # rows were left out: again
-            labels, stats, new, (n_changed, shift, n_empty, near_ties) = step(None)
-        capacity = settle_capacity(problem, int(near_ties))
+        while True:
+            labels = xp.empty(n, dtype=xp.int32, device=dev)
+            stats = engine(problem, current, labels, previous=previous, with_inertia=track_inertia)
+            new = _new_centers(problem, stats, current, empty_cluster)
+            feedback = xp.zeros((), device=dev) if stats.feedback is None else stats.feedback
+            checks = xp.stack(
+                [
+                    xp.astype(stats.changed, xp.float64),
+                    center_shift(problem, new, current.caller),
+                    xp.sum(xp.astype(stats.weights == 0, xp.float64)),
+                    xp.astype(feedback, xp.float64),
+                ]
+            )
+            n_changed, shift, n_empty, said = (float(v) for v in problem.backend.to_numpy(checks))
+            if engine.accepts(said):
+                break
         if n_empty and empty_cluster == "relocate":
-            stats = _relocate(problem, centers, labels, stats, int(n_empty))
-            new = _new_centers(stats, centers, empty_cluster, xp)
-            shift = float(xp.sum((new - centers) ** 2))
+            stats = _relocate(problem, current, labels, stats, int(n_empty))
+            new = _new_centers(problem, stats, current, empty_cluster)
+            shift = float(center_shift(problem, new, current.caller))
         strict = n_changed == 0
         converged = strict or shift <= tolerance
         if verbose:
@@ -213,22 +180,23 @@ def lloyd(
                 tolerance,
             )
         yield Step(i + 1, new, labels, shift, stats.inertia, int(n_changed), converged)
-        centers, labels_old = new, labels
+        current, previous = centers_for(problem, new), labels
         if converged:
             break
     if not strict or shift > 0:
-        # Labels match the returned centres: after a tolerance or max_iter stop, and
-        # also when the labels stood still but empty clusters moved (scikit-learn
-        # returns stale labels then).
+        # labels exact for the returned centres: after a tolerance or max_iter stop, and
+        # also when the labels stood still but empty clusters moved
         labels = xp.empty(n, dtype=xp.int32, device=dev)
-        assign(problem, centers, labels, statistics=False)
-    return Result(centers, labels, inertia(problem, centers, labels), i + 1, converged)
+        assign(problem, current, labels, statistics=False)
+    return Result(
+        current.caller, labels, inertia(problem, current.caller, labels), i + 1, converged
+    )
 
 
 T = TypeVar("T")
 
 
-def run_to_end(steps: Generator[object, None, T]) -> T:
+def run_to_end(steps: Generator[Any, None, T]) -> T:
     """Drain a generator and return its return value."""
     while True:
         try:

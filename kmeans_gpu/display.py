@@ -61,7 +61,7 @@ def _pca_2d(X: Any, compute: Backend) -> Projection:
     if d <= 2:
         return Projection(np.zeros(d), np.eye(d, 2), ("x", "y" if d == 2 else ""), False)
     xp = compute.xp
-    acc = compute.accumulator_dtype(X.dtype)
+    acc = xp.float64
     n = int(X.shape[0])
     chunks = [(a, min(a + _PCA_CHUNK_ROWS, n)) for a in range(0, n, _PCA_CHUNK_ROWS)]
     mean = sum(xp.sum(xp.astype(X[a:b, ...], acc), axis=0) for a, b in chunks) / n

@@ -18,7 +18,6 @@ from ._api import fit, prepare, setup
 from ._problem import Problem
 from ._validation import Placement
 from .backends import Array, Backend, on_device_of
-from .backends._base import clamp
 from .frames import Frame, check_display_indices, stream
 
 
@@ -59,14 +58,6 @@ default="k-means++"
     working_memory : int, default=None
         Bytes for one chunk's distance block (default: the backend's, 32 MiB on the
         CPU, a quarter of the free device memory up to 1 GiB on CuPy).
-    precision : {"exact", "tf32", "tf32x3", "bf16"}, default="exact"
-        Precision of the distance products in ``fit`` of float32 data. ``"tf32"`` and ``"bf16"``
-        let a backend with tensor cores (CuPy on a GPU of compute capability 8.0+)
-        round the product's inputs; ``"tf32x3"`` splits each input into two TF32
-        numbers and sums three TF32 products, nearly as accurate as float32. Rows whose
-        two nearest centres are too close to tell apart at that precision are assigned
-        again exactly, so the labels are the exact ones. Backends without such products
-        compute exactly.
     deterministic : bool, default=False
         Bitwise the same result on every run with the same input and machine. Only
         CuPy needs it: its per-cluster sums use float atomics, whose order varies; with
@@ -104,7 +95,6 @@ default="k-means++"
         empty_cluster: str = "relocate",
         backend: str | Backend = "auto",
         working_memory: int | None = None,
-        precision: str = "exact",
         deterministic: bool = False,
     ) -> None:
         self.n_clusters = n_clusters
@@ -117,7 +107,6 @@ default="k-means++"
         self.empty_cluster = empty_cluster
         self.backend = backend
         self.working_memory = working_memory
-        self.precision = precision
         self.deterministic = deterministic
 
     def __sklearn_tags__(self) -> Any:
@@ -163,7 +152,6 @@ default="k-means++"
             "empty_cluster": self.empty_cluster,
             "verbose": bool(self.verbose),
             "working_memory": self.working_memory,
-            "precision": self.precision,
             "deterministic": self.deterministic,
         }
 
@@ -200,8 +188,8 @@ default="k-means++"
 
     def _problem(
         self, X: Any, method: str, sample_weight: Any = None
-    ) -> tuple[Problem, Placement, Array]:
-        """X as a problem, its placement, and the fitted centres in its working units.
+    ) -> tuple[Problem, Placement, _assign.Centers]:
+        """X as a problem, its placement, and the fitted centres for it.
 
         X of another array library than the fit is accepted (the centres move to it),
         unless scikit-learn's ``array_api_dispatch`` is on, where scikit-learn's rule
@@ -209,7 +197,7 @@ default="k-means++"
         """
         check_is_fitted(self)
         _check_same_namespace(X, self, method)
-        return prepare(
+        problem, placement, centers = prepare(
             X,
             sample_weight,
             self.backend,
@@ -217,15 +205,16 @@ default="k-means++"
             centers=self.cluster_centers_,
             owner=type(self).__name__,
         )
+        return problem, placement, _assign.centers_for(problem, centers)
 
-    def _labels(self, problem: Problem, centers: Array) -> Array:
+    def _labels(self, problem: Problem, centers: _assign.Centers) -> Array:
         xp = problem.backend.xp
         labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
         _assign.assign(problem, centers, labels, statistics=False)
         return labels
 
     def predict(self, X: Any) -> Array:
-        """Index of the nearest centre of each sample.
+        """Index of the nearest centre of each sample (exact; the lowest index on ties).
 
         Parameters
         ----------
@@ -254,18 +243,11 @@ default="k-means++"
         Returns
         -------
         distances : array of shape (n_samples, n_clusters), of X's array type
+            Within the dtype's rounding of the exact distances, near a centre too.
         """
         with on_device_of(X):
             problem, placement, centers = self._problem(X, "transform")
-            xp = problem.backend.xp
-            centers_sq = xp.sum(centers * centers, axis=1)
-            blocks = []
-            for start, stop in problem.chunks(int(centers.shape[0])):
-                rows = problem.rows(start, stop)
-                rows_sq = xp.sum(rows * rows, axis=1)
-                d2 = rows_sq[:, None] + centers_sq[None, :] - 2.0 * (rows @ centers.T)
-                blocks.append(xp.sqrt(clamp(xp, d2, low=0.0)))
-            distances = problem.distances_from_working(xp.concat(blocks, axis=0))
+            distances = _assign.distances(problem, centers)
         return placement.to_output(distances)
 
     def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> Array:
@@ -289,8 +271,7 @@ default="k-means++"
         with on_device_of(X):
             problem, _, centers = self._problem(X, "score", sample_weight)
             labels = self._labels(problem, centers)
-            inertia = _assign.inertia(problem, centers, labels)
-        return -problem.inertia_from_working(inertia)
+            return -_assign.inertia(problem, centers.caller, labels)
 
 
 def _check_same_namespace(X: Any, estimator: KMeans, method: str) -> None:

@@ -11,7 +11,6 @@ finished one iteration later, so on CuPy it overlaps that iteration's work.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +77,7 @@ def check_display_indices(indices: Any, n_samples: int) -> np.ndarray | None:
 def stream(job: Setup, display_indices: np.ndarray | None = None) -> Iterator[Frame]:
     """Frames of one Lloyd run of ``job`` (see :func:`iter_frames`), each made on the
     device that holds the data."""
-    return steps_on_device_of(job.problem.X_input, _frames(job, display_indices))
+    return steps_on_device_of(job.problem.X, _frames(job, display_indices))
 
 
 def _frames(job: Setup, display_indices: np.ndarray | None) -> Generator[Frame, None, None]:
@@ -99,28 +98,27 @@ def _frames(job: Setup, display_indices: np.ndarray | None) -> Generator[Frame, 
         inertia_value: Array | float,
         shift: float,
         converged: bool,
-        caller_centers: Array | None = None,
     ) -> Callable[[], Frame]:
-        """Queue the host copies of one frame; the callable finishes them."""
+        """Queue the host copies of one frame; the callable finishes them (a float
+        ``inertia_value`` is the final one, in X's units)."""
         shown = labels if rows is None else xp.take(labels, rows)
-        if caller_centers is None:
-            caller_centers = problem.from_working(centers)
-        centroids = backend.host_copy(caller_centers, staging=staging)
+        centroids = backend.host_copy(centers, staging=staging)
         # the step's labels are fresh and the loop never writes them again (nor the
         # rows taken from them): on the host they are handed over, not copied
         label_copy = backend.host_copy(shown, owned=True, staging=staging)
         if isinstance(inertia_value, float):  # the final one, already on the host
             inertia: Callable[[], Any] = lambda: inertia_value  # noqa: E731
         else:
-            inertia = backend.host_copy(inertia_value, staging=staging)
-        unscaled_shift = math.ldexp(shift, -2 * problem.scale_exponent)
+            working = backend.host_copy(inertia_value, staging=staging)
+            inertia = lambda: problem.inertia_from_working(float(working()))  # noqa: E731
+        unscaled_shift = problem.inertia_from_working(shift)
 
         def finish() -> Frame:
             return Frame(
                 iteration=iteration,
                 centroids=_frozen(centroids()),
                 labels=_frozen(label_copy()),
-                inertia=problem.inertia_from_working(float(inertia())),
+                inertia=float(inertia()),
                 center_shift=unscaled_shift,
                 converged=converged,
                 indices=indices,
@@ -128,7 +126,7 @@ def _frames(job: Setup, display_indices: np.ndarray | None) -> Generator[Frame, 
 
         return finish
 
-    initial, centers, steps = job.start(track_inertia=True)
+    centers, steps = job.start(track_inertia=True)
     shift = 0.0
     pending: Callable[[], Frame] | None = None
     while True:
@@ -138,15 +136,7 @@ def _frames(job: Setup, display_indices: np.ndarray | None) -> Generator[Frame, 
             result: _lloyd.Result = stop.value
             break
         # step.labels assign the points to `centers`, the state of the previous frame
-        ready = snapshot(
-            step.iteration - 1,
-            centers,
-            step.labels,
-            step.inertia,
-            shift,
-            False,
-            initial if step.iteration == 1 else None,
-        )
+        ready = snapshot(step.iteration - 1, centers, step.labels, step.inertia, shift, False)
         if pending is not None:
             yield pending()
         pending = ready
@@ -172,7 +162,6 @@ def iter_frames(
     display_indices: Any = None,
     random_state: Any = None,
     working_memory: int | None = None,
-    precision: str = "exact",
     deterministic: bool = False,
 ) -> Iterator[Frame]:
     """Run Lloyd's K-means on X and yield a :class:`Frame` per iteration.
@@ -187,18 +176,16 @@ default="k-means++"
         Number of clusters; taken from ``init`` when it is an array.
     max_iter : int, default=300
     tol : float, default=0.0
-        0 runs until the labels (or centroids) stop changing, as the seed does.
+        0 runs until the labels (or centroids) stop changing, as the blog post's ``KMeansND`` does.
     sample_weight : array of shape (n_samples,), default=None
     empty_cluster : {"keep", "relocate"}, default="keep"
-        "keep" leaves an empty cluster's centroid in place (the seed's behaviour).
+        "keep" leaves an empty cluster's centroid in place (the blog post's behaviour).
     backend : {"auto", "numpy", "cupy"} or Backend, default="auto"
     display_indices : array of shape (n_display,), default=None
         Rows whose labels each frame copies to the host (say, the sample a plot draws);
         None copies every label. The solver always uses every row.
     random_state : int, RandomState, Generator or None, default=None
     working_memory : int, default=None
-    precision : {"exact", "tf32", "tf32x3", "bf16"}, default="exact"
-        As in :func:`kmeans_gpu.kmeans`.
     deterministic : bool, default=False
         As in :func:`kmeans_gpu.kmeans`.
 
@@ -238,7 +225,6 @@ default="k-means++"
             backend=backend,
             empty_cluster=empty_cluster,
             working_memory=working_memory,
-            precision=precision,
             deterministic=deterministic,
         )
     indices = check_display_indices(display_indices, job.problem.n_samples)

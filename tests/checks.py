@@ -14,3 +14,11 @@ def assert_same_up_to_order(actual: Any, desired: Any) -> None:
     eps = 64 * np.finfo(np.result_type(desired.dtype, np.float32)).eps
     scale = float(np.max(np.abs(desired), initial=0.0))
     np.testing.assert_allclose(actual, desired, rtol=eps, atol=eps * scale)
+
+
+def nearest_exactly(X: Any, centers: Any) -> np.ndarray:
+    """The nearest centre of each row by float64 differences, the lowest index on ties
+    (a brute force for small data)."""
+    X64, C64 = np.asarray(X, np.float64), np.asarray(centers, np.float64)
+    d2 = ((X64[:, None, :] - C64[None, :, :]) ** 2).sum(axis=2)
+    return np.argmin(d2, axis=1)

@@ -1,11 +1,12 @@
 """A host stand-in for CuPy, so the CuPy backend's Python code runs in CI.
 
 NumPy computes underneath; the stand-in has the parts of CuPy's API that kmeans-gpu
-calls (arrays with ``.get``, ``asnumpy``, ``cupy.add.at``, streams, events and
-pinned memory, cuBLAS compute types, device queries), and records what it is asked to
-do. It proves that the backend's logic and calls are consistent; it cannot prove that
-CuPy behaves like this on a GPU: that is what the ``gpu`` tests and
-``scripts/gpu-check`` are for.
+calls (arrays with ``.get``, ``asnumpy``, ``cupy.add.at``, streams, events and pinned
+memory, cuBLAS compute types, device queries). What it earns its keep with: it counts
+every time the host waits for the device (``host_reads``), fails where waiting is
+forbidden (``allow_synchronize``), and records on which device work was launched. Its
+one kernel model is the core's nearest-two kernel. It cannot prove that CuPy behaves
+like this on a GPU: the ``gpu`` tests and ``scripts/gpu-check`` do.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-COMPUTE_TYPE_DEFAULT, COMPUTE_TYPE_BF16, COMPUTE_TYPE_TF32 = 1, 6, 7
+COMPUTE_TYPE_DEFAULT, COMPUTE_TYPE_TF32 = 1, 7
 
 
 #: the stand-in's current device (a stack: ``with Device(i)`` pushes), the device its
@@ -179,19 +180,6 @@ def _elapsed_ms(start: _Event, stop: _Event) -> float:
     return (stop.time - start.time) * 1e3
 
 
-class _Generator:
-    """``cupy.random.default_rng(seed)``: NumPy's generator, CuPy-typed draws."""
-
-    def __init__(self, seed: int) -> None:
-        self._rng = np.random.default_rng(seed)
-
-    def standard_normal(self, size: Any, dtype: Any = np.float64) -> Any:
-        return self._rng.standard_normal(size, dtype=dtype).view(ndarray)
-
-    def integers(self, low: int, high: int, size: Any) -> Any:
-        return self._rng.integers(low, high, size=size).view(ndarray)
-
-
 class _Stream:
     def __init__(self, non_blocking: bool = False) -> None:
         self.waited: list[_Event] = []
@@ -225,114 +213,45 @@ class _Pool:
         return 0
 
 
+#: kernel models by a part of the kernel's name: ``launch(grid, block, args)``; tests of
+#: other kernels register theirs
+KERNEL_MODELS: dict[str, Any] = {}
+
+
+def _nearest_two_model(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+    """``kmeans_gpu_nearest_two_*``: the two smallest ``P + ‖c‖²`` of each row."""
+    product, centers_sq, rows, k, labels, best, second = args
+    assert block[0] % 32 == 0 and grid[0] * block[0] // 32 >= int(rows)  # a warp a row
+    scores = np.asarray(product) + np.asarray(centers_sq)[None, :]
+    labels[...] = np.argmin(scores, axis=1)
+    two = np.sort(scores, axis=1)
+    best[...] = two[:, 0]
+    second[...] = two[:, 1] if int(k) > 1 else np.inf
+
+
+KERNEL_MODELS["nearest_two"] = _nearest_two_model
+
+
 class _RawModule:
-    """Compiles nothing: each kernel of kmeans_gpu's ``_cuda`` is replaced by what it
-    is specified to compute, after checking how it is launched."""
+    """Compiles nothing: a kernel is replaced by its model in :data:`KERNEL_MODELS`,
+    which checks how it is launched; each launch records the current device."""
 
     def __init__(self, code: str, options: Any = ()) -> None:
         self.code = code
 
     def get_function(self, name: str) -> Any:
         assert name in self.code, f"no kernel {name} in the source"
+        model = next(v for key, v in KERNEL_MODELS.items() if key in name)
 
-        def argmin_kernel(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
-            product, centers_sq, rows, k, labels = args
-            assert block[0] % 32 == 0 and grid[0] * block[0] // 32 >= int(rows)  # a warp a row
-            assert product.flags.c_contiguous and product.shape == (int(rows), int(k))
-            labels[...] = np.argmin(product + centers_sq[None, :], axis=1)
+        def launch(grid: Any, block: Any, args: Any) -> None:
+            launched_on.append(current_device[-1])
+            model(grid, block, args)
 
-        def fused_kernel(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
-            X, scaled, centers_sq, n, k, d, labels = args
-            assert block == (256,) and grid[0] * 64 >= int(n)  # 64 rows a block of 256
-            assert X.shape == (int(n), int(d)) and scaled.shape == (int(k), int(d))
-            assert X.flags.c_contiguous and scaled.flags.c_contiguous
-            labels[...] = np.argmin(centers_sq[None, :] + X @ scaled.T, axis=1)
-
-        def nearest_two_kernel(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
-            product, centers_sq, rows, k, labels, best, second = args
-            assert block[0] % 32 == 0 and grid[0] * block[0] // 32 >= int(rows)  # a warp a row
-            assert product.flags.c_contiguous and product.shape == (int(rows), int(k))
-            scores = product + centers_sq[None, :]
-            labels[...] = np.argmin(scores, axis=1)
-            two = np.sort(scores, axis=1)[:, :2]
-            best[...] = two[:, 0]
-            second[...] = two[:, 1] if int(k) > 1 else np.inf
-
-        def split_kernel(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
-            x, elements, d, low_blocks, out = args
-            assert grid[0] * block[0] >= int(elements) == x.size and x.flags.c_contiguous
-            assert out.shape == (x.shape[0], 3 * int(d)) and x.dtype == np.float32
-            high = round_significand(x, "tf32")  # TF32 parts by rounding bits, not Veltkamp
-            low = round_significand(x - high, "tf32")
-            for j in range(3):
-                out[:, j * int(d) : (j + 1) * int(d)] = low if int(low_blocks) >> j & 1 else high
-
-        def sorted_sums_kernel(
-            grid: tuple[int, ...], block: tuple[int], args: tuple[Any, ...]
-        ) -> None:
-            X, order, offsets, weights, has_weights, k, d, partial_sums, partial_weights = args
-            parts = grid[1]
-            assert grid[0] == int(k) and partial_sums.shape == (parts, int(k), int(d))
-            assert block[0] % 32 == 0 and partial_weights.shape == (parts, int(k))
-            assert order.dtype == offsets.dtype == np.int64 and offsets.shape == (int(k) + 1,)
-            # position i of the sorted order belongs to part (i − its cluster's offset) % P;
-            # np.add.at adds in position order, as each block does
-            labels = np.searchsorted(offsets, np.arange(order.size), side="right") - 1
-            part = (np.arange(order.size) - offsets[labels]) % parts
-            w = weights[order].astype(np.float64) if int(has_weights) else 1.0
-            partial_sums[...] = 0.0
-            partial_weights[...] = 0.0
-            rows = X[order].astype(np.float64)
-            np.add.at(
-                partial_sums, (part, labels), rows * w[:, None] if int(has_weights) else rows
-            )
-            np.add.at(partial_weights, (part, labels), w)
-
-        def sq_dist_kernel(grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
-            X, centers, labels, rows, d, out = args
-            assert block[0] % 32 == 0 and grid[0] * block[0] // 32 >= int(rows)  # a warp a row
-            assert X.shape == (int(rows), int(d)) and labels.dtype == np.int32
-            assert out.dtype == np.float64 and X.flags.c_contiguous
-            difference = (X - centers[labels]).astype(np.float64)  # rounded in X's dtype
-            out[...] = (difference * difference).sum(axis=1)
-
-        def launched(kernel: Any) -> Any:
-            def launch(grid: Any, block: Any, args: Any) -> None:
-                launched_on.append(current_device[-1])
-                kernel(grid, block, args)
-
-            return launch
-
-        kernels = {
-            "sq_dist": sq_dist_kernel,
-            "sorted_sums": sorted_sums_kernel,
-            "fused": fused_kernel,
-            "nearest_two": nearest_two_kernel,
-            "split_tf32": split_kernel,
-        }
-        return launched(next((v for key, v in kernels.items() if key in name), argmin_kernel))
+        return launch
 
 
-#: bits of float32's 24 significant bits that TF32 and bfloat16 drop (tensor-core rounding,
-#: for the stand-in's split kernel and tests/test_precision.py's emulated tensor cores)
-DROPPED_BITS = {"tf32": 13, "bf16": 16}
-
-
-def round_significand(x: np.ndarray, precision: str) -> np.ndarray:
-    """Round float32 values to nearest (ties to even) at ``precision``."""
-    drop = DROPPED_BITS[precision]
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    lowest_kept = (bits >> np.uint32(drop)) & np.uint32(1)
-    bits = bits + np.uint32((1 << (drop - 1)) - 1) + lowest_kept
-    return (bits & ~np.uint32((1 << drop) - 1)).view(np.float32)
-
-
-def truncate_significand(x: np.ndarray, precision: str) -> np.ndarray:
-    """Truncate float32 values (toward zero) at ``precision``: what tensor cores do with
-    the low bits of float32 operands they are handed."""
-    drop = DROPPED_BITS[precision]
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    return (bits & ~np.uint32((1 << drop) - 1)).view(np.float32)
+def _device_results(function: Any) -> Any:
+    return lambda *args, **kwargs: _as_cupy(function(*args, **kwargs))
 
 
 def _as_cupy(value: Any) -> Any:
@@ -386,8 +305,6 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         "compute_types": [],
         "atomic_sums": 0,
         "pinned": 0,
-        "triton": 0,
-        "triton_steps": 0,
         "free_memory_queries": 0,
     }
     compute = {"float32": COMPUTE_TYPE_DEFAULT, "float64": COMPUTE_TYPE_DEFAULT}
@@ -423,11 +340,9 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         return np.bincount(np.asarray(x), *args, **kwargs).view(ndarray)
 
     cupy.bincount = bincount
+    for name in ("int32", "int64", "float32", "float64"):
+        setattr(cupy, name, getattr(np, name))
     for name in (
-        "int32",
-        "int64",
-        "float32",
-        "float64",
         "argmin",
         "argsort",
         "searchsorted",
@@ -435,19 +350,13 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         "zeros",
         "ones",
         "empty",
-        "uint64",
         "maximum",
         "max",
         "min",
-        "ceil",
-        "log2",
-        "ldexp",
-        "rint",
         "mean",
-        "median",
         "sum",
-    ):
-        setattr(cupy, name, getattr(np, name))
+    ):  # device arrays out
+        setattr(cupy, name, _device_results(getattr(np, name)))
     cupy.ndarray = ndarray
     cupy.add = types.SimpleNamespace(at=add_at)
     cupy.asarray = asarray
@@ -473,10 +382,8 @@ def install(monkeypatch: Any) -> dict[str, Any]:
         memory_hook=memory_hook,
         get_elapsed_time=_elapsed_ms,
     )
-    cupy.random = types.SimpleNamespace(default_rng=_Generator)
     linalg = types.ModuleType("cupy._core._routines_linalg")
     linalg.COMPUTE_TYPE_DEFAULT = COMPUTE_TYPE_DEFAULT
-    linalg.COMPUTE_TYPE_BF16 = COMPUTE_TYPE_BF16
     linalg.COMPUTE_TYPE_TF32 = COMPUTE_TYPE_TF32
     core = types.ModuleType("cupy._core")
     core.get_compute_type = get_compute_type
@@ -487,55 +394,6 @@ def install(monkeypatch: Any) -> dict[str, Any]:
     cupyx.empty_pinned = empty_pinned
     cupyx.allow_synchronize = allow_synchronize
     cupyx.DeviceSynchronized = DeviceSynchronized
-    from kmeans_gpu.backends import _triton
-
-    def triton_nearest_two(
-        X: Any, scaled: Any, centers_sq: Any, precision: str, config: Any = None
-    ) -> Any:
-        """What ``_triton.nearest_two`` is specified to return (the kernel itself runs
-        in Triton's interpreter in tests/test_triton.py)."""
-        record["triton"] += 1
-        assert precision in _triton.INPUT_PRECISION and X.dtype == np.float32
-        scores = np.asarray(X) @ np.asarray(scaled).T + np.asarray(centers_sq)[None, :]
-        labels = np.argmin(scores, axis=1).astype(np.int32)
-        two = np.sort(scores, axis=1)[:, :2]
-        second = two[:, 1] if scores.shape[1] > 1 else np.full(len(scores), np.inf, np.float32)
-        return _as_cupy((labels, two[:, 0].astype(np.float32), second.astype(np.float32)))
-
-    def triton_lloyd_step(
-        X: Any,
-        origin: Any,
-        scaled: Any,
-        centers_sq: Any,
-        rows_sq: Any,
-        weights: Any,
-        precision: str,
-        statistics: bool = True,
-        config: Any = None,
-    ) -> Any:
-        """What ``_triton.lloyd_step`` is specified to return: the generic
-        ``Backend.reduced_step`` of its inputs, its nearest centres as the kernel finds
-        them (the kernel itself runs in Triton's interpreter in tests/test_triton.py)."""
-        from kmeans_gpu.backends import Backend, get_backend
-
-        record["triton_steps"] += 1
-        assert X.dtype == np.float32 and (origin is None or origin[0].dtype == np.float32)
-        centers = scaled / -2.0  # exact: scaled is −2·centres
-        return Backend.reduced_step(
-            get_backend("cupy"),
-            X,
-            origin,
-            centers,
-            centers_sq,
-            rows_sq,
-            weights,
-            precision,
-            statistics,
-        )
-
-    monkeypatch.setattr(_triton, "nearest_two", triton_nearest_two)
-    monkeypatch.setattr(_triton, "lloyd_step", triton_lloyd_step)
-    monkeypatch.setattr(_triton, "available", lambda: True)
     for name, module in (
         ("cupy", cupy),
         ("cupy._core", core),

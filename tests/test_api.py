@@ -94,53 +94,35 @@ def test_kmeans_plusplus(backend, rng):
     np.testing.assert_array_equal(backend.to_numpy(idx2), idx)
 
 
-def test_kmeans_plusplus_keeps_the_working_rows_that_fit_half_the_workspace(monkeypatch):
-    """Without a working copy k-means++ makes the first rows' working copy once and
-    keeps it for the whole init (as many rows as fit half the workspace), the others
-    again each step: the same centres whatever the workspace, working rows made as
-    counted, and peak memory within the workspace and a few n-vectors (tracemalloc)."""
+def test_kmeans_plusplus_is_the_same_in_any_blocks_and_within_them():
+    """k-means++ runs block by block: the same centres whatever the workspace, and a
+    peak memory within the workspace and a few n-vectors (tracemalloc)."""
     import tracemalloc
 
     from kmeans_gpu._init import kmeans_plusplus_working
-    from kmeans_gpu._problem import Problem
 
     xp = pytest.importorskip("array_api_strict")
     rng = np.random.default_rng(3)
     n, d, k = 20_000, 16, 6
-    X = (rng.normal(size=(n, d)) + 100).astype(np.float32)
-    data = xp.asarray(X)
-    made = [0]
-    rows = Problem.rows
-
-    def counted(self, start, stop):
-        made[0] += stop - start
-        return rows(self, start, stop)
-
-    monkeypatch.setattr(Problem, "rows", counted)
+    data = xp.asarray((rng.normal(size=(n, d)) + 100).astype(np.float32))
 
     def seeds(workspace):
         problem = make_problem(get_backend(data), data, None, working_memory=workspace)
-        assert problem.X_working is None
-        problem.squared_row_norms  # noqa: B018 (made before the count and the peak)
-        made[0] = 0
+        problem.squared_row_norms  # noqa: B018 (made before the peak)
         tracemalloc.start()
         try:
             base = tracemalloc.get_traced_memory()[0]
-            centers, indices = kmeans_plusplus_working(problem, k, np.random.RandomState(0))
+            indices = kmeans_plusplus_working(problem, k, np.random.RandomState(0))
             peak = tracemalloc.get_traced_memory()[1] - base
         finally:
             tracemalloc.stop()
-        return np.asarray(indices), np.asarray(centers), made[0], peak
+        return np.asarray(indices), peak
 
-    every, centers, count, _ = seeds(2 * 4 * d * n)  # all kept
-    assert count == n
-    for kept in (7_000, n - 1):
-        workspace = 2 * 4 * d * kept
-        indices, again, count, peak = seeds(workspace)
+    every, _ = seeds(1 << 30)  # one block
+    for workspace in (100_000, 1_000_000):
+        indices, peak = seeds(workspace)
         np.testing.assert_array_equal(indices, every)
-        np.testing.assert_array_equal(again, centers)
-        assert count == kept + (n - kept) * k  # the others made for each of k passes
-        assert peak < workspace + 10 * n * 8
+        assert peak < workspace + 6 * n * 8
 
 
 def test_kmeans_plusplus_spreads_centres(rng):
@@ -217,36 +199,44 @@ def test_verbose_logs_iterations(rng, caplog):
 
 
 def test_memory_is_bounded_by_chunks(rng, monkeypatch):
-    """No block of n × k: every assignment sees a chunk that fits the working memory."""
-    numpy_backend = get_backend("numpy")
-    seen: dict[str, list[int]] = {"assign": [], "assign_and_sum": []}
+    """No block of n × k: every product of rows and centres fits the working memory
+    (the generic path) or the NumPy backend's cache-sized blocks."""
+    from kmeans_gpu.backends import _numpy
 
-    def recorder(name):
-        original = getattr(type(numpy_backend), name)
+    xp = pytest.importorskip("array_api_strict")
+    seen: list[int] = []
+    matmul = np.matmul
 
-        def recording(self, X, centers, *args):
-            seen[name].append(X.shape[0] * centers.shape[0] * X.itemsize)
-            return original(self, X, centers, *args)
+    def recording(a, b, *args, **kwargs):
+        seen.append(a.shape[0] * b.shape[-1] * a.itemsize)
+        return matmul(a, b, *args, **kwargs)
 
-        return recording
-
-    for name in seen:
-        monkeypatch.setattr(type(numpy_backend), name, recorder(name))
     X = rng.normal(size=(5000, 4))
     budget = 64 * 1024
-    capped = KMeans(16, random_state=0, working_memory=budget, backend="numpy").fit(X)
-    chunks = seen["assign"] + seen["assign_and_sum"]
-    assert max(chunks) <= budget and len(seen["assign_and_sum"]) > 5000 * 16 * 8 // budget
+    generic = get_backend(xp.asarray(X))
+    original = type(generic).nearest_two
+
+    def recorded(self, rows, centers, centers_sq):
+        seen.append(rows.shape[0] * centers.shape[0] * 8)
+        return original(self, rows, centers, centers_sq)
+
+    monkeypatch.setattr(type(generic), "nearest_two", recorded)
+    capped = KMeans(16, random_state=0, working_memory=budget).fit(xp.asarray(X))
+    assert max(seen) <= budget and len(seen) > 5000 * 16 * 8 // budget
     monkeypatch.undo()
     whole = KMeans(16, random_state=0, backend="numpy").fit(X)
-    np.testing.assert_array_equal(capped.labels_, whole.labels_)
+    np.testing.assert_array_equal(np.asarray(capped.labels_), whole.labels_)
+    seen.clear()
+    monkeypatch.setattr(_numpy.np, "matmul", recording)
+    KMeans(300, init="random", n_init=1, backend="numpy", max_iter=3).fit(np.vstack([X] * 8))
+    assert seen and max(seen) <= _numpy.BLOCK_BYTES
 
 
 def test_inertia_never_increases_across_iterations(backend, rng):
     X = backend.asarray(rng.normal(size=(400, 3)))
     problem = make_problem(get_backend(X), X, None)
     xp = problem.backend.xp
-    start = problem.take(xp.asarray(np.arange(10), device=problem.device))
+    start = xp.take(X, xp.asarray(np.arange(10), device=problem.device), axis=0)
     from kmeans_gpu._assign import inertia
 
     values = []
@@ -332,7 +322,6 @@ def test_cupy_fit_holds_at_most_a_quarter_of_the_data_or_the_workspace():
     if not _cupy_has_device():
         pytest.skip("CuPy with a CUDA device is not available")
     import cupy as cp
-
     from kmeans_gpu.benchmark import device_peak_bytes
 
     X = cp.random.default_rng(0).standard_normal((2_000_000, 64), dtype=cp.float32) + 3

@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import warnings
 
 import array_api_compat.numpy as compat_np
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 import kmeans_gpu
 from kmeans_gpu import KMeans, available_backends, get_backend
 from kmeans_gpu.backends import Backend, backend_for_array
+
+from .checks import nearest_exactly
 
 
 def test_import_pulls_in_neither_cupy_nor_matplotlib():
@@ -117,138 +121,112 @@ def _fast_backends():
         yield get_backend("cupy")
 
 
+def _score_gap_is_clear(X, C, labels, best, second):
+    """Rows whose two best scores are far apart (where every path must agree)."""
+    scale = np.abs(best) + np.abs(second) + 1.0
+    return (second - best) > 1e-3 * scale
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize(
-    ("d", "k"), [(1, 13), (2, 13), (5, 32), (8, 33), (8, 64), (8, 65), (9, 13), (40, 300)]
+    ("d", "k"), [(1, 1), (1, 13), (2, 13), (5, 32), (8, 33), (8, 64), (8, 65), (9, 13), (40, 300)]
 )
 def test_overrides_match_generic(dtype, d, k, rng):
+    """Each fast operation against the generic one: the two nearest scores to rounding
+    (and the same labels wherever they are apart), the float64 sums, distances and
+    inertia bitwise between NumPy with and without numba, to rounding elsewhere."""
+    from kmeans_gpu.backends._base import rescale
+
     n = 700
     X = rng.normal(size=(n, d)).astype(dtype)
-    C = X[rng.choice(n, k, replace=False)] + 0.01
-    C = C.astype(dtype)
+    C = (X[rng.choice(n, k, replace=False)] + 0.01).astype(dtype)
     csq = (C * C).sum(axis=1)
     w = rng.uniform(0, 2, size=n).astype(dtype)
-    want_labels = GENERIC.assign(X, C, csq)
+    origin = (np.full(d, 0.25), -3)
+    labels, best, second = (np.array(a) for a in GENERIC.nearest_two(X, C, csq))
+    clear = _score_gap_is_clear(X, C, labels, best, second)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    results = []
     for fast in _fast_backends():
         to, back = fast.asarray, fast.to_numpy
-        labels = back(fast.assign(to(X), to(C), to(csq)))
-        np.testing.assert_array_equal(labels, want_labels)
-        assert labels.dtype == np.int32
-        for weights in (None, w):
-            want_s, want_w = GENERIC.cluster_sums(X, want_labels, weights, k)
-            got_s, got_w = fast.cluster_sums(
-                to(X), to(want_labels), None if weights is None else to(weights), k
+        got = [back(a).copy() for a in fast.nearest_two(to(X), to(C), to(csq))]
+        assert got[0].dtype == np.int32 and got[1].dtype == dtype
+        np.testing.assert_array_equal(got[0][clear], labels[clear])
+        np.testing.assert_allclose(got[1], best, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(got[2], second, rtol=rtol, atol=rtol)
+        one = {}
+        for name, weights in (("unweighted", None), ("weighted", w)):
+            sums, totals = fast.cluster_sums(
+                to(X), (to(origin[0]), origin[1]), to(labels), None if weights is None
+                else to(weights), k,
+            )  # fmt: skip
+            want_s, want_w = GENERIC.cluster_sums(X, origin, labels, weights, k)
+            np.testing.assert_allclose(back(sums), want_s, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(back(totals), want_w, rtol=1e-12)
+            assert back(sums).dtype == back(totals).dtype == np.float64
+            inertia = fast.inertia_of(
+                to(X), to(C), to(labels), None if weights is None else to(weights), -3
             )
-            rtol = 1e-5 if dtype == np.float32 else 1e-12
-            np.testing.assert_allclose(back(got_s), want_s, rtol=rtol, atol=rtol)
-            np.testing.assert_allclose(back(got_w), want_w, rtol=rtol)
-            assert back(got_s).dtype == dtype
-        previous = rng.randint(0, k, size=n).astype(np.int32)
-        for weights in (None, w):
-            for before in (None, previous):
-                want = GENERIC.assign_and_sum(X, C, csq, weights, before)
-                got = fast.assign_and_sum(
-                    to(X), to(C), to(csq), None if weights is None else to(weights),
-                    None if before is None else to(before),
-                )  # fmt: skip
-                np.testing.assert_array_equal(back(got[0]), want[0])
-                rtol = 1e-5 if dtype == np.float32 else 1e-12
-                np.testing.assert_allclose(back(got[1]), want[1], rtol=rtol, atol=rtol)
-                np.testing.assert_allclose(back(got[2]), want[2], rtol=rtol)
-                assert back(got[1]).dtype == back(got[2]).dtype == dtype
-                assert int(got[3]) == int(want[3])
-                assert got[4] is None and want[4] is None
-                # the inertia too, where the backend takes it in the same pass
-                got = fast.assign_and_sum(
-                    to(X), to(C), to(csq), None if weights is None else to(weights),
-                    None if before is None else to(before), with_inertia=True,
-                )  # fmt: skip
-                inertia = GENERIC.inertia_of(X, C, want[0], weights)
-                np.testing.assert_allclose(float(got[4]), float(inertia), rtol=1e-12)
-        np.testing.assert_allclose(
-            back(fast.sq_dist_to_assigned(to(X), to(C), to(want_labels))),
-            GENERIC.sq_dist_to_assigned(X, C, want_labels),
-            rtol=1e-12,
-        )
-        for weights in (None, w):
-            got = fast.inertia_of(
-                to(X), to(C), to(want_labels), None if weights is None else to(weights)
-            )
-            want = GENERIC.inertia_of(X, C, want_labels, weights)
-            np.testing.assert_allclose(float(got), float(want), rtol=1e-12)
-            assert back(got).shape == () and back(got).dtype == np.float64
-        np.testing.assert_array_equal(
-            back(fast.count_labels(to(want_labels), k)), GENERIC.count_labels(want_labels, k)
-        )
-        dist = GENERIC.sq_dist_to_assigned(X, C, want_labels)
+            want = GENERIC.inertia_of(X, C, labels, weights, -3)
+            np.testing.assert_allclose(float(inertia), float(want), rtol=1e-12)
+            one[name] = (back(sums), back(totals), float(inertia))
+        d2 = back(fast.sq_distances(to(X), to(C), to(labels), 2))
+        diff = rescale(X.astype(np.float64) - C[labels].astype(np.float64), 2)
+        np.testing.assert_allclose(d2, (diff**2).sum(axis=1), rtol=1e-12)
+        one["distances"] = d2
+        results.append((fast.name, one))
         for m in (1, 3, 10):
-            got = back(fast.farthest(to(dist), m))
-            assert sorted(dist[got].tolist()) == sorted(dist[GENERIC.farthest(dist, m)].tolist())
-            assert dist[got[0]] == dist.max()
+            got = back(fast.farthest(to(d2), m))
+            assert sorted(d2[got].tolist()) == sorted(d2[GENERIC.farthest(d2, m)].tolist())
+            assert d2[got[0]] == d2.max()
+    # NumPy with and without numba: bitwise the same float64 results
+    (_, plain), (_, compiled) = results[:2]
+    for name in plain:
+        np.testing.assert_equal(compiled[name], plain[name])
 
 
 def test_version_is_exported():
     assert kmeans_gpu.__version__
 
 
-def test_numpy_blocks_and_running_argmin_match_plain_argmin(rng, monkeypatch):
-    """Cache blocks smaller than the chunk, and both nearest-centre methods."""
-    from kmeans_gpu.backends import _numpy
+def test_score_blocks_and_both_nearest_two_methods_agree(rng, monkeypatch):
+    """Cache blocks smaller than the chunk, running minima and argmin/partition, numba's
+    kernels: the same labels and scores."""
+    from kmeans_gpu.backends import _numba, _numpy
 
-    backend = get_backend("numpy")
     X = rng.normal(size=(5000, 3)).astype(np.float32)
-    for k in (2, 31, 32, 33, 255):
+    for k in (1, 2, 31, 32, 33, 255):
         C = rng.normal(size=(k, 3)).astype(np.float32)
         csq = (C * C).sum(axis=1)
-        want = GENERIC.assign(X, C, csq)
-        monkeypatch.setattr(_numpy, "BLOCK_BYTES", 1 << 12)
-        np.testing.assert_array_equal(backend.assign(X, C, csq), want)
-        monkeypatch.setattr(_numpy, "BLOCK_BYTES", 1 << 20)
-        np.testing.assert_array_equal(backend.assign(X, C, csq), want)
+        want = [np.array(a) for a in GENERIC.nearest_two(X, C, csq)]
+        clear = _score_gap_is_clear(X, C, *want)
+        for fast in _fast_backends():
+            if fast.name != "numpy":
+                continue
+            for block in (1 << 12, 1 << 20):
+                monkeypatch.setattr(_numpy, "BLOCK_BYTES", block)
+                monkeypatch.setattr(_numba, "SCAN_BLOCK_BYTES", block)
+                got = [np.array(a) for a in fast.nearest_two(X, C, csq)]
+                np.testing.assert_array_equal(got[0][clear], want[0][clear])
+                np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
+                np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("d", [1, 2, 8, 9])
-def test_exact_ties_go_to_the_first_centre_on_every_path(d, rng):
-    """On a small integer grid every score is exact, so ties are real: every path must
-    pick the first of the tied centres, as argmin does."""
+def test_exact_ties_go_to_the_first_centre_on_every_path(backend, d, rng):
+    """On a small integer grid ties are real: every backend must pick the first of the
+    tied centres, in predict and in a fit's labels."""
     X = rng.randint(0, 3, size=(3000, d)).astype(np.float32)
     C = np.vstack([rng.randint(0, 3, size=(40, d)), np.zeros((3, d))]).astype(np.float32)
-    csq = (C * C).sum(axis=1)
-    want = GENERIC.assign(X, C, csq)
-    for fast in _fast_backends():
-        np.testing.assert_array_equal(fast.to_numpy(fast.assign(fast.asarray(X),
-                                      fast.asarray(C), fast.asarray(csq))), want)  # fmt: skip
-
-
-def test_numba_kernels_on_blocks_smaller_than_the_chunk(rng, monkeypatch):
-    pytest.importorskip("numba")
-    from kmeans_gpu.backends import _numba, _numba_kernels, _numpy
-
-    backend = _numpy._numpy_backend(compiled=True)
-    monkeypatch.setattr(_numba, "SCAN_BLOCK_BYTES", 1 << 12)
-    for d, k in ((2, 5), (16, 70)):
-        X = rng.normal(size=(1001, d)).astype(np.float32)
-        C = rng.normal(size=(k, d)).astype(np.float32)
-        csq = (C * C).sum(axis=1)
-        want = GENERIC.assign_and_sum(X, C, csq, None, None, with_inertia=True)
-        got = backend.assign_and_sum(X, C, csq, None, None, with_inertia=True)
-        np.testing.assert_array_equal(got[0], want[0])
-        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(float(got[4]), float(want[4]), rtol=1e-12)  # block by block
-    assert _numba_kernels.ROWS_PER_BLOCK < 1001  # the direct kernel's blocks were split
-    # long chunks of small k·d sum in interleaved lanes
-    n = 3 * _numba_kernels.LANED_ROWS + 3
-    X = rng.normal(size=(n, 2)).astype(np.float32)
-    w = rng.uniform(0.5, 2, size=n).astype(np.float32)
-    C = rng.normal(size=(5, 2)).astype(np.float32)
-    csq = (C * C).sum(axis=1)
-    for weights in (None, w):
-        want = GENERIC.assign_and_sum(X, C, csq, weights, None, with_inertia=True)
-        got = backend.assign_and_sum(X, C, csq, weights, None, with_inertia=True)
-        np.testing.assert_array_equal(got[0], want[0])
-        np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-3)
-        np.testing.assert_allclose(got[2], want[2], rtol=1e-5)
-        np.testing.assert_allclose(float(got[4]), float(want[4]), rtol=1e-12)
+    with warnings.catch_warnings():  # duplicate centres may collapse
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = KMeans(43, init=backend.asarray(C), n_init=1, max_iter=1).fit(backend.asarray(X))
+    centers = backend.to_numpy(est.cluster_centers_)
+    np.testing.assert_array_equal(backend.to_numpy(est.labels_), nearest_exactly(X, centers))
+    est.cluster_centers_ = backend.asarray(C)  # predict: the exact nearest of these
+    np.testing.assert_array_equal(
+        backend.to_numpy(est.predict(backend.asarray(X))), nearest_exactly(X, C)
+    )
 
 
 def test_numba_is_used_when_installed_unless_switched_off(monkeypatch):

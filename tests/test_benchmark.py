@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kmeans_gpu.benchmark import WORKLOADS, make_data, markdown, run_benchmark
+from benchmarks.harness import WORKLOADS, make_data, markdown, run_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 #: kmeans-gpu's rows on NumPy (a pure NumPy variant too, when numba serves by default)
@@ -23,27 +23,27 @@ OURS_NUMPY = ["kmeans-gpu[numpy]", "kmeans-gpu[numpy] frames"] + (
 
 
 def test_workloads_are_seeded_and_share_initial_centroids():
-    X1, init1 = make_data("seed")
-    X2, init2 = make_data("seed")
+    X1, init1 = make_data("blog")
+    X2, init2 = make_data("blog")
     np.testing.assert_array_equal(X1, X2)
     np.testing.assert_array_equal(init1, init2)
     assert X1.shape == (1200, 2) and init1.shape == (12, 2) and X1.dtype == np.float32
     assert len({tuple(row) for row in init1}) == 12
-    assert set(WORKLOADS) >= {"seed", "W1", "W2", "W3", "G1", "G2"}
+    assert set(WORKLOADS) >= {"blog", "W1", "W2", "W3", "G1", "G2"}
 
 
 def test_run_reports_times_ratios_inertia_and_machine():
-    doc = run_benchmark(["seed"], iterations=3, repeats=2)
+    doc = run_benchmark(["blog"], iterations=3, repeats=2)
     rows = {r["contender"]: r for r in doc["results"]}
     assert {"kmeans-gpu[numpy]", "kmeans-gpu[numpy] frames", "scikit-learn lloyd"} <= set(rows)
     ours = rows["kmeans-gpu[numpy]"]
     assert ours["ratio"] == 1.0 and len(ours["samples_ms"]) == 2 and ours["n_iter"] == 3
     assert set(OURS_NUMPY) <= set(rows)
     assert rows["scikit-learn lloyd"]["inertia_rel_diff"] < 1e-5  # same start, same run
-    assert "the seed's per-point loop" in rows
+    assert "the blog post's per-point loop" in rows
     assert doc["machine"]["cores"] >= 1 and doc["machine"]["versions"]["numpy"]
     table = markdown(doc)
-    assert "| seed | 1,200 × 2, k = 12 | kmeans-gpu[numpy] |" in table
+    assert "| blog | 1,200 × 2, k = 12 | kmeans-gpu[numpy] |" in table
     assert "Not run:" in table and "needs a GPU" not in table
 
 
@@ -54,7 +54,7 @@ def test_command_line_writes_json_and_markdown(tmp_path):
             "-m",
             "kmeans_gpu",
             "bench",
-            "seed",
+            "blog",
             "--repeats",
             "1",
             "--iterations",
@@ -87,7 +87,7 @@ def test_command_line_writes_json_and_markdown(tmp_path):
 
 
 def test_a_failing_contender_is_reported_not_fatal(monkeypatch):
-    from kmeans_gpu import benchmark
+    from benchmarks import harness as benchmark
 
     real = benchmark.contenders
 
@@ -100,24 +100,23 @@ def test_a_failing_contender_is_reported_not_fatal(monkeypatch):
         return [*chosen, benchmark.Contender("broken peer", broken)], skipped
 
     monkeypatch.setattr(benchmark, "contenders", with_a_broken_one)
-    doc = run_benchmark(["seed"], iterations=2, repeats=1, include=("numpy]", "broken"))
+    doc = run_benchmark(["blog"], iterations=2, repeats=1, include=("numpy]", "broken"))
     assert [r["contender"] for r in doc["results"]] == OURS_NUMPY
     assert any(
-        "broken peer on seed: failed (RuntimeError: no such kernel)" in s for s in doc["skipped"]
+        "broken peer on blog: failed (RuntimeError: no such kernel)" in s for s in doc["skipped"]
     )
 
 
-def test_reduced_precision_contender_is_a_gpu_workload_variant():
-    from kmeans_gpu import benchmark
-
-    contender = benchmark._ours("numpy", "tf32")  # NumPy computes it exactly
-    assert contender.name == "kmeans-gpu[numpy] tf32" and contender.only == ("G1", "G2")
-    assert "near ties re-checked" in contender.note
-    X, init = make_data("seed")
-    exact = benchmark._ours("numpy").run(X, init, 3)
-    reduced = contender.run(X, init, 3)
-    np.testing.assert_array_equal(reduced.centers, exact.centers)
-    assert reduced.n_iter == exact.n_iter == 3
+def test_kmeans_gpu_bench_needs_a_checkout(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "kmeans_gpu", "bench", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "clone of the repository" in out.stderr
 
 
 @pytest.mark.parametrize("mode", ["quick", "full"])

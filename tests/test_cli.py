@@ -134,25 +134,21 @@ def test_fit_writes_centroids_and_labels(tmp_path):
     assert out.returncode == 0, out.stderr
 
 
-def test_fit_takes_precision_dtype_and_deterministic(tmp_path):
-    """--precision needs float32 data: a .csv (read as float64) says so in one line,
-    and computes with --dtype float32 (exactly, on a backend without tensor cores)."""
+def test_fit_takes_dtype_and_deterministic(tmp_path):
+    """--dtype float32 computes in float32; --deterministic is accepted everywhere."""
     import numpy as np
 
     rng = np.random.RandomState(1)
     X = np.concatenate([rng.normal(size=(40, 2)), rng.normal(size=(40, 2)) + 8])
     np.savetxt(tmp_path / "x.csv", X, delimiter=",")
     args = ("fit", str(tmp_path / "x.csv"), "--k", "2", "--out", str(tmp_path), "--seed", "0")
-    out = run(*args, "--precision", "tf32x3")
-    assert out.returncode == 2 and "rounds float32 inputs" in out.stderr
-    assert out.stderr.count("\n") == 1
-    out = run(*args, "--precision", "tf32x3", "--dtype", "float32", "--deterministic")
+    out = run(*args, "--dtype", "float32", "--deterministic")
     assert out.returncode == 0, out.stderr
     labels = np.load(tmp_path / "labels.npy")
     assert len(set(labels[:40])) == 1 and len(set(labels[40:])) == 1
     assert np.load(tmp_path / "centroids.npy").dtype == np.float32
-    out = run(*args, "--precision", "fp8")
-    assert out.returncode == 2 and "invalid choice: 'fp8'" in out.stderr
+    out = run(*args, "--dtype", "float16")
+    assert out.returncode == 2 and "invalid choice: 'float16'" in out.stderr
 
 
 def test_fit_errors_are_one_line(tmp_path):

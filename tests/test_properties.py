@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -14,6 +15,8 @@ from kmeans_gpu._assign import inertia
 from kmeans_gpu._lloyd import lloyd
 from kmeans_gpu._problem import make_problem
 from kmeans_gpu.backends import get_backend
+
+from .checks import nearest_exactly
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -36,7 +39,7 @@ def datasets(draw, integer=False):
 def test_inertia_never_increases(data, seed):
     X, k = data
     problem = make_problem(get_backend("numpy"), X, None)
-    start = problem.take(np.random.RandomState(seed).choice(X.shape[0], k, replace=False))
+    start = X[np.random.RandomState(seed).choice(X.shape[0], k, replace=False)]
     previous = np.inf
     for step in lloyd(problem, start, max_iter=50, tol=0.0, empty_cluster="keep"):
         value = inertia(problem, step.centers, step.labels)
@@ -90,13 +93,18 @@ def test_fit_from_given_centres_is_invariant_to_row_order(data, random):
 
 
 @SETTINGS
-@given(datasets())
-def test_labels_are_nearest_centres(data):
+@given(datasets(), st.booleans())
+def test_labels_are_the_exact_nearest_centres(data, integer_grid):
+    """Every label the estimator returns is the nearest centre of the returned centres
+    by exact (float64) distances, ties to the lowest index; the inertia is theirs."""
     X, k = data
+    if integer_grid:  # exact ties everywhere
+        X = np.round(X / 100.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = KMeans(k, random_state=0).fit(X)
-    d2 = ((X[:, None, :] - est.cluster_centers_[None, :, :]) ** 2).sum(axis=2)
-    chosen = d2[np.arange(X.shape[0]), est.labels_]
-    assert np.all(chosen <= d2.min(axis=1) + 1e-9 * (1 + d2.min(axis=1)))
-    assert est.inertia_ == np.float64(chosen.sum()) or np.isclose(est.inertia_, chosen.sum())
+    want = nearest_exactly(X, est.cluster_centers_)
+    np.testing.assert_array_equal(est.labels_, want)
+    np.testing.assert_array_equal(est.predict(X), want)
+    d2 = ((X - est.cluster_centers_[want]) ** 2).sum(axis=1)
+    assert est.inertia_ == pytest.approx(d2.sum(), rel=1e-12, abs=1e-300)

@@ -1,11 +1,11 @@
 """NumPy: the generic backend with faster single operations and chunks run on threads.
 
-Chunks of rows run on a thread pool (NumPy and BLAS release the GIL), with BLAS held to
-one thread inside the workers so the cores are not oversubscribed; the pool is no larger
-than the cores this process may use, ``OMP_NUM_THREADS`` and the BLAS limit in force
-(``threadpoolctl``). Inside a chunk, distances are computed in blocks that stay in the
-core's cache; for a handful of clusters the nearest centre is found by a running minimum
-over clusters rather than ``argmin`` along short rows.
+Chunks of rows run on a thread pool (NumPy and BLAS release the GIL) no larger than the
+cores this process may use, ``OMP_NUM_THREADS`` and the BLAS limit in force; BLAS runs
+one thread inside them, so the cores are not oversubscribed. Inside a chunk, scores
+are computed in blocks that stay in the core's cache. Every sum that reaches a result
+(per-cluster sums, distances, the inertia) is a float64 sum in row order, so the
+results do not depend on the number of threads, nor on whether numba's kernels run.
 """
 
 from __future__ import annotations
@@ -15,36 +15,64 @@ import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
-from ._base import Array, Backend, T
+from ._base import Array, Backend, T, centred64, rescale
 
-#: Bytes of one block of distances: large enough that the GIL is rarely in the way of
-#: two threads, small enough for the cache (scores are read back one cluster at a time).
+#: Bytes of one block of scores: large enough that the GIL is rarely in the way of two
+#: threads, small enough for the cache.
 BLOCK_BYTES = 1 << 23
-#: Up to this many clusters, the nearest centre is a running minimum over clusters.
+#: Up to this many clusters, the two nearest centres are running minima over clusters.
 FEW_CLUSTERS = 32
-#: Up to this many features, the per-cluster sums use bincount, column by column.
-FEW_FEATURES = 8
 _WORKER_PREFIX = "kmeans-gpu-worker"
 logger = logging.getLogger("kmeans_gpu")
-#: Chunks smaller than this are not worth a thread.
-MIN_CHUNK_ROWS = 2048
 
 
 @functools.cache
 def _blas_controller() -> Any:
-    """threadpoolctl's view of the loaded BLAS libraries (found once: a scan of the
-    process's libraries takes about a millisecond)."""
+    """threadpoolctl's view of the loaded BLAS libraries (found once)."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         return None
     return ThreadpoolController().select(user_api="blas")
+
+
+class _OneBlasThread:
+    """BLAS held to one thread while any pass over the data runs in this process (a
+    count of them: the last one out restores the limit the first one found)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limit: Any = None
+        #: the fewest threads of the BLAS libraries before the limit (None: none held)
+        self.found: int | None = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            controller = _blas_controller()
+            if self._users == 0 and controller is not None and controller.lib_controllers:
+                self.found = min(lib.num_threads for lib in controller.lib_controllers)
+                self._limit = controller.limit(limits=1)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._limit is not None:
+                    self._limit.restore_original_limits()
+                    self._limit = self.found = None
+
+
+one_blas_thread = _OneBlasThread()
 
 
 def effective_threads() -> int:
@@ -56,14 +84,18 @@ def effective_threads() -> int:
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.strip().isdigit() and int(env) > 0:
         n = min(n, int(env))
+    blas = one_blas_thread.found  # while held, the limit it found
     controller = _blas_controller()
-    if controller is not None and controller.lib_controllers:
-        n = min(n, *(lib.num_threads for lib in controller.lib_controllers))
-    return max(1, n)
+    if blas is None and controller is not None and controller.lib_controllers:
+        blas = min(lib.num_threads for lib in controller.lib_controllers)
+    return max(1, n if blas is None else min(n, blas))
 
 
 class NumpyBackend(Backend):
+    """The NumPy backend (pure NumPy; see ``_numba`` for the compiled kernels)."""
+
     keeps_working_copy = True
+    max_chunk_rows = 1 << 17
 
     def __init__(self) -> None:
         import array_api_compat.numpy as xp
@@ -84,29 +116,40 @@ class NumpyBackend(Backend):
         return np.asarray(x)
 
     # -- threads ----------------------------------------------------------------------
-    def chunk_rows(self, n_samples: int, rows: int) -> int:
-        threads = effective_threads() if n_samples >= 2 * MIN_CHUNK_ROWS else 1
-        if threads > 1:  # at least two chunks per thread, to balance the load
-            rows = min(rows, max(MIN_CHUNK_ROWS, -(-n_samples // (2 * threads))))
-        return max(1, min(rows, n_samples))
-
     def map_chunks(
         self, work: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]
-    ) -> list[T]:
+    ) -> Iterator[T]:
+        """Results in order, at most two chunks per thread ahead of the one awaited."""
         threads = 1 if len(ranges) < 2 else min(effective_threads(), len(ranges))
         # inside one of our own workers (a nested call) run in place: never wait on the
         # pool from the pool
         nested = threading.current_thread().name.startswith(_WORKER_PREFIX)
-        if threads <= 1 or nested:
-            return super().map_chunks(work, ranges)
-        pool = self._executor(threads)
-        controller = _blas_controller()
-        with contextlib.nullcontext() if controller is None else controller.limit(limits=1):
-            return list(pool.map(lambda r: work(*r), ranges))
+        with one_blas_thread():
+            if threads <= 1 or nested:
+                for start, stop in ranges:
+                    yield work(start, stop)
+                return
+            pool = self._executor(threads)
+            pending: deque[Future[T]] = deque()
+            todo = iter(ranges)
+            try:
+                for start, stop in todo:
+                    pending.append(pool.submit(work, start, stop))
+                    if len(pending) >= 2 * threads:
+                        break
+                while pending:
+                    done = pending.popleft().result()
+                    for start, stop in todo:
+                        pending.append(pool.submit(work, start, stop))
+                        break
+                    yield done
+            finally:
+                for future in pending:
+                    future.cancel()
 
     def _executor(self, threads: int) -> ThreadPoolExecutor:
         with self._lock:
-            if self._pool is None or self._pool_size != threads:
+            if self._pool is None or self._pool_size < threads:
                 if self._pool is not None:
                     self._pool.shutdown(wait=False)
                 self._pool = ThreadPoolExecutor(threads, thread_name_prefix=_WORKER_PREFIX)
@@ -121,12 +164,7 @@ class NumpyBackend(Backend):
             buffer = buffers[name] = np.empty(size, dtype=dtype)
         return buffer[:size]
 
-    # -- the Lloyd step ---------------------------------------------------------------
-    def column_mean(self, X: Array) -> Array:
-        # a reduction down the columns of a tall array is slow in NumPy; a BLAS
-        # vector-matrix product is not
-        return (np.ones(X.shape[0], dtype=X.dtype) @ X) / X.shape[0]
-
+    # -- the pass over the data -------------------------------------------------------
     def _score_blocks(
         self,
         X: Array,
@@ -135,18 +173,14 @@ class NumpyBackend(Backend):
         *,
         transposed: bool,
         add_squares: bool = True,
-        block_bytes: int | None = None,
-    ) -> Any:
+        block_bytes: int = BLOCK_BYTES,
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
         """Cache-sized blocks of ``‖c‖² − 2x·c`` (of ``−2x·c`` unless ``add_squares``):
         ``(start, stop, scores)``, the scores ``(k, m)`` when ``transposed`` else
-        ``(m, k)``, in a reused buffer.
-
-        (-2c)·x is exactly -2(c·x): scaling by a power of two rounds nothing, so these
-        are the generic scores, with one pass over each block fewer.
-        """
+        ``(m, k)``, in a reused buffer. ``(−2c)·x`` is exactly ``−2(c·x)``."""
         n, k = X.shape[0], centers.shape[0]
         scaled = -2.0 * centers
-        block = max(16, (block_bytes or BLOCK_BYTES) // (k * X.itemsize))
+        block = max(16, block_bytes // (k * X.itemsize))
         for start in range(0, n, block):
             stop = min(start + block, n)
             rows = X[start:stop]
@@ -163,96 +197,99 @@ class NumpyBackend(Backend):
                     scores += centers_sq
             yield start, stop, scores
 
-    def assign(
-        self, X: Array, centers: Array, centers_sq: Array, precision: str = "exact"
-    ) -> Array:
-        # this thread's buffer: no fresh pages to fault in on every chunk (see the
-        # contract in Backend.assign)
-        labels = self._scratch("labels", X.shape[0], np.int32)
+    def _nearest_two_buffers(self, m: int, dtype: Any) -> tuple[np.ndarray, ...]:
+        return (
+            self._scratch("labels", m, np.int32),
+            self._scratch("best", m, dtype),
+            self._scratch("second", m, dtype),
+        )
+
+    def nearest_two(
+        self, X: Array, centers: Array, centers_sq: Array
+    ) -> tuple[Array, Array, Array]:
+        labels, best, second = self._nearest_two_buffers(X.shape[0], X.dtype)
         few = centers.shape[0] <= FEW_CLUSTERS
         for start, stop, scores in self._score_blocks(X, centers, centers_sq, transposed=few):
+            out = labels[start:stop], best[start:stop], second[start:stop]
             if few:  # clusters along the first axis, each one contiguous
-                self._running_argmin(scores, labels[start:stop])
+                _running_two(scores, *out)
+            elif scores.shape[1] == 1:
+                out[0][:], out[1][:], out[2][:] = 0, scores[:, 0], np.inf
             else:
-                labels[start:stop] = scores.argmin(axis=1)
-        return labels
-
-    def _running_argmin(self, scores: np.ndarray, out: np.ndarray) -> None:
-        """``out[i] = argmin(scores[:, i])``, the first index on ties (k < 256).
-
-        Branch-free: as j only grows, "set the label to j where scores[j] is lower" is
-        ``label = max(label, j * lower)``, in uint8.
-        """
-        m = scores.shape[1]
-        best = self._scratch("best", m, scores.dtype)
-        lower = self._scratch("lower", m, np.bool_)
-        candidate = self._scratch("candidate", m, np.uint8)
-        label = self._scratch("label", m, np.uint8)
-        best[:] = scores[0]
-        label[:] = 0
-        for j in range(1, scores.shape[0]):
-            np.less(scores[j], best, out=lower)
-            np.minimum(best, scores[j], out=best)
-            np.multiply(lower.view(np.uint8), j, out=candidate)
-            np.maximum(label, candidate, out=label)
-        out[:] = label
+                out[0][:] = scores.argmin(axis=1)
+                two = np.partition(scores, 1, axis=1)
+                out[1][:], out[2][:] = two[:, 0], two[:, 1]
+        return labels, best, second
 
     def cluster_sums(
         self,
         X: Array,
+        origin: tuple[Array, int],
         labels: Array,
         weights: Array | None,
         n_clusters: int,
-        deterministic: bool = False,  # always: chunks are reduced in order
+        deterministic: bool = False,  # always: each cluster's rows added in row order
     ) -> tuple[Array, Array]:
-        rows = X if weights is None else X * weights[:, None]
-        if X.shape[1] <= FEW_FEATURES:
-            # bincount wants intp labels and contiguous float64 weights: convert into
-            # this thread's buffers once, rather than into fresh memory per call
-            n = labels.shape[0]
-            index = self._scratch("index", n, np.intp)
-            index[:] = labels
-            column = self._scratch("column", n, np.float64)
-            sums = np.empty((n_clusters, X.shape[1]), dtype=np.float64)
-            for j in range(X.shape[1]):
-                column[:] = rows[:, j]
-                sums[:, j] = np.bincount(index, weights=column, minlength=n_clusters)
-            if weights is not None:
-                column[:] = weights
-            weight_sums = np.bincount(
-                index, weights=None if weights is None else column, minlength=n_clusters
-            )
-        else:
-            weight_sums = np.bincount(labels, weights=weights, minlength=n_clusters)
-            from scipy import sparse
+        rows = centred64(np, X, origin)
+        w = None if weights is None else weights.astype(np.float64)
+        if w is not None:
+            rows *= w[:, None]
+        weight_sums = np.bincount(labels, weights=w, minlength=n_clusters).astype(np.float64)
+        # bincount adds each bin's values in order: each cluster's rows in row order
+        sums = np.empty((n_clusters, X.shape[1]))
+        column = np.empty(X.shape[0])
+        for j in range(X.shape[1]):
+            column[:] = rows[:, j]
+            sums[:, j] = np.bincount(labels, weights=column, minlength=n_clusters)
+        return sums, weight_sums
 
-            # the one-hot (k × n) matrix in CSC form needs no sorting: column i holds a
-            # single 1 in row labels[i]
-            n = labels.shape[0]
-            onehot = sparse.csc_array(
-                (np.ones(n, dtype=X.dtype), labels, np.arange(n + 1)), shape=(n_clusters, n)
-            )
-            sums = onehot @ rows
-        return sums.astype(X.dtype, copy=False), weight_sums.astype(X.dtype, copy=False)
+    def sq_distances(self, X: Array, centers: Array, labels: Array, exponent: int) -> Array:
+        # features added one after another: as numba's kernel adds them
+        diff = rescale(X.astype(np.float64), exponent)
+        diff -= rescale(np.take(centers, labels, axis=0).astype(np.float64), exponent)
+        np.multiply(diff, diff, out=diff)
+        total = diff[:, 0].copy()
+        for j in range(1, diff.shape[1]):
+            total += diff[:, j]
+        return total
 
-    def count_labels(self, labels: Array, n_clusters: int) -> Array:
-        return np.bincount(labels, minlength=n_clusters)
-
-    def sq_dist_to_assigned(self, X: Array, centers: Array, labels: Array) -> Array:
-        diff = np.take(centers, labels, axis=0)  # far faster than centers[labels]
-        np.subtract(X, diff, out=diff)
-        diff = diff.astype(np.float64, copy=False)
-        return np.einsum("ij,ij->i", diff, diff)
+    def inertia_of(
+        self, X: Array, centers: Array, labels: Array, weights: Array | None, exponent: int
+    ) -> Array:
+        d2 = self.sq_distances(X, centers, labels, exponent)
+        if weights is not None:
+            d2 *= weights.astype(np.float64)
+        # rows added one after another (np.sum would pair them)
+        return np.cumsum(d2)[-1] if d2.shape[0] else np.zeros(())
 
     def farthest(self, distances: Array, n: int) -> Array:
-        # scikit-learn's choice, so that relocations (and therefore labels) agree with it.
+        # scikit-learn's choice, so that relocations (and therefore labels) agree with it
         return np.argpartition(distances, -n)[: -n - 1 : -1]
 
 
-def make_backend() -> NumpyBackend:
-    """The NumPy backend: with compiled kernels when numba is installed and
-    ``KMEANS_GPU_NUMBA`` is not ``0`` (read on every call), else pure NumPy."""
-    return _numpy_backend(os.environ.get("KMEANS_GPU_NUMBA", "").strip() != "0")
+def _running_two(
+    scores: np.ndarray, labels: np.ndarray, best: np.ndarray, second: np.ndarray
+) -> None:
+    """Per column of ``scores`` (k, m): the index of the smallest (the first on ties),
+    the smallest and the second-smallest value, folding in one cluster at a time."""
+    best[:] = scores[0]
+    labels[:] = 0
+    second[:] = np.inf
+    for j in range(1, scores.shape[0]):
+        lower = scores[j] < best
+        np.minimum(second, np.where(lower, best, scores[j]), out=second)
+        np.minimum(best, scores[j], out=best)
+        labels[lower] = j
+
+
+def make_backend(numba: bool | None = None) -> NumpyBackend:
+    """The NumPy backend: with numba's compiled kernels when ``numba`` (None: when it
+    is installed and ``KMEANS_GPU_NUMBA`` does not say ``0``), else pure NumPy."""
+    if numba is None:
+        from .._config import numba_enabled
+
+        numba = numba_enabled()
+    return _numpy_backend(bool(numba))
 
 
 @functools.cache

@@ -1,10 +1,11 @@
-"""The seed's API (the blog post's ``KMeansND.py`` and ``animKMeans2D.py``), in PEP 8
-names, as thin layers over the one solver.
+"""The API of the blog post "Animating K-means clustering in 2D with matplotlib" (its
+``KMeansND.py`` and ``animKMeans2D.py``), in PEP 8 names, as thin layers over the one
+solver.
 
-Each function behaves as the seed's code does on the same inputs: an empty cluster
-keeps its centroid, ``KMeansND`` iterates until the centroids stop changing, and its
-generator yields ``(centroids, labels, iteration)`` from the initial centroids at
-iteration 0.
+Each function behaves as the blog post's code does on the same inputs: an empty
+cluster keeps its centroid, ``KMeansND`` iterates until the centroids stop changing,
+and its generator yields ``(centroids, labels, iteration)`` from the initial centroids
+at iteration 0.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ __all__ = [
 def _problem_and_centroids(
     centroids: Any, points: Any, backend: str | Backend, fixed_origin: bool
 ) -> tuple[Problem, Array, Any]:
-    """The points as a problem and the centroids in its working units.
+    """The points as a problem and the validated centroids.
 
     ``fixed_origin`` centres on the centroids' mean (so one point's answer does not
     depend on the others); otherwise on the points' mean, as a fit does.
@@ -71,9 +72,9 @@ def assign_points_to_centroids(
     """
     problem, centers, placement = _problem_and_centroids(centroids, points, backend, True)
     xp = problem.backend.xp
-    with on_device_of(problem.X_input):
+    with on_device_of(problem.X):
         labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
-        _assign.assign(problem, centers, labels, statistics=False)
+        _assign.assign(problem, _assign.centers_for(problem, centers), labels, statistics=False)
         labels = xp.astype(labels, xp.int64)
     return placement.to_output(labels)
 
@@ -105,11 +106,12 @@ def recalc_centroids(
         )
     if labels_np.size and (labels_np.min() < 0 or labels_np.max() >= k):
         raise ValueError(f"labels must lie in [0, {k}), got values outside it")
-    with on_device_of(problem.X_input):
+    with on_device_of(problem.X):
         labels_dev = backend_.asarray(labels_np.astype(np.int32), device=problem.device)
-        rows = problem.rows(0, problem.n_samples)
-        sums, weights = backend_.cluster_sums(rows, labels_dev, None, k)
-        new = problem.from_working(_lloyd.weighted_means(sums, weights, centers, xp))
+        sums, weights = backend_.cluster_sums(problem.X, problem.origin, labels_dev, None, k)
+        has_points = (weights > 0)[:, None]
+        means = sums / xp.where(has_points, weights[:, None], xp.ones_like(sums))
+        new = xp.where(has_points, problem.from_working(means), centers)
     return placement.to_output(new)
 
 
@@ -120,7 +122,7 @@ def _to_host(x: Any) -> np.ndarray:
 
 
 class KMeansND:
-    """``KMeansND(initial_centroids, points)``: the seed's K-means in any dimension.
+    """``KMeansND(initial_centroids, points)``: the blog post's K-means in any dimension.
 
     Parameters
     ----------
@@ -128,12 +130,12 @@ class KMeansND:
     points : array of shape (n_points, n_features)
     backend : {"auto", "numpy", "cupy"} or Backend, default="auto"
     max_iter : int, default=None
-        None iterates until the centroids stop changing, as the seed does.
+        None iterates until the centroids stop changing, as the blog post does.
 
     Raises
     ------
     DimensionMismatchError
-        A ``ValueError`` (and ``RuntimeError``, as in the seed) when the centroids and
+        A ``ValueError`` (and ``RuntimeError``, as in the blog post) when the centroids and
         points have different numbers of features.
     """
 
@@ -160,15 +162,11 @@ class KMeansND:
     def _frame(self, centers: Array, labels: Array, iteration: int) -> Frame:
         out = self._placement.to_output
         xp = self._problem.backend.xp
-        return (
-            out(self._problem.from_working(centers)),
-            out(xp.astype(labels, xp.int64)),
-            iteration,
-        )
+        return out(centers), out(xp.astype(labels, xp.int64)), iteration
 
     def get_centroids(self) -> Frame:
         """Run to convergence: ``(centroids, labels, iterations)``."""
-        with on_device_of(self._problem.X_input):
+        with on_device_of(self._problem.X):
             result = _lloyd.run_to_end(self._steps())
             return self._frame(result.centers, result.labels, result.n_iter)
 
@@ -180,7 +178,7 @@ class KMeansND:
 
     def _generator_func(self) -> Iterator[Frame]:
         """The frames, each made on the device that holds the points."""
-        yield from steps_on_device_of(self._problem.X_input, self._frames())
+        yield from steps_on_device_of(self._problem.X, self._frames())
 
     def get_generator_func(self) -> Callable[[], Iterator[Frame]]:
         """A generator function; each call returns a fresh generator of
@@ -197,7 +195,7 @@ def generate_clusters(
     *,
     random_state: Any = None,
 ) -> np.ndarray:
-    """Random clustered points, as the seed's ``generateClusters``.
+    """Random clustered points, as the blog post's ``generateClusters``.
 
     Cluster centres are uniform within ``bounds`` (one ``(low, high)`` pair per
     dimension); each cluster's points are normal around its centre with diagonal
@@ -227,7 +225,7 @@ def generate_clusters(
 
 
 def initialize_centroids(k: int, points: Any, *, random_state: Any = None) -> Array:
-    """``k`` distinct points drawn at random, as the seed's ``initializeCentroids``.
+    """``k`` distinct points drawn at random, as the blog post's ``initializeCentroids``.
 
     Returns
     -------

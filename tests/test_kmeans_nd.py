@@ -1,4 +1,4 @@
-"""The seed's API behaves as the seed's own code (tests/seed_reference.py) does."""
+"""The seed's API behaves as the seed's own code (tests/blog_post_reference.py) does."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import kmeans_gpu as kg
-from kmeans_gpu.seed import DimensionMismatchError
+from kmeans_gpu.kmeans_nd import DimensionMismatchError
 
-from . import seed_reference as ref
+from . import blog_post_reference as ref
 
 
 @pytest.fixture

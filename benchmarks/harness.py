@@ -1,8 +1,8 @@
 """The benchmark harness: the same seeded data and the same initial centroids for every
 contender, a fixed number of Lloyd iterations, repetitions alternated between
 contenders, medians of milliseconds per iteration, the ratio to this project, agreement
-of the final inertia, and peak memory. Run it with ``kmeans-gpu bench`` or
-``python benchmarks/run.py``; it prints a Markdown table and can write JSON.
+of the final inertia, and peak memory. Run it with ``python benchmarks/run.py`` (or
+``kmeans-gpu bench`` from a checkout); it prints a Markdown table and can write JSON.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 #: name -> (n_samples, n_features, n_clusters, needs a GPU)
 WORKLOADS: dict[str, tuple[int, int, int, bool]] = {
-    "seed": (1_200, 2, 12, False),
+    "blog": (1_200, 2, 12, False),
     "W1": (1_000_000, 2, 12, False),
     "W2": (200_000, 64, 256, False),
     "W3": (100_000, 128, 1_024, False),
@@ -38,8 +38,8 @@ def make_data(name: str, dtype: Any = np.float32, seed: int = 0) -> tuple[np.nda
     """Seeded blobs for a workload and its initial centroids (k distinct rows)."""
     n, d, k, _ = WORKLOADS[name]
     rng = np.random.default_rng(seed)
-    if name == "seed":
-        from .seed import generate_clusters
+    if name == "blog":
+        from kmeans_gpu import generate_clusters
 
         X = generate_clusters(12, 100, 0.01, random_state=seed)
     else:
@@ -166,70 +166,46 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None] = lambda: None) -> tu
     return time.perf_counter() - start, out
 
 
-#: variants of kmeans-gpu: name suffix -> (note, workloads (all when empty))
-VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "without numba": ("the pure NumPy path (KMEANS_GPU_NUMBA=0)", ()),
-    "tf32": ("precision='tf32': TF32 products, near ties re-checked exactly", ("G1", "G2")),
-    "tf32x3": (
-        "precision='tf32x3': split TF32 products (3 per pair), near ties re-checked exactly",
-        ("G1", "G2"),
+#: variants of kmeans-gpu: name suffix -> (note, backend factory, workloads (all if empty))
+VARIANTS: dict[str, tuple[str, Callable[[], Any], tuple[str, ...]]] = {
+    "without numba": (
+        "the pure NumPy path (NumpyBackend without numba)",
+        lambda: _backends().make_numpy(numba=False),
+        (),
     ),
     "plain CuPy": (
-        "KMEANS_GPU_CUDA_KERNELS=plain: CuPy's argmin and float atomics, no custom kernel",
+        "CupyBackend(kernels=False): CuPy's own operations, no CUDA kernel",
+        lambda: _backends().make_cupy(kernels=False),
         (),
     ),
-    "CUDA fused": (
-        "KMEANS_GPU_CUDA_KERNELS=fused: product and argmin in one kernel (FP32 FMA)",
-        (),
-    ),
-    "tf32 triton": (
-        "precision='tf32', KMEANS_GPU_CUDA_KERNELS=triton: a Triton kernel finds the two "
-        "nearest centres on tensor cores without writing the product",
-        ("G1", "G2"),
-    ),
-    "triton": (
-        "KMEANS_GPU_CUDA_KERNELS=triton, exact: the exact labels by Triton's split TF32 on "
-        "tensor cores, near ties re-checked with the exact product",
-        ("G1", "G2"),
-    ),
 }
-#: the precision and the CUDA kernels of the variants that change them
-_VARIANT_PRECISION = {
-    "tf32": "tf32",
-    "tf32x3": "tf32x3",
-    "tf32 triton": "tf32",
-}
-_VARIANT_KERNELS = {
-    "plain CuPy": None,
-    "CUDA fused": "fused",
-    "tf32 triton": "triton",
-    "triton": "triton",
-}
+
+
+def _backends() -> Any:
+    import types
+
+    from kmeans_gpu.backends import _cupy, _numpy
+
+    return types.SimpleNamespace(make_numpy=_numpy.make_backend, make_cupy=_cupy.make_backend)
 
 
 def _ours(backend: str, variant: str | None = None) -> Contender:
-    """kmeans-gpu on ``backend`` as a user gets it, or one of its :data:`VARIANTS`."""
-    from . import kmeans
+    """kmeans-gpu on ``backend`` as a user gets it, or one of its :data:`VARIANTS` (a
+    backend object of its own)."""
+    from kmeans_gpu import kmeans
 
-    precision = _VARIANT_PRECISION.get(variant or "", "exact")
+    chosen: Any = backend if variant is None else VARIANTS[variant][1]()
 
     def solve(X: Any, init: Any, iterations: int) -> tuple[Any, int]:
-        with _variant(backend, variant):
-            centers, _, _, n_iter = kmeans(
-                X,
-                init.shape[0],
-                init=init,
-                max_iter=iterations,
-                tol=0.0,
-                backend=backend,
-                precision=precision,
-            )
+        centers, _, _, n_iter = kmeans(
+            X, init.shape[0], init=init, max_iter=iterations, tol=0.0, backend=chosen
+        )
         return centers, n_iter
 
     name = f"{OURS}[{backend}]"
     if variant is None:
         return _our_contender(name, backend, solve)
-    note, only = VARIANTS[variant]
+    note, _, only = VARIANTS[variant]
     return _our_contender(f"{name} {variant}", backend, solve, note=note, only=only)
 
 
@@ -274,69 +250,25 @@ def _our_contender(
     )
 
 
-@contextlib.contextmanager
-def _variant(backend: str, variant: str | None) -> Iterator[None]:
-    """Switch the solver to ``variant`` for a block, and back."""
-    if variant == "without numba":  # read by the NumPy backend's factory at every fit
-        old = os.environ.get("KMEANS_GPU_NUMBA")
-        os.environ["KMEANS_GPU_NUMBA"] = "0"
-        try:
-            yield
-        finally:
-            if old is None:
-                del os.environ["KMEANS_GPU_NUMBA"]
-            else:
-                os.environ["KMEANS_GPU_NUMBA"] = old
-    elif variant in _VARIANT_KERNELS:  # read when the backend is made
-        with _solver_set(backend, "custom_kernel", _VARIANT_KERNELS[variant]):
-            yield
-    else:
-        yield
-
-
-@contextlib.contextmanager
-def _solver_set(backend: str, name: str, value: Any) -> Iterator[None]:
-    """The backend object's attribute ``name`` set to ``value`` for a block, and back."""
-    from .backends import get_backend
-
-    solver = get_backend(backend)
-    old = getattr(solver, name)
-    setattr(solver, name, value)
-    try:
-        yield
-    finally:
-        setattr(solver, name, old)
-
-
 def _numpy_is_compiled() -> bool:
-    from .backends import get_backend
+    from kmeans_gpu.backends import get_backend
 
     return type(get_backend("numpy")).__name__ == "NumbaBackend"
 
 
-def _ours_frames(backend: str, pending: bool = False) -> Contender:
-    """The frame stream on ``backend``; on CuPy with ``pending``, with the kernels
-    behind ``KMEANS_GPU_PENDING_KERNELS`` (the inertia's terms in one read)."""
-    from . import iter_frames
+def _ours_frames(backend: str) -> Contender:
+    """The frame stream on ``backend``."""
+    from kmeans_gpu import iter_frames
 
     def solve(X: Any, init: Any, iterations: int) -> tuple[Any, int]:
-        pending_on = (
-            _solver_set(backend, "pending_kernels", True) if pending else contextlib.nullcontext()
+        steps = iter_frames(
+            X, init, max_iter=iterations, tol=0.0, empty_cluster="relocate", backend=backend
         )
-        with pending_on:
-            steps = iter_frames(
-                X, init, max_iter=iterations, tol=0.0, empty_cluster="relocate", backend=backend
-            )
-            frames = list(steps)
+        frames = list(steps)
         return frames[-1].centroids, frames[-1].iteration
 
     note = "frame stream: every iteration's centroids and labels copied to the host"
-    return _our_contender(
-        f"{OURS}[{backend}] frames" + (", pending kernels" if pending else ""),
-        backend,
-        solve,
-        note=note + ("; KMEANS_GPU_PENDING_KERNELS=1" if pending else ""),
-    )
+    return _our_contender(f"{OURS}[{backend}] frames", backend, solve, note=note)
 
 
 def _to_backend(backend: str) -> Callable[[np.ndarray, np.ndarray], tuple[Any, Any]]:
@@ -465,9 +397,9 @@ def _fastkmeans() -> Contender:
     )
 
 
-def _seed_loop() -> Contender | None:
+def _blog_post_loop() -> Contender | None:
     try:
-        from tests import seed_reference as ref
+        from tests import blog_post_reference as ref
     except ImportError:
         return None
 
@@ -484,9 +416,9 @@ def _seed_loop() -> Contender | None:
         return Measurement(seconds, iterations, centers, host[0])
 
     return Contender(
-        "the seed's per-point loop",
+        "the blog post's per-point loop",
         run,
-        only=("seed",),
+        only=("blog",),
         note="the blog post's assignPointsToCentroids / recalcCentroids",
     )
 
@@ -497,7 +429,7 @@ def _installed(module: str) -> bool:
 
 def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
     """What can run here, and a line for each contender left out."""
-    from .backends import available_backends
+    from kmeans_gpu.backends import available_backends
 
     chosen: list[Contender] = []
     skipped: list[str] = []
@@ -507,15 +439,7 @@ def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
         if backend == "numpy" and _numpy_is_compiled():
             chosen.append(_ours("numpy", "without numba"))
         if backend == "cupy":
-            from .backends import _triton
-
-            chosen.append(_ours_frames("cupy", pending=True))
-            variants = ["tf32", "tf32x3", "plain CuPy", "CUDA fused"]
-            if _triton.available():
-                variants += ["triton", "tf32 triton"]
-            else:
-                skipped.append("kmeans-gpu[cupy] triton variants: triton or torch not installed")
-            chosen += [_ours("cupy", variant) for variant in variants]
+            chosen.append(_ours("cupy", "plain CuPy"))
     chosen += [_sklearn("lloyd"), _sklearn("elkan")]
     for module, factory in (("faiss", _faiss),):
         (
@@ -533,25 +457,25 @@ def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
             chosen.append(factory())
         else:
             skipped.append(f"{module}: needs torch, a CUDA device and the package")
-    seed = _seed_loop()
-    if seed is not None:
-        chosen.append(seed)
+    blog = _blog_post_loop()
+    if blog is not None:
+        chosen.append(blog)
     else:
-        skipped.append("the seed's loop: run benchmarks/run.py from a checkout")
+        skipped.append("the blog post's loop: tests/blog_post_reference.py not importable")
     return chosen, skipped
 
 
 # -- the run --------------------------------------------------------------------------
 def final_inertia(X: Any, centers: Any, backend: str = "numpy") -> float:
-    """Σ‖x − nearest centre‖², computed the same way for every contender."""
-    from ._api import prepare
-    from ._assign import assign, inertia
+    """Σ‖x − nearest centre‖², computed the same way (exactly) for every contender."""
+    from kmeans_gpu._api import prepare
+    from kmeans_gpu._assign import assign, centers_for, inertia
 
-    problem, _, working = prepare(X, None, backend, centers=centers)
+    problem, _, valid = prepare(X, None, backend, centers=centers)
     xp = problem.backend.xp
     labels = xp.empty(problem.n_samples, dtype=xp.int32, device=problem.device)
-    assign(problem, working, labels, statistics=False)
-    return problem.inertia_from_working(inertia(problem, working, labels))
+    assign(problem, centers_for(problem, valid), labels, statistics=False)
+    return inertia(problem, valid, labels)
 
 
 def _evaluator(X: np.ndarray, on_gpu: bool) -> Callable[[np.ndarray], float]:
@@ -574,7 +498,7 @@ def run_benchmark(
     log: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     """Run every available contender on every workload; returns the JSON document."""
-    from .backends import available_backends
+    from kmeans_gpu.backends import available_backends
 
     gpu = "cupy" in available_backends()
     pool, skipped = contenders(include_gpu=gpu)
@@ -709,7 +633,7 @@ def machine_info() -> dict[str, Any]:
         with contextlib.suppress(Exception):
             versions[module] = getattr(importlib.import_module(module), "__version__", "?")
     info["versions"] = versions
-    from .backends import available_backends
+    from kmeans_gpu.backends import available_backends
 
     if "cupy" in available_backends():
         import cupy
@@ -781,12 +705,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="kmeans-gpu bench", description="Compare kmeans-gpu with its peers."
+        prog="benchmarks/run.py", description="Compare kmeans-gpu with its peers."
     )
     parser.add_argument(
         "workloads",
         nargs="*",
-        default=["seed", "W1", "W2", "W3", "G1", "G2"],
+        default=["blog", "W1", "W2", "W3", "G1", "G2"],
         help=f"any of {', '.join(WORKLOADS)} (default: all that can run)",
     )
     parser.add_argument("--iterations", type=int, default=10)
