@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._problem import Problem
+from ._problem import Problem, fold
 from .backends import Array
-from .backends._base import clamp, rescale
+from .backends._base import centred64, clamp, rescale
 
 
 @dataclass(frozen=True)
@@ -136,27 +136,37 @@ def assign(
     xp = backend.xp
     k = centers.n_clusters
 
-    def chunk(start: int, stop: int) -> Statistics | None:
+    def statistics_of(own: Array, start: int, stop: int, a: int, b: int) -> Statistics:
+        """The statistics of rows ``a:b`` of the chunk ``start:stop`` (labels ``own``)."""
+        X = problem.X[a:b, ...]
+        mine = own[a - start : b - start]
+        w = None if problem.weights is None else problem.weights[a:b]
+        sums, weights = backend.cluster_sums(X, problem.origin, mine, w, k, problem.deterministic)
+        if previous is None:
+            changed = xp.full((), b - a, dtype=xp.int64, device=problem.device)
+        else:
+            changed = xp.astype(xp.count_nonzero(mine != previous[a:b]), xp.int64)
+        inertia = None
+        if with_inertia:
+            inertia = backend.inertia_of(X, centers.caller, mine, w, problem.scale_exponent)
+        return Statistics(sums, weights, changed, inertia)
+
+    def chunk(start: int, stop: int) -> tuple[int, int, Statistics | None]:
         own = nearest(problem, centers, start, stop)
         labels[start:stop] = own
         if not statistics:
-            return None
-        X = problem.X[start:stop, ...]
-        w = None if problem.weights is None else problem.weights[start:stop]
-        sums, weights = backend.cluster_sums(X, problem.origin, own, w, k, problem.deterministic)
-        if previous is None:
-            changed = xp.full((), stop - start, dtype=xp.int64, device=problem.device)
-        else:
-            changed = xp.astype(xp.count_nonzero(own != previous[start:stop]), xp.int64)
-        inertia = None
-        if with_inertia:
-            inertia = backend.inertia_of(X, centers.caller, own, w, problem.scale_exponent)
-        return Statistics(sums, weights, changed, inertia)
+            return start, stop, None
+        parts = [
+            (a, b, statistics_of(own, start, stop, a, b)) for a, b in problem.blocks(start, stop)
+        ]
+        return start, stop, fold(parts, backend.sum_block_rows)
 
-    total = None
-    for part in backend.map_chunks(chunk, problem.chunks(k)):
-        total = part if total is None else total + part
-    return total
+    parts = backend.map_chunks(chunk, problem.chunks(k))
+    if not statistics:
+        for _ in parts:  # run them
+            pass
+        return None
+    return fold(parts, backend.sum_block_rows)
 
 
 def nearest(problem: Problem, centers: Centers, start: int, stop: int) -> Array:
@@ -242,48 +252,60 @@ def merge_labels(xp: Any, labels: Array, near: Array, settled: Array) -> Array:
 
 def inertia(problem: Problem, centers: Array, labels: Array) -> float:
     """Exact ``Σ w ‖x − c_label‖²`` of X against centres of X's units, in X's units,
-    accumulated in float64 in chunk order."""
+    accumulated in float64 (as :meth:`Problem.reduce` adds)."""
     backend, w, s = problem.backend, problem.weights, problem.scale_exponent
 
-    def chunk(start: int, stop: int) -> Array:
+    def block(start: int, stop: int) -> Array:
         wc = None if w is None else w[start:stop]
         return backend.inertia_of(problem.X[start:stop, ...], centers, labels[start:stop], wc, s)
 
-    total = None
-    for part in backend.map_chunks(chunk, problem.chunks(int(centers.shape[0]))):
-        total = part if total is None else total + part
+    total = problem.reduce(block, problem.chunks(int(centers.shape[0])))
     return problem.inertia_from_working(float(total))
 
 
 def distances(problem: Problem, centers: Centers) -> Array:
     """Euclidean distances of every row to every centre ``(n_samples, k)``, in X's
-    dtype and units: ``‖x‖² + ‖c‖² − 2x·c`` on working rows, and exact float64
-    differences wherever that is within its error bound of zero (near a centre)."""
+    dtype and units, to the dtype's rounding: ``‖x‖² + ‖c‖² − 2x·c`` in float64 on
+    working rows, and float64 differences wherever that expression's error could show
+    in the result (near a centre).
+
+    Raises
+    ------
+    ValueError
+        When a distance exceeds the range of X's dtype.
+    """
     backend = problem.backend
     xp = backend.xp
-    k = centers.n_clusters
+    d, s = problem.n_features, problem.scale_exponent
+    finfo = xp.finfo(problem.dtype)
+    shown = 24 if problem.itemsize == 4 else 20  # significant bits the result must keep
+    delta = (d + 8) * 2.0**-53 / (1.0 - (d + 8) * 2.0**-53)
+    center_rows = centred64(xp, centers.caller, problem.origin)
+    center_sq = xp.sum(center_rows * center_rows, axis=1)
+    largest = xp.sqrt(xp.max(center_sq))
 
     def chunk(start: int, stop: int) -> Array:
-        rows = problem.rows(start, stop)
+        X = problem.X[start:stop, ...]
+        rows = centred64(xp, X, problem.origin)
         rows_sq = xp.sum(rows * rows, axis=1)
-        d2 = rows_sq[:, None] + centers.sq[None, :] - 2.0 * (rows @ centers.working.T)
-        d2 = xp.astype(d2, xp.float64)
-        close = d2 <= score_margin(problem, rows_sq, centers)[:, None]
+        d2 = rows_sq[:, None] + center_sq[None, :] - 2.0 * (rows @ center_rows.T)
+        reach = xp.sqrt(rows_sq) + largest
+        close = d2 <= (delta * 2.0 ** (shown + 1)) * (reach * reach)[:, None]
         row, column = xp.nonzero(close)
         if int(row.shape[0]):
-            exact = backend.sq_distances(
-                xp.take(problem.X[start:stop, ...], row, axis=0),
-                centers.caller,
-                column,
-                problem.scale_exponent,
-            )
+            exact = backend.sq_distances(xp.take(X, row, axis=0), centers.caller, column, s)
             flat = xp.reshape(d2, (-1,))
-            index = xp.astype(row, xp.int64) * k + xp.astype(column, xp.int64)
+            index = xp.astype(row, xp.int64) * centers.n_clusters + xp.astype(column, xp.int64)
             d2 = xp.reshape(_replace_at(xp, flat, index, exact), d2.shape)
-        d2 = clamp(xp, d2, low=0.0)
-        return xp.astype(rescale(xp.sqrt(d2), -problem.scale_exponent), problem.dtype)
+        return rescale(xp.sqrt(clamp(xp, d2, low=0.0)), -s)
 
-    return xp.concat(list(backend.map_chunks(chunk, problem.chunks(k))), axis=0)
+    parts = list(backend.map_chunks(chunk, problem.row_blocks(centers.n_clusters + 2 * d)))
+    found = xp.concat(parts, axis=0)
+    if float(xp.max(found)) > float(finfo.max):
+        raise ValueError(
+            f"distances exceed the range of X's dtype ({problem.dtype}): pass float64 data"
+        )
+    return xp.astype(found, problem.dtype)
 
 
 def _replace_at(xp: Any, values: Array, index: Array, new: Array) -> Array:

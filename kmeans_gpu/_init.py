@@ -31,9 +31,10 @@ def kmeans_plusplus_working(
 
     Each new centre is the best (lowest weighted potential) of ``n_local_trials``
     candidates drawn with probability proportional to ``w · D(x)²``. Every pass runs
-    block by block, in a fixed order, with temporaries of one block: a step takes three
-    passes (the draw, the candidates' potentials, the new distances) and keeps one
-    distance per row. No value is read back from the device.
+    block by block with temporaries of one block, its sums added as
+    :meth:`Problem.reduce` adds them (the same bits whatever the working memory): a
+    step takes three passes (the draw, the candidates' potentials, the new distances)
+    and keeps one distance per row. No value is read back from the device.
     """
     backend = problem.backend
     xp = backend.xp
@@ -41,7 +42,8 @@ def kmeans_plusplus_working(
     trials = n_local_trials or 2 + int(math.log(n_clusters))
     weights = problem.weights
     x_sq = problem.squared_row_norms
-    blocks = problem.row_blocks(trials + problem.n_features)
+    ranges = problem.row_blocks(trials + problem.n_features)
+    blocks = [block for r in ranges for block in problem.blocks(*r)]  # the fixed sum blocks
     # every uniform draw at once: one copy to the device instead of one per step
     uniforms = random_state.uniform(size=1 + (n_clusters - 1) * trials)
     uniforms_dev = xp.asarray(uniforms, dtype=xp.float64, device=dev)
@@ -50,12 +52,6 @@ def kmeans_plusplus_working(
     def weighted(values: Array, start: int, stop: int) -> Array:
         values = xp.astype(values, xp.float64)
         return values if weights is None else values * xp.astype(weights[start:stop], xp.float64)
-
-    def fold(work: Callable[[int, int], Array]) -> Array:
-        total = None
-        for part in backend.map_chunks(work, blocks):
-            total = part if total is None else total + part
-        return total
 
     def draw(values: Callable[[int, int], Array], totals: Array, start: int, count: int) -> Array:
         """Rows drawn with probability proportional to ``values``, by the draws
@@ -76,22 +72,23 @@ def kmeans_plusplus_working(
         return clamp(xp, d2, low=0.0)
 
     def update(index: Array) -> Array:
-        """``closest`` with the row ``index`` as one more centre; the blocks' weighted
-        sums of it."""
+        """``closest`` with the row ``index`` as one more centre; the weighted sums of
+        it over :data:`blocks`."""
         center, center_sq = problem.take(index), xp.take(x_sq, index)
 
-        def block(a: int, b: int) -> Array:
-            closest[a:b] = xp.minimum(closest[a:b], distances(center, center_sq, a, b)[0, :])
-            return xp.reshape(xp.sum(weighted(closest[a:b], a, b)), (1,))
+        def chunk(start: int, stop: int) -> Array:
+            d2 = distances(center, center_sq, start, stop)[0, :]
+            closest[start:stop] = xp.minimum(closest[start:stop], d2)
+            parts = problem.blocks(start, stop)
+            return xp.stack([xp.sum(weighted(closest[a:b], a, b)) for a, b in parts])
 
-        return xp.concat(list(backend.map_chunks(block, blocks)))
+        return xp.concat(list(backend.map_chunks(chunk, ranges)))
 
-    if weights is None:
-        totals = xp.asarray([float(b - a) for a, b in blocks], dtype=xp.float64, device=dev)
-        chosen = [draw(lambda a, b: xp.ones(b - a, dtype=xp.float64, device=dev), totals, 0, 1)]
-    else:
-        totals = xp.stack([xp.sum(weighted(weights[a:b], a, b)) for a, b in blocks])
-        chosen = [draw(lambda a, b: weighted(weights[a:b], a, b), totals, 0, 1)]
+    def weight(a: int, b: int) -> Array:
+        return weighted(xp.ones(b - a, dtype=xp.float64, device=dev), a, b)
+
+    totals = xp.stack([xp.sum(weight(a, b)) for a, b in blocks])
+    chosen = [draw(weight, totals, 0, 1)]
     totals = update(chosen[0])
     for step in range(1, n_clusters):
         first = 1 + (step - 1) * trials
@@ -100,7 +97,7 @@ def kmeans_plusplus_working(
             _potentials, distances, closest, weighted,
             problem.take(candidates), xp.take(x_sq, candidates),
         )  # fmt: skip
-        best = xp.reshape(xp.argmin(fold(potential)), (1,))
+        best = xp.reshape(xp.argmin(problem.reduce(potential, ranges)), (1,))
         chosen.append(xp.take(candidates, best))
         totals = update(chosen[-1])
     return xp.concat(chosen)

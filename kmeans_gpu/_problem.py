@@ -12,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .backends import Array, Backend
 from .backends._base import centred64, rescale
+
+T = TypeVar("T")
 
 #: Rows per chunk on backends that compute a chunk's scores in smaller blocks: about
 #: 1/32 of the rows (two chunks per thread on 16 threads), within these bounds.
@@ -103,8 +106,7 @@ class Problem:
             rows = self.rows(start, stop)
             return xp.sum(rows * rows, axis=1)
 
-        blocks = self.row_blocks(self.n_features)
-        return xp.concat(list(self.backend.map_chunks(block, blocks)))
+        return xp.concat(list(self.backend.map_chunks(block, self.row_blocks(self.n_features))))
 
     def tolerance(self, tol: float) -> float:
         """scikit-learn's rule: ``tol`` times the mean per-feature variance."""
@@ -130,37 +132,87 @@ class Problem:
         """The row ranges a pass over the data works on, one at a time per thread: as
         many rows as their temporaries fit half the working memory (the scores, unless
         the backend computes them in smaller blocks; the working rows; their float64
-        sums). They depend on the data's shape, ``n_clusters`` and the working memory
-        only, never on the number of threads."""
-        backend, n, d = self.backend, self.n_samples, self.n_features
-        row_bytes = 8 * (d + 4) + self.itemsize * 2 * d
-        if backend.max_chunk_rows is None:  # a chunk's scores are written at once
-            return self.row_blocks(0, row_bytes=row_bytes + self.itemsize * n_clusters)
-        share = min(backend.max_chunk_rows, max(MIN_CHUNK_ROWS, -(-n // CHUNK_SHARE)))
-        rows = min(share, self._fitting_rows(row_bytes))
+        sums). They depend on the data's shape, ``n_clusters`` and the working memory,
+        never on the number of threads."""
+        row_bytes = 8 * (self.n_features + 4) + self.itemsize * 2 * self.n_features
+        if self.backend.max_chunk_rows is None:  # a chunk's scores are written at once
+            row_bytes += self.itemsize * n_clusters
+        return self.ranges(row_bytes)
+
+    def row_blocks(self, columns: int) -> list[tuple[int, int]]:
+        """Row ranges whose ``columns`` float64 temporaries per row fit half the working
+        memory."""
+        return self.ranges(8 * max(1, columns))
+
+    def ranges(self, row_bytes: int) -> list[tuple[int, int]]:
+        """Consecutive row ranges of at most as many rows as ``row_bytes`` per row fit
+        half the working memory (and the backend's ``max_chunk_rows``, in about 1/32 of
+        the rows). Where the backend adds its sums over fixed blocks of rows, each range
+        is a power-of-two number of blocks, aligned: a node of the tree :func:`fold`
+        adds them in."""
+        backend, n = self.backend, self.n_samples
+        rows = max(1, self.workspace // (2 * row_bytes))
+        if backend.max_chunk_rows is not None:
+            share = max(MIN_CHUNK_ROWS, -(-n // CHUNK_SHARE))
+            rows = min(rows, backend.max_chunk_rows, share)
+        block = backend.sum_block_rows
+        if block:
+            rows = block << max(0, (rows // block).bit_length() - 1)
         return [(start, min(start + rows, n)) for start in range(0, n, rows)]
 
-    def row_blocks(
-        self, columns: int, n_rows: int | None = None, row_bytes: int | None = None
-    ) -> list[tuple[int, int]]:
-        """Ranges of ``n_rows`` rows (default: all the samples) whose temporaries fit
-        half the working memory: ``columns`` float64 values per row, or ``row_bytes``."""
-        n = self.n_samples if n_rows is None else n_rows
-        rows = self._fitting_rows(row_bytes or 8 * max(1, columns))
-        return [(start, min(start + rows, n)) for start in range(0, n, rows)]
+    def blocks(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """The backend's fixed blocks of rows within a range of :meth:`ranges` (the
+        range itself where the backend has none)."""
+        block = self.backend.sum_block_rows
+        if not block:
+            return [(start, stop)]
+        return [(a, min(a + block, stop)) for a in range(start, stop, block)]
 
-    def _fitting_rows(self, row_bytes: int) -> int:
-        return max(1, self.workspace // (2 * row_bytes))
+    def reduce(self, work: Callable[[int, int], T], ranges: list[tuple[int, int]]) -> T:
+        """The sum of ``work(a, b)`` over the fixed blocks of ``ranges`` (each range run
+        on one of the backend's threads), added as :func:`fold` adds them: the same
+        bits whatever the ranges and threads."""
+        block = self.backend.sum_block_rows
+
+        def chunk(start: int, stop: int) -> tuple[int, int, T]:
+            parts = [(a, b, work(a, b)) for a, b in self.blocks(start, stop)]
+            return start, stop, fold(parts, block)
+
+        return fold(self.backend.map_chunks(chunk, ranges), block)
 
 
-def _scale_exponent(max_abs: float, finfo: Any) -> int:
-    """The power of two that brings ``max_abs`` into [0.5, 1) when squares of values of
-    that size could overflow or underflow in the dtype; 0 (no scaling) otherwise."""
-    if max_abs == 0.0:
+def fold(parts: Iterable[tuple[int, int, T]], block_rows: int | None) -> T:
+    """The sum of the values of consecutive row ranges ``(start, stop, value)``, in row
+    order. With ``block_rows``, as a binary tree over blocks of that many rows (each
+    range a node of it: an aligned power-of-two run of blocks, or the last run), so that
+    the result does not depend on how the rows were divided into ranges; without, one
+    after another."""
+    stack: list[tuple[int, int, Any]] = []
+    for start, stop, value in parts:
+        if not block_rows and stack:
+            stack[-1] = (stack[-1][0], stop, stack[-1][2] + value)
+            continue
+        stack.append((start, stop, value))
+        while block_rows and len(stack) >= 2:
+            (a, b, x), (c, e, y) = stack[-2], stack[-1]
+            size = -(-(b - a) // block_rows)
+            if -(-(e - c) // block_rows) != size or (a // block_rows) % (2 * size):
+                break
+            stack[-2:] = [(a, e, x + y)]
+    total = stack.pop()[2]
+    while stack:  # the last runs, from the right: their parents in the tree
+        total = stack.pop()[2] + total
+    return total
+
+
+def _scale_exponent(exponent: int | None, finfo: Any) -> int:
+    """The power of two that brings values of binary exponent ``exponent`` (``x =
+    f·2**exponent``, 0.5 <= f < 1) into [0.5, 1) when their squares could overflow or
+    underflow in the dtype; 0 (no scaling) otherwise, and for all zeros (None)."""
+    if exponent is None:
         return 0
     high = math.frexp(float(finfo.max))[1] // 4
     low = math.frexp(float(finfo.smallest_normal))[1] // 4
-    exponent = math.frexp(max_abs)[1]
     return 0 if low < exponent < high else -exponent
 
 
@@ -189,23 +241,21 @@ def make_problem(
     workspace = working_memory or backend.default_working_memory()
     problem = Problem(backend, X, weights, xp.zeros(d, dtype=xp.float64), 0, 0.0, workspace)
     blocks = problem.row_blocks(d)
-    fold = functools.partial(_fold, backend)
     if center is None:
-        center = fold(lambda a, b: _column_sums(xp, X[a:b, ...], 0), blocks) / n
+        center = problem.reduce(lambda a, b: _column_sums(xp, X[a:b, ...], 0), blocks) / n
         if not bool(xp.all(xp.isfinite(center))):  # the float64 sum overflowed: scale
-            top = _fold(backend, lambda a, b: xp.max(xp.abs(X[a:b, ...])), blocks, xp.maximum)
-            shift = math.frexp(float(top))[1]
-            center = rescale(
-                fold(lambda a, b: _column_sums(xp, X[a:b, ...], -shift), blocks) / n, shift
-            )
+            top = _largest(backend, lambda a, b: xp.max(xp.abs(X[a:b, ...])), blocks)
+            shift = math.frexp(top)[1]
+            scaled = problem.reduce(lambda a, b: _column_sums(xp, X[a:b, ...], -shift), blocks)
+            center = rescale(scaled / n, shift)
     mean = xp.astype(xp.astype(center, X.dtype), xp.float64)  # a value of X's dtype
 
-    def largest(a: int, b: int) -> Array:
-        rows = centred64(xp, X[a:b, ...], (mean, 0))
-        return xp.max(xp.abs(rows))
-
-    spread = float(_fold(backend, largest, blocks, xp.maximum))
-    exponent = _scale_exponent(spread, xp.finfo(X.dtype))
+    # max |x − mean|, from values scaled by a power of two, so that it cannot overflow
+    top = math.frexp(_largest(backend, lambda a, b: xp.max(xp.abs(X[a:b, ...])), blocks))[1]
+    spread = _largest(
+        backend, lambda a, b: xp.max(xp.abs(centred64(xp, X[a:b, ...], (mean, -top)))), blocks
+    )
+    exponent = _scale_exponent(math.frexp(spread)[1] + top if spread else None, xp.finfo(X.dtype))
     problem = dataclasses.replace(
         problem, mean=mean, scale_exponent=exponent, deterministic=deterministic
     )
@@ -218,7 +268,7 @@ def make_problem(
         rows = centred64(xp, X[a:b, ...], problem.origin)
         return xp.concat([xp.sum(rows, axis=0), xp.reshape(xp.sum(rows * rows), (1,))])
 
-    sums = backend.to_numpy(fold(moments, blocks))
+    sums = backend.to_numpy(problem.reduce(moments, blocks))
     column_means = sums[:d] / n
     variance = max(float(sums[d]) / (n * d) - float(column_means @ column_means) / d, 0.0)
     problem = dataclasses.replace(problem, variance=variance)
@@ -230,12 +280,9 @@ def _column_sums(xp: Any, X: Array, exponent: int) -> Array:
     return xp.sum(rescale(xp.astype(X, xp.float64), exponent), axis=0)
 
 
-def _fold(backend: Backend, work: Any, blocks: list[tuple[int, int]], combine: Any = None) -> Any:
-    """``work`` of every block, combined in block order (added, by default)."""
-    total = None
+def _largest(backend: Backend, work: Callable[[int, int], Array], blocks: list[Any]) -> float:
+    """The largest of ``work(a, b)`` over the blocks (compared on the device, read once)."""
+    found = None
     for part in backend.map_chunks(work, blocks):
-        if total is None:
-            total = part
-        else:
-            total = total + part if combine is None else combine(total, part)
-    return total
+        found = part if found is None else backend.xp.maximum(found, part)
+    return float(found)

@@ -179,12 +179,21 @@ def check_array(
     X = placement.to_compute(X)
     if dtype is not None and X.dtype != dtype:
         X = placement.compute.xp.astype(X, dtype)
-    cxp = placement.compute.xp
-    # a finite sum means finite values (one reduction, no temporary); an infinite one
-    # may be overflow, so then look at every value
-    if not bool(cxp.isfinite(cxp.sum(X))) and not bool(cxp.all(cxp.isfinite(X))):
+    if not _all_finite(placement.compute.xp, X):
         raise ValueError(f"Input {name} contains NaN or infinity")
     return X, placement
+
+
+def _all_finite(xp: Any, X: Array) -> bool:
+    """Whether every value of the 2-D ``X`` is finite: block by block (temporaries of a
+    million values), combined on the device and read once."""
+    n, d = int(X.shape[0]), int(X.shape[1])
+    step = max(1, (1 << 20) // d)
+    finite = None
+    for start in range(0, n, step):
+        block = xp.all(xp.isfinite(X[start : min(start + step, n), ...]))
+        finite = block if finite is None else finite & block
+    return bool(finite)
 
 
 def check_sample_weight(
@@ -192,17 +201,18 @@ def check_sample_weight(
 ) -> Array | None:
     """Validate weights: a scalar or 1-D, length n_samples, finite, >= 0, sum > 0.
 
-    Returns None for ``None`` (every weight is one), else an array of X's dtype on the
-    compute backend.
+    Returns None for ``None`` (every weight is one), else a float64 array on the
+    compute backend (a scalar weighs every sample alike).
     """
     if sample_weight is None:
         return None
     xp = placement.compute.xp
+    device = placement.compute.device(like)
     if isinstance(sample_weight, numbers.Real) and not isinstance(sample_weight, bool):
         value = float(sample_weight)
         if not np.isfinite(value) or value <= 0:
             raise ValueError(f"a scalar sample_weight must be finite and > 0, got {value}")
-        return None
+        return xp.full(n_samples, value, dtype=xp.float64, device=device)
     if _is_sparse(sample_weight):
         raise TypeError("sample_weight must be dense")
     source = backend_for_array(sample_weight)
@@ -221,8 +231,7 @@ def check_sample_weight(
         )
     if source is not placement.compute:
         sample_weight = source.to_numpy(sample_weight)
-    w = placement.compute.asarray(sample_weight, device=placement.compute.device(like))
-    w = xp.astype(w, like.dtype)
+    w = xp.astype(placement.compute.asarray(sample_weight, device=device), xp.float64)
     finite, negative, total = placement.compute.to_numpy(
         xp.stack(
             [

@@ -215,10 +215,17 @@ def generate_clusters(
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if not np.isfinite(variance_coeff) or variance_coeff < 0:
         raise ValueError(f"variance_coeff must be finite and >= 0, got {variance_coeff!r}")
-    rng = check_random_state(random_state)
     low, span = bounds_arr[:, 0], bounds_arr[:, 1] - bounds_arr[:, 0]
+    with np.errstate(over="ignore"):
+        spread = variance_coeff * span
+    if not (np.all(np.isfinite(span)) and np.all(np.isfinite(spread))):
+        raise ValueError(
+            f"bounds {bounds!r} with variance_coeff={variance_coeff!r} overflow float64: "
+            "choose smaller bounds or variance"
+        )
+    rng = check_random_state(random_state)
     centers = rng.random_sample((num_clusters, len(span))) * span + low
-    covariance = np.diag(variance_coeff * span)
+    covariance = np.diag(spread)
     return np.concatenate(
         [rng.multivariate_normal(c, covariance, pts_per_cluster) for c in centers]
     )
@@ -236,11 +243,14 @@ def initialize_centroids(k: int, points: Any, *, random_state: Any = None) -> Ar
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, {n}] (the number of points), got {k!r}")
     rng = check_random_state(random_state)
-    indices: list[int] = []
+    # the blog post's draws, one distinct index at a time, in batches of at most the
+    # number still missing (so no draw is made that it would not make)
+    indices: dict[int, None] = {}
     while len(indices) < k:
-        index = int(rng.randint(0, n))
-        if index not in indices:
-            indices.append(index)
+        for index in rng.randint(0, n, size=k - len(indices)).tolist():
+            indices.setdefault(index)
+            if len(indices) == k:
+                break
     xp = placement.compute.xp
-    chosen = xp.take(X, xp.asarray(indices, device=placement.compute.device(X)), axis=0)
+    chosen = xp.take(X, xp.asarray(list(indices), device=placement.compute.device(X)), axis=0)
     return placement.to_output(chosen)

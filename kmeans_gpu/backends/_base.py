@@ -69,8 +69,13 @@ class Backend:
     #: products (fast on the host) rather than centring each chunk when it is used (the
     #: data exist once: the right choice for device memory). Both give the same rows.
     keeps_working_copy = False
-    #: Most rows in one chunk (None: as many as the working memory holds).
+    #: Most rows in one chunk (None: as many as the working memory holds; a chunk's
+    #: scores are then written at once).
     max_chunk_rows: int | None = None
+    #: Rows of the fixed blocks the float64 sums are added over, in a binary tree over
+    #: the blocks, so that they do not depend on the chunks (None: one sum per chunk,
+    #: chunks added in order).
+    sum_block_rows: int | None = None
 
     def __init__(self, xp: Any, name: str) -> None:
         self.xp = xp

@@ -96,6 +96,7 @@ class NumpyBackend(Backend):
 
     keeps_working_copy = True
     max_chunk_rows = 1 << 17
+    sum_block_rows = 4096
 
     def __init__(self) -> None:
         import array_api_compat.numpy as xp
