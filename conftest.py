@@ -5,6 +5,7 @@ CuPy (marked ``gpu``; skipped without a CUDA device)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -103,7 +104,11 @@ def _strict_factory(device: str | None) -> ArrayFactory:
 def backend(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[ArrayFactory]:
-    if request.param == "numpy":  # with numba's kernels when numba is installed
+    if request.param == "numpy":  # with numba's kernels (when installed), whatever the size
+        if importlib.util.find_spec("numba") is not None:
+            from kmeans_gpu.backends import _numba
+
+            monkeypatch.setattr(_numba, "SMALL_WORK", 0)
         yield ArrayFactory("numpy", np)
     elif request.param == "numpy-plain":  # pure NumPy, as without numba
         monkeypatch.setenv("KMEANS_GPU_NUMBA", "0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import subprocess
 import sys
@@ -110,6 +111,14 @@ def test_lists_go_to_numpy_here():
 
 # -- every override against the generic operation it replaces -------------------------
 GENERIC = Backend(compat_np, "generic-numpy")
+
+
+@pytest.fixture(autouse=True)
+def _compiled_kernels_whatever_the_size(monkeypatch):
+    if importlib.util.find_spec("numba") is not None:
+        from kmeans_gpu.backends import _numba
+
+        monkeypatch.setattr(_numba, "SMALL_WORK", 0)
 
 
 def _fast_backends():
@@ -227,6 +236,17 @@ def test_exact_ties_go_to_the_first_centre_on_every_path(backend, d, rng):
     np.testing.assert_array_equal(
         backend.to_numpy(est.predict(backend.asarray(X))), nearest_exactly(X, C)
     )
+
+
+def test_small_problems_do_not_load_numba():
+    """Loading numba takes about half a second; the blog post's scene needs none of it."""
+    code = (
+        "import sys, kmeans_gpu as kg; "
+        "X = kg.generate_clusters(random_state=0); kg.kmeans(X, 12, random_state=0); "
+        "print('numba' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
 
 
 def test_numba_is_used_when_installed_unless_switched_off(monkeypatch):

@@ -129,8 +129,8 @@ import json, sys
 import numpy as np
 from kmeans_gpu import KMeans
 r = np.random.default_rng(2)
-X = (r.normal(size=(20000, 24)) + r.integers(0, 6, (20000, 1))).astype(np.float32)
-est = KMeans(24, random_state=2).fit(X)
+X = (r.normal(size=(12000, 24)) + r.integers(0, 6, (12000, 1))).astype(np.float32)
+est = KMeans(48, random_state=2).fit(X)  # (large enough chunks to load numba)
 json.dump({"centers": est.cluster_centers_.tobytes().hex(), "labels":
            est.labels_.tobytes().hex(), "inertia": est.inertia_.hex(), "n_iter": est.n_iter_},
           sys.stdout)
@@ -151,12 +151,17 @@ def _fit_in(env: dict[str, str]) -> dict[str, object]:
 
 
 def test_the_same_bits_on_any_number_of_threads():
+    """In fresh processes: one thread, two, three without numba."""
     one = _fit_in({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
     assert _fit_in({"OMP_NUM_THREADS": "2"}) == one
     assert _fit_in({"OMP_NUM_THREADS": "3", "KMEANS_GPU_NUMBA": "0"}) == one
 
 
 def test_the_same_bits_whatever_the_chunks_and_kernels(monkeypatch):
+    from kmeans_gpu.backends import _numba, _numpy
+
+    pytest.importorskip("numba")
+    monkeypatch.setattr(_numba, "SMALL_WORK", 0)  # the compiled kernels for every size
     r = np.random.default_rng(3)
     X = (r.normal(size=(6000, 8)) + r.integers(0, 5, (6000, 1))).astype(np.float32)
     w = r.uniform(0.5, 2.0, size=6000)
@@ -165,9 +170,10 @@ def test_the_same_bits_whatever_the_chunks_and_kernels(monkeypatch):
         est = KMeans(12, random_state=1, **params).fit(X, sample_weight=w)
         return est.cluster_centers_.tobytes(), est.labels_.tobytes(), est.inertia_, est.n_iter_
 
-    want = fit()
-    assert fit(working_memory=1 << 16) == want  # many more chunks
-    assert fit(backend=kg.backends._numpy.make_backend(numba=False)) == want
+    want = fit(backend=_numpy.make_backend(numba=True))
+    assert fit(backend=_numpy.make_backend(numba=True), working_memory=1 << 16) == want
+    assert fit(backend=_numpy.make_backend(numba=False)) == want
+    assert fit(backend=_numpy.make_backend(numba=False), working_memory=1 << 17) == want
 
 
 def test_concurrent_fits_give_the_same_bits_as_alone():

@@ -10,13 +10,21 @@ and ``KMEANS_GPU_NUMBA`` is not ``0``. It runs the same chunks on the same threa
   compiled pass adds ``‖c‖²`` and keeps the two smallest scores, vectorised over rows;
 * per-cluster sums, distances and the inertia in one compiled pass each, with the same
   float64 operations in the same order as the pure NumPy path (the same bits).
+
+numba itself is imported with the first piece of work large enough to be worth it
+(loading it takes about half a second): small problems run the pure NumPy path, which
+gives the same results.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
+import sys
+from types import ModuleType
+
 import numpy as np
 
-from . import _numba_kernels as kernels
 from ._base import Array, rescale
 from ._numpy import NumpyBackend
 
@@ -27,6 +35,26 @@ DIRECT_WORK = 512
 #: Bytes of one block of BLAS scores.
 SCAN_BLOCK_BYTES = 1 << 22
 _EMPTY = np.empty(0, dtype=np.float32)
+logger = logging.getLogger("kmeans_gpu")
+#: Work (rows × columns of a call) below which numba is not loaded for it.
+SMALL_WORK = 1 << 22
+
+
+@functools.cache
+def _load() -> ModuleType | None:
+    """The kernels' module, or None where numba cannot load (the pure path runs)."""
+    try:
+        from . import _numba_kernels
+    except Exception as exc:  # a broken numba or llvmlite, an unusable cache...
+        logger.warning("numba kernels unavailable (%s): the pure NumPy path runs", exc)
+        return None
+    return _numba_kernels
+
+
+def _kernels(work: int) -> ModuleType | None:
+    """The compiled kernels, when ``work`` is worth loading them or they are loaded."""
+    loaded = "kmeans_gpu.backends._numba_kernels" in sys.modules
+    return _load() if loaded or work >= SMALL_WORK else None
 
 
 def _factors(exponent: int) -> tuple[float, float]:
@@ -42,6 +70,9 @@ class NumbaBackend(NumpyBackend):
         self, X: Array, centers: Array, centers_sq: Array
     ) -> tuple[Array, Array, Array]:
         k, d = centers.shape
+        kernels = _kernels(X.shape[0] * k * d)
+        if kernels is None:
+            return super().nearest_two(X, centers, centers_sq)
         out = self._nearest_two_buffers(X.shape[0], X.dtype)
         if d <= DIRECT_FEATURES and k * d <= DIRECT_WORK:
             kernels.direct_two(X, -2.0 * centers, centers_sq, *out)
@@ -62,6 +93,9 @@ class NumbaBackend(NumpyBackend):
         n_clusters: int,
         deterministic: bool = False,  # always: each cluster's rows added in row order
     ) -> tuple[Array, Array]:
+        kernels = _kernels(X.shape[0] * X.shape[1])
+        if kernels is None:
+            return super().cluster_sums(X, origin, labels, weights, n_clusters)
         mean, exponent = origin
         before = exponent < 0
         shifted = rescale(mean, exponent) if before else mean
@@ -72,6 +106,9 @@ class NumbaBackend(NumpyBackend):
         return sums, weight_sums
 
     def sq_distances(self, X: Array, centers: Array, labels: Array, exponent: int) -> Array:
+        kernels = _kernels(X.shape[0] * X.shape[1])
+        if kernels is None:
+            return super().sq_distances(X, centers, labels, exponent)
         out = np.empty(X.shape[0], dtype=np.float64)
         kernels.sq_distances(X, centers, labels, *_factors(exponent), out)
         return out
@@ -79,5 +116,8 @@ class NumbaBackend(NumpyBackend):
     def inertia_of(
         self, X: Array, centers: Array, labels: Array, weights: Array | None, exponent: int
     ) -> Array:
+        kernels = _kernels(X.shape[0] * X.shape[1])
+        if kernels is None:
+            return super().inertia_of(X, centers, labels, weights, exponent)
         w = _EMPTY if weights is None else weights
         return np.asarray(kernels.sq_distance_sum(X, centers, labels, w, *_factors(exponent)))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import logging
 import os
 import threading
@@ -295,13 +296,8 @@ def make_backend(numba: bool | None = None) -> NumpyBackend:
 
 @functools.cache
 def _numpy_backend(compiled: bool) -> NumpyBackend:
-    if compiled:
-        try:
-            from ._numba import NumbaBackend
-        except ImportError as exc:
-            logger.debug("numba is not installed (%s): the pure NumPy path runs", exc)
-        except Exception as exc:  # a broken numba or llvmlite, an unusable cache...
-            logger.warning("numba kernels unavailable (%s): the pure NumPy path runs", exc)
-        else:
-            return NumbaBackend()
+    if compiled and importlib.util.find_spec("numba") is not None:
+        from ._numba import NumbaBackend
+
+        return NumbaBackend()
     return NumpyBackend()
