@@ -176,7 +176,7 @@ def nearest(problem: Problem, centers: Centers, start: int, stop: int) -> Array:
     xp = backend.xp
     rows = problem.rows(start, stop)
     labels, best, second = backend.nearest_two(rows, centers.working, centers.sq)
-    margin = score_margin(problem, xp.sum(rows * rows, axis=1), centers)
+    margin = score_margin(problem, problem.squared_row_norms[start:stop], centers)
     near = (second - best) <= margin
     at = xp.nonzero(near)[0]
     if int(at.shape[0]) == 0:

@@ -99,12 +99,13 @@ class Problem:
     @functools.cached_property
     def squared_row_norms(self) -> Array:
         """``‖x‖²`` of every working row ``(n_samples,)``, in X's dtype: computed block by
-        block the first time it is asked for, and kept for the fit."""
+        block the first time it is asked for (the near-tie margins, k-means++), and kept
+        for the fit."""
         xp = self.backend.xp
 
         def block(start: int, stop: int) -> Array:
             rows = self.rows(start, stop)
-            return xp.sum(rows * rows, axis=1)
+            return xp.vecdot(rows, rows)
 
         return xp.concat(list(self.backend.map_chunks(block, self.row_blocks(self.n_features))))
 

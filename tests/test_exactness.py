@@ -103,9 +103,12 @@ def test_a_scalar_weight_weighs_every_sample():
     X = np.array([[0.0, 0.0], [0.0, 1.0], [10.0, 10.0], [10.0, 11.0]])
     est = KMeans(2, init=[[0, 0], [10, 10]], n_init=1).fit(X, sample_weight=3.0)
     assert est.inertia_ == 3.0 and est.score(X, sample_weight=3.0) == -3.0
-    assert est.inertia_ == KMeans(2, init=[[0, 0], [10, 10]], n_init=1).fit(
-        X, sample_weight=np.full(4, 3.0)
-    ).inertia_
+    assert (
+        est.inertia_
+        == KMeans(2, init=[[0, 0], [10, 10]], n_init=1)
+        .fit(X, sample_weight=np.full(4, 3.0))
+        .inertia_
+    )
 
 
 def test_float32_transform_is_accurate_near_a_centre():
@@ -231,9 +234,7 @@ def test_relocating_thousands_of_empty_clusters_stays_small():
     workspace = 4 << 20
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        peak = _peak(
-            lambda: kmeans(X, 3000, init=init, max_iter=3, working_memory=workspace)
-        )
+        peak = _peak(lambda: kmeans(X, 3000, init=init, max_iter=3, working_memory=workspace))
     # the workspace, cache-sized blocks of scores and every row's candidates (all tied):
     # a one-hot of 2,960 × 3,000 would be 71 MB
     assert peak < workspace + (20 << 20)

@@ -11,7 +11,7 @@ and ``KMEANS_GPU_NUMBA`` is not ``0``. It runs the same chunks on the same threa
 * per-cluster sums, distances and the inertia in one compiled pass each, with the same
   float64 operations in the same order as the pure NumPy path (the same bits).
 
-numba itself is imported with the first piece of work large enough to be worth it
+numba itself is imported once the process has done enough work to be worth it
 (loading it takes about half a second): small problems run the pure NumPy path, which
 gives the same results.
 """
@@ -36,8 +36,9 @@ DIRECT_WORK = 512
 SCAN_BLOCK_BYTES = 1 << 22
 _EMPTY = np.empty(0, dtype=np.float32)
 logger = logging.getLogger("kmeans_gpu")
-#: Work (rows × columns of a call) below which numba is not loaded for it.
-SMALL_WORK = 1 << 22
+#: Work (rows × columns, summed over calls) after which numba is loaded.
+SMALL_WORK = 1 << 23
+_work_done = [0]
 
 
 @functools.cache
@@ -52,9 +53,12 @@ def _load() -> ModuleType | None:
 
 
 def _kernels(work: int) -> ModuleType | None:
-    """The compiled kernels, when ``work`` is worth loading them or they are loaded."""
-    loaded = "kmeans_gpu.backends._numba_kernels" in sys.modules
-    return _load() if loaded or work >= SMALL_WORK else None
+    """The compiled kernels, once the work done so far (with ``work``, this call's) is
+    worth loading them."""
+    if "kmeans_gpu.backends._numba_kernels" in sys.modules:
+        return _load()
+    _work_done[0] += work  # (a race may miss a count: no matter)
+    return _load() if _work_done[0] >= SMALL_WORK else None
 
 
 def _factors(exponent: int) -> tuple[float, float]:
