@@ -120,7 +120,8 @@ def _relocate(
     into, into_w = backend.cluster_sums(far_rows, problem.origin, empty, far_w, k)
     out, out_w = backend.cluster_sums(far_rows, problem.origin, xp.take(labels, far), far_w, k)
     sums = xp.where(is_empty[:, None], into, stats.sums - out)
-    return Statistics(sums, xp.where(is_empty, into_w, stats.weights - out_w), stats.changed)
+    weights = xp.where(is_empty, into_w, stats.weights - out_w)
+    return Statistics(sums, weights, stats.changed, stats.inertia)  # the same labels
 
 
 def lloyd(
