@@ -41,6 +41,19 @@ def test_frames_follow_fit(backend, scene):
     assert all(f.center_shift > 0 for f in frames[1:-1])
 
 
+def test_frames_through_relocations(backend, rng):
+    """A far initial centre empties at once and is relocated: every frame still has
+    the inertia of its labels against its centroids, and the last one is the fit's."""
+    X = rng.normal(size=(300, 2))
+    init = np.vstack([X[:3], [[1e3, 1e3]]])
+    frames = list(iter_frames(backend.asarray(X), backend.asarray(init), empty_cluster="relocate"))
+    fit = kg.KMeans(4, init=backend.asarray(init), n_init=1, tol=0.0).fit(backend.asarray(X))
+    for f in frames:
+        d2 = ((X - f.centroids[f.labels]) ** 2).sum()
+        assert f.inertia == pytest.approx(d2, rel=1e-9)
+    assert frames[-1].inertia == pytest.approx(fit.inertia_, rel=1e-12)
+
+
 def test_estimator_frames_equal_its_fit(backend, rng):
     X = backend.asarray(rng.normal(size=(500, 3)))
     est = KMeans(6, random_state=2, tol=1e-3)  # k-means++, relocation, tolerance stop
