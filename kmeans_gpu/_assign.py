@@ -17,11 +17,11 @@ inertia come from the rows as given too, in float64.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from ._problem import Problem, fold
+from ._problem import Problem
 from .backends import Array
-from .backends._base import centred64, clamp, rescale
+from .backends._base import centred64, clamp, fold, rescale
 
 
 @dataclass(frozen=True)
@@ -127,62 +127,50 @@ def assign(
     previous: Array | None = None,
     with_inertia: bool = False,
 ) -> Statistics | None:
-    """Write the exact nearest centre of every row into ``labels``, chunk by chunk, and
-    return the statistics (None when ``statistics`` is false), with the inertia when
+    """Write the exact nearest centre of every row into ``labels`` and return the
+    statistics (None when ``statistics`` is false), with the inertia when
     ``with_inertia`` and the number of labels that differ from ``previous`` (all of
-    them when it is None). Chunks may run on several threads; each writes its own
-    slice of ``labels``, and their statistics are added in chunk order."""
+    them when it is None).
+
+    Three steps: every chunk's fast labels and near ties; the near ties of all chunks
+    settled together (one read of their count); every chunk's statistics, added as
+    :func:`fold` adds them. Chunks may run on several threads, each on its own rows.
+    """
     backend = problem.backend
     xp = backend.xp
-    k = centers.n_clusters
+    k, n = centers.n_clusters, problem.n_samples
+    rows_sq = problem.squared_row_norms
+    near = xp.empty(n, dtype=xp.bool, device=problem.device)
 
-    def statistics_of(own: Array, start: int, stop: int, a: int, b: int) -> Statistics:
-        """The statistics of rows ``a:b`` of the chunk ``start:stop`` (labels ``own``)."""
-        X = problem.X[a:b, ...]
-        mine = own[a - start : b - start]
-        w = None if problem.weights is None else problem.weights[a:b]
-        sums, weights = backend.cluster_sums(X, problem.origin, mine, w, k, problem.deterministic)
+    def fast(start: int, stop: int) -> None:
+        rows = problem.rows(start, stop)
+        own, best, second = backend.nearest_two(rows, centers.working, centers.sq)
+        labels[start:stop] = own
+        near[start:stop] = (second - best) <= score_margin(problem, rows_sq[start:stop], centers)
+
+    chunks = problem.chunks(k)
+    for _ in backend.map_chunks(fast, chunks):
+        pass
+    at = xp.nonzero(near)[0]
+    if int(at.shape[0]):
+        backend.write_at(labels, at, _settle(problem, centers, at))
+    if not statistics:
+        return None
+
+    def chunk(start: int, stop: int) -> tuple[int, int, Statistics]:
+        X, own = problem.X[start:stop, ...], labels[start:stop]
+        w = None if problem.weights is None else problem.weights[start:stop]
+        sums, weights = backend.cluster_sums(X, problem.origin, own, w, k, problem.deterministic)
         if previous is None:
-            changed = xp.full((), b - a, dtype=xp.int64, device=problem.device)
+            changed = xp.full((), stop - start, dtype=xp.int64, device=problem.device)
         else:
-            changed = xp.astype(xp.count_nonzero(mine != previous[a:b]), xp.int64)
+            changed = xp.astype(xp.count_nonzero(own != previous[start:stop]), xp.int64)
         inertia = None
         if with_inertia:
-            inertia = backend.inertia_of(X, centers.caller, mine, w, problem.scale_exponent)
-        return Statistics(sums, weights, changed, inertia)
+            inertia = backend.inertia_of(X, centers.caller, own, w, problem.scale_exponent)
+        return start, stop, Statistics(sums, weights, changed, inertia)
 
-    def chunk(start: int, stop: int) -> tuple[int, int, Statistics | None]:
-        own = nearest(problem, centers, start, stop)
-        labels[start:stop] = own
-        if not statistics:
-            return start, stop, None
-        parts = [
-            (a, b, statistics_of(own, start, stop, a, b)) for a, b in problem.blocks(start, stop)
-        ]
-        return start, stop, fold(parts, backend.sum_block_rows)
-
-    parts = backend.map_chunks(chunk, problem.chunks(k))
-    if not statistics:
-        for _ in parts:  # run them
-            pass
-        return None
-    return fold(parts, backend.sum_block_rows)
-
-
-def nearest(problem: Problem, centers: Centers, start: int, stop: int) -> Array:
-    """The exact nearest centre (int32, the lowest index on ties) of rows
-    ``start:stop``: the fast scores' choice, and the near ties settled exactly."""
-    backend = problem.backend
-    xp = backend.xp
-    rows = problem.rows(start, stop)
-    labels, best, second = backend.nearest_two(rows, centers.working, centers.sq)
-    margin = score_margin(problem, problem.squared_row_norms[start:stop], centers)
-    near = (second - best) <= margin
-    at = xp.nonzero(near)[0]
-    if int(at.shape[0]) == 0:
-        return xp.asarray(labels, copy=True)
-    settled = _settle(problem, centers, rows, margin, at, start)
-    return merge_labels(xp, labels, near, settled)
+    return fold(backend.map_chunks(chunk, chunks), backend.sum_block_rows)
 
 
 def score_margin(problem: Problem, rows_sq: Array, centers: Centers) -> Array:
@@ -195,11 +183,9 @@ def score_margin(problem: Problem, rows_sq: Array, centers: Centers) -> Array:
     return 4.0 * delta * reach * reach
 
 
-def _settle(
-    problem: Problem, centers: Centers, rows: Array, margin: Array, at: Array, start: int
-) -> Array:
-    """Exact labels of the chunk's rows ``at`` (positions in the chunk), in pieces whose
-    scores and candidates fit the working memory."""
+def _settle(problem: Problem, centers: Centers, at: Array) -> Array:
+    """Exact labels of the rows ``at``, in pieces whose scores and candidates fit the
+    working memory."""
     xp = problem.backend.xp
     k, d = centers.n_clusters, problem.n_features
     count = int(at.shape[0])
@@ -207,11 +193,11 @@ def _settle(
     settled = []
     for a in range(0, count, piece):
         which = at[a : min(a + piece, count)]
-        near_rows = xp.take(rows, which, axis=0)
-        scores = centers.sq[None, :] + near_rows @ (-2.0 * centers.working).T
-        within = xp.min(scores, axis=1) + xp.take(margin, which)
+        margin = score_margin(problem, xp.take(problem.squared_row_norms, which), centers)
+        scores = centers.sq[None, :] + problem.take(which) @ (-2.0 * centers.working).T
+        within = xp.min(scores, axis=1) + margin
         row, column = xp.nonzero(scores <= within[:, None])
-        settled.append(_closest(problem, centers, which + start, row, column))
+        settled.append(_closest(problem, centers, which, row, column))
     return settled[0] if len(settled) == 1 else xp.concat(settled)
 
 
@@ -242,25 +228,18 @@ def _closest(problem: Problem, centers: Centers, at: Array, row: Array, column: 
     return xp.astype(xp.take(xp.take(column, order), firsts), xp.int32)
 
 
-def merge_labels(xp: Any, labels: Array, near: Array, settled: Array) -> Array:
-    """``labels`` with the rows marked ``near`` taking, in order, the labels ``settled``:
-    no scatter, which the array API lacks."""
-    position = xp.cumulative_sum(xp.astype(near, xp.int64)) - 1
-    picked = xp.take(settled, clamp(xp, position, 0, int(settled.shape[0]) - 1))
-    return xp.where(near, picked, labels)
-
-
 def inertia(problem: Problem, centers: Array, labels: Array) -> float:
     """Exact ``Σ w ‖x − c_label‖²`` of X against centres of X's units, in X's units,
-    accumulated in float64 (as :meth:`Problem.reduce` adds)."""
+    accumulated in float64 (each chunk's by the backend, chunks as :func:`fold` adds)."""
     backend, w, s = problem.backend, problem.weights, problem.scale_exponent
 
-    def block(start: int, stop: int) -> Array:
+    def chunk(start: int, stop: int) -> tuple[int, int, Array]:
         wc = None if w is None else w[start:stop]
-        return backend.inertia_of(problem.X[start:stop, ...], centers, labels[start:stop], wc, s)
+        X = problem.X[start:stop, ...]
+        return start, stop, backend.inertia_of(X, centers, labels[start:stop], wc, s)
 
-    total = problem.reduce(block, problem.chunks(int(centers.shape[0])))
-    return problem.inertia_from_working(float(total))
+    parts = backend.map_chunks(chunk, problem.chunks(int(centers.shape[0])))
+    return problem.inertia_from_working(float(fold(parts, backend.sum_block_rows)))
 
 
 def distances(problem: Problem, centers: Centers) -> Array:
@@ -296,7 +275,8 @@ def distances(problem: Problem, centers: Centers) -> Array:
             exact = backend.sq_distances(xp.take(X, row, axis=0), centers.caller, column, s)
             flat = xp.reshape(d2, (-1,))
             index = xp.astype(row, xp.int64) * centers.n_clusters + xp.astype(column, xp.int64)
-            d2 = xp.reshape(_replace_at(xp, flat, index, exact), d2.shape)
+            backend.write_at(flat, index, exact)
+            d2 = xp.reshape(flat, d2.shape)
         return rescale(xp.sqrt(clamp(xp, d2, low=0.0)), -s)
 
     parts = list(backend.map_chunks(chunk, problem.row_blocks(centers.n_clusters + 2 * d)))
@@ -306,10 +286,3 @@ def distances(problem: Problem, centers: Centers) -> Array:
             f"distances exceed the range of X's dtype ({problem.dtype}): pass float64 data"
         )
     return xp.astype(found, problem.dtype)
-
-
-def _replace_at(xp: Any, values: Array, index: Array, new: Array) -> Array:
-    """``values`` with ``values[index] = new`` (``index`` ascending), without scatter."""
-    positions = xp.arange(values.shape[0], dtype=xp.int64, device=values.device)
-    found = clamp(xp, xp.searchsorted(index, positions), 0, int(index.shape[0]) - 1)
-    return xp.where(xp.take(index, found) == positions, xp.take(new, found), values)

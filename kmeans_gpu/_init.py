@@ -106,10 +106,11 @@ def kmeans_plusplus_working(
 def _potentials(
     distances: Any, closest: Array, weighted: Any, rows: Array, rows_sq: Array, a: int, b: int
 ) -> Array:
-    """The weighted potentials over rows ``a:b`` of adding each of ``rows`` as a centre."""
+    """The weighted terms of the potentials of adding each of ``rows`` as a centre, for
+    the rows ``a:b``: ``(b - a, len(rows))``."""
     xp = array_api_compat.array_namespace(closest)
     d2 = xp.minimum(closest[None, a:b], distances(rows, rows_sq, a, b))
-    return xp.sum(weighted(d2, a, b), axis=1)
+    return xp.permute_dims(weighted(d2, a, b), (1, 0))
 
 
 def random_rows(problem: Problem, n_clusters: int, random_state: np.random.RandomState) -> Array:

@@ -12,18 +12,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from .backends import Array, Backend
-from .backends._base import centred64, rescale
-
-T = TypeVar("T")
+from .backends._base import centred64, fold, rescale
 
 #: Rows per chunk on backends that compute a chunk's scores in smaller blocks: about
-#: 1/32 of the rows (two chunks per thread on 16 threads), within these bounds.
-CHUNK_SHARE, MIN_CHUNK_ROWS, MAX_CHUNK_ROWS = 32, 4096, 1 << 17
+#: 1/16 of the rows (a chunk per thread on 16 threads), within these bounds.
+CHUNK_SHARE, MIN_CHUNK_ROWS = 16, 4096
 
 
 @dataclass(frozen=True)
@@ -169,41 +167,31 @@ class Problem:
             return [(start, stop)]
         return [(a, min(a + block, stop)) for a in range(start, stop, block)]
 
-    def reduce(self, work: Callable[[int, int], T], ranges: list[tuple[int, int]]) -> T:
-        """The sum of ``work(a, b)`` over the fixed blocks of ``ranges`` (each range run
-        on one of the backend's threads), added as :func:`fold` adds them: the same
-        bits whatever the ranges and threads."""
-        block = self.backend.sum_block_rows
+    def reduce(self, terms: Callable[[int, int], Array], ranges: list[tuple[int, int]]) -> Array:
+        """The column sums of ``terms(a, b)`` (float64, one row of terms per row of X)
+        over ``ranges`` (each range run on one of the backend's threads): summed within
+        the backend's fixed blocks and added as :func:`fold` adds them, so the same bits
+        whatever the ranges and threads."""
+        xp, block = self.backend.xp, self.backend.sum_block_rows
 
-        def chunk(start: int, stop: int) -> tuple[int, int, T]:
-            parts = [(a, b, work(a, b)) for a, b in self.blocks(start, stop)]
+        def chunk(start: int, stop: int) -> tuple[int, int, Array]:
+            values = terms(start, stop)
+            if not block:
+                return start, stop, xp.sum(values, axis=0)
+            full = (stop - start) // block * block
+            sums = []
+            if full:
+                shaped = xp.reshape(values[:full, ...], (full // block, block, -1))
+                sums.append(xp.sum(shaped, axis=1))
+            if full < stop - start:
+                sums.append(xp.reshape(xp.sum(values[full:, ...], axis=0), (1, -1)))
+            per_block = xp.concat(sums, axis=0)
+            parts = [
+                (a, b, per_block[i, ...]) for i, (a, b) in enumerate(self.blocks(start, stop))
+            ]
             return start, stop, fold(parts, block)
 
         return fold(self.backend.map_chunks(chunk, ranges), block)
-
-
-def fold(parts: Iterable[tuple[int, int, T]], block_rows: int | None) -> T:
-    """The sum of the values of consecutive row ranges ``(start, stop, value)``, in row
-    order. With ``block_rows``, as a binary tree over blocks of that many rows (each
-    range a node of it: an aligned power-of-two run of blocks, or the last run), so that
-    the result does not depend on how the rows were divided into ranges; without, one
-    after another."""
-    stack: list[tuple[int, int, Any]] = []
-    for start, stop, value in parts:
-        if not block_rows and stack:
-            stack[-1] = (stack[-1][0], stop, stack[-1][2] + value)
-            continue
-        stack.append((start, stop, value))
-        while block_rows and len(stack) >= 2:
-            (a, b, x), (c, e, y) = stack[-2], stack[-1]
-            size = -(-(b - a) // block_rows)
-            if -(-(e - c) // block_rows) != size or (a // block_rows) % (2 * size):
-                break
-            stack[-2:] = [(a, e, x + y)]
-    total = stack.pop()[2]
-    while stack:  # the last runs, from the right: their parents in the tree
-        total = stack.pop()[2] + total
-    return total
 
 
 def _scale_exponent(exponent: int | None, finfo: Any) -> int:
@@ -243,11 +231,11 @@ def make_problem(
     problem = Problem(backend, X, weights, xp.zeros(d, dtype=xp.float64), 0, 0.0, workspace)
     blocks = problem.row_blocks(d)
     if center is None:
-        center = problem.reduce(lambda a, b: _column_sums(xp, X[a:b, ...], 0), blocks) / n
+        center = problem.reduce(lambda a, b: _scaled64(xp, X[a:b, ...], 0), blocks) / n
         if not bool(xp.all(xp.isfinite(center))):  # the float64 sum overflowed: scale
             top = _largest(backend, lambda a, b: xp.max(xp.abs(X[a:b, ...])), blocks)
             shift = math.frexp(top)[1]
-            scaled = problem.reduce(lambda a, b: _column_sums(xp, X[a:b, ...], -shift), blocks)
+            scaled = problem.reduce(lambda a, b: _scaled64(xp, X[a:b, ...], -shift), blocks)
             center = rescale(scaled / n, shift)
     mean = xp.astype(xp.astype(center, X.dtype), xp.float64)  # a value of X's dtype
 
@@ -267,7 +255,7 @@ def make_problem(
     # mean(var(X)) as E[w²] − E[w]² per feature of the working rows, in float64
     def moments(a: int, b: int) -> Array:
         rows = centred64(xp, X[a:b, ...], problem.origin)
-        return xp.concat([xp.sum(rows, axis=0), xp.reshape(xp.sum(rows * rows), (1,))])
+        return xp.concat([rows, xp.sum(rows * rows, axis=1)[:, None]], axis=1)
 
     sums = backend.to_numpy(problem.reduce(moments, blocks))
     column_means = sums[:d] / n
@@ -277,8 +265,8 @@ def make_problem(
     return problem
 
 
-def _column_sums(xp: Any, X: Array, exponent: int) -> Array:
-    return xp.sum(rescale(xp.astype(X, xp.float64), exponent), axis=0)
+def _scaled64(xp: Any, X: Array, exponent: int) -> Array:
+    return rescale(xp.astype(X, xp.float64), exponent)
 
 
 def _largest(backend: Backend, work: Callable[[int, int], Array], blocks: list[Any]) -> float:

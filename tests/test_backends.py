@@ -198,6 +198,37 @@ def test_version_is_exported():
     assert kmeans_gpu.__version__
 
 
+def test_sums_over_blocks_are_added_as_a_tree_on_both_numpy_paths(rng):
+    """Over several fixed blocks (and a partial one): each block's rows in order, the
+    blocks as ``fold``'s binary tree; bitwise alike with and without numba, and equal
+    to that definition written out."""
+    from kmeans_gpu.backends import _numpy
+    from kmeans_gpu.backends._base import fold
+
+    pure, compiled = _numpy._numpy_backend(False), _numpy._numpy_backend(True)
+    block = pure.sum_block_rows
+    n, d, k = 5 * block + 123, 3, 7
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    labels = rng.randint(0, k, size=n).astype(np.int32)
+    w = rng.uniform(0.5, 2.0, size=n)
+    C = rng.normal(size=(k, d)).astype(np.float32)
+    origin = (np.full(d, 0.5), 1)
+    for weights in (None, w):
+        got = [pure.cluster_sums(X, origin, labels, weights, k)]
+        got.append(compiled.cluster_sums(X, origin, labels, weights, k))
+        blocks = [(a, min(a + block, n)) for a in range(0, n, block)]
+        parts = [
+            pure._block_sums(X[a:b], origin, labels[a:b], None if weights is None
+                             else weights[a:b], k)
+            for a, b in blocks
+        ]  # fmt: skip
+        want = fold(((a, b, p[0]) for (a, b), p in zip(blocks, parts, strict=True)), block)
+        for sums, _ in got:
+            np.testing.assert_array_equal(sums, want)
+        inertia = [b.inertia_of(X, C, labels, weights, 1) for b in (pure, compiled)]
+        np.testing.assert_array_equal(inertia[0], inertia[1])
+
+
 def test_score_blocks_and_both_nearest_two_methods_agree(rng, monkeypatch):
     """Cache blocks smaller than the chunk, running minima and argmin/partition, numba's
     kernels: the same labels and scores."""

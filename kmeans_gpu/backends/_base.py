@@ -8,7 +8,7 @@ operations, each tested against the method it replaces.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -52,6 +52,30 @@ def centred64(xp: Any, X: Array, origin: tuple[Array, int]) -> Array:
     if exponent < 0:
         return rescale(rows, exponent) - rescale(mean, exponent)
     return rescale(rows - mean, exponent)
+
+
+def fold(parts: Iterable[tuple[int, int, T]], block_rows: int | None) -> T:
+    """The sum of the values of consecutive row ranges ``(start, stop, value)``, in row
+    order. With ``block_rows``, as a binary tree over blocks of that many rows (each
+    range a node of it: an aligned power-of-two run of blocks, or the last run), so that
+    the result does not depend on how the rows were divided into ranges; without, one
+    after another."""
+    stack: list[tuple[int, int, Any]] = []
+    for start, stop, value in parts:
+        if not block_rows and stack:
+            stack[-1] = (stack[-1][0], stop, stack[-1][2] + value)
+            continue
+        stack.append((start, stop, value))
+        while block_rows and len(stack) >= 2:
+            (a, b, x), (c, e, y) = stack[-2], stack[-1]
+            size = -(-(b - a) // block_rows)
+            if -(-(e - c) // block_rows) != size or (a // block_rows) % (2 * size):
+                break
+            stack[-2:] = [(a, e, x + y)]
+    total = stack.pop()[2]
+    while stack:  # the last runs, from the right: their parents in the tree
+        total = stack.pop()[2] + total
+    return total
 
 
 class Backend:
@@ -132,6 +156,21 @@ class Backend:
         """``work(start, stop)`` for every row range, results in the ranges' order; here
         one after another, as they are consumed."""
         return (work(start, stop) for start, stop in ranges)
+
+    def write_at(self, x: Array, index: Array, values: Array) -> None:
+        """``x[index] = values`` for a 1-D ``x`` and ascending, distinct ``index``; here
+        without scatter (which the array API lacks), block by block."""
+        xp = self.xp
+        n, last = int(x.shape[0]), int(index.shape[0]) - 1
+        step = 1 << 20
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            positions = xp.arange(start, stop, dtype=index.dtype, device=self.device(x))
+            found = clamp(xp, xp.searchsorted(index, positions), 0, last)
+            hit = xp.take(index, found) == positions
+            x[start:stop] = xp.where(
+                hit, xp.astype(xp.take(values, found), x.dtype), x[start:stop]
+            )
 
     # -- the pass over the data -------------------------------------------------------
     def nearest_two(

@@ -44,6 +44,9 @@ class CupyBackend(Backend):
     def to_numpy(self, x: Array) -> np.ndarray:
         return self._cupy.asnumpy(x)
 
+    def write_at(self, x: Array, index: Array, values: Array) -> None:
+        x[index] = values
+
     def default_working_memory(self) -> int:
         """A quarter of the free device memory, at most 1 GiB: big matrix products for
         cuBLAS, few chunks per iteration, room for the data."""

@@ -106,7 +106,9 @@ class NumbaBackend(NumpyBackend):
         sums = np.zeros((n_clusters, X.shape[1]))
         weight_sums = np.zeros(n_clusters)
         w = _EMPTY if weights is None else weights
-        kernels.cluster_sums(X, labels, w, shifted, *_factors(exponent), before, sums, weight_sums)
+        factors = _factors(exponent)
+        block = self.sum_block_rows
+        kernels.cluster_sums(X, labels, w, shifted, *factors, before, block, sums, weight_sums)
         return sums, weight_sums
 
     def sq_distances(self, X: Array, centers: Array, labels: Array, exponent: int) -> Array:
@@ -124,4 +126,7 @@ class NumbaBackend(NumpyBackend):
         if kernels is None:
             return super().inertia_of(X, centers, labels, weights, exponent)
         w = _EMPTY if weights is None else weights
-        return np.asarray(kernels.sq_distance_sum(X, centers, labels, w, *_factors(exponent)))
+        total = kernels.sq_distance_sum(
+            X, centers, labels, w, *_factors(exponent), self.sum_block_rows
+        )
+        return np.asarray(total)

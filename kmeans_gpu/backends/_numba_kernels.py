@@ -27,23 +27,59 @@ ROWS_PER_BLOCK = 256
 
 
 @_jit
-def cluster_sums(X, labels, weights, origin, f1, f2, before, sums, weight_sums):
-    """``sums[l] += w·(x − mean)·2**s`` and ``weight_sums[l] += w`` for every row, in
-    row order (float64; ``w`` = 1 when ``weights`` is empty). ``before``: scale before
-    subtracting, ``origin`` then being the scaled mean (as ``_base.centred64``)."""
+def cluster_sums(X, labels, weights, origin, f1, f2, before, block_rows, sums, weight_sums):
+    """``sums[l] += w·(x − mean)·2**s`` and ``weight_sums[l] += w`` (float64; ``w`` = 1
+    when ``weights`` is empty): rows added in order within blocks of ``block_rows``,
+    blocks added as ``_base.fold``'s binary tree. ``before``: scale before subtracting,
+    ``origin`` then being the scaled mean (as ``_base.centred64``)."""
     n, d = X.shape
+    k = sums.shape[0]
     weighted = weights.shape[0] > 0
-    for i in range(n):
-        label = labels[i]
-        w = np.float64(weights[i]) if weighted else 1.0
-        for f in range(d):
-            x = np.float64(X[i, f])
-            if before:
-                v = (x * f1) * f2 - origin[f]
-            else:
-                v = ((x - origin[f]) * f1) * f2
-            sums[label, f] += v * w if weighted else v
-        weight_sums[label] += w
+    blocks = max(1, (n + block_rows - 1) // block_rows)
+    depth = 2
+    while (1 << (depth - 2)) < blocks:
+        depth += 1
+    part_sums = np.zeros((depth, k, d))
+    part_weights = np.zeros((depth, k))
+    first = np.empty(depth, np.int64)
+    size = np.empty(depth, np.int64)
+    top = 0
+    for block in range(blocks):
+        part_sums[top] = 0.0
+        part_weights[top] = 0.0
+        for i in range(block * block_rows, min((block + 1) * block_rows, n)):
+            label = labels[i]
+            w = np.float64(weights[i]) if weighted else 1.0
+            for f in range(d):
+                x = np.float64(X[i, f])
+                if before:
+                    v = (x * f1) * f2 - origin[f]
+                else:
+                    v = ((x - origin[f]) * f1) * f2
+                part_sums[top, label, f] += v * w if weighted else v
+            part_weights[top, label] += w
+        first[top], size[top] = block, 1
+        top += 1
+        while (
+            top >= 2
+            and size[top - 2] == size[top - 1]
+            and first[top - 2] % (2 * size[top - 2]) == 0
+        ):
+            part_sums[top - 2] += part_sums[top - 1]
+            part_weights[top - 2] += part_weights[top - 1]
+            size[top - 2] *= 2
+            top -= 1
+    sums[:] = part_sums[top - 1]
+    weight_sums[:] = part_weights[top - 1]
+    for slot in range(top - 2, -1, -1):  # the last runs, from the right
+        sums[:] = part_sums[slot] + sums
+        weight_sums[:] = part_weights[slot] + weight_sums
+
+
+@_inlined
+def _siblings(first, size, top):
+    """Whether the two runs of blocks on top of the stack are siblings in the tree."""
+    return size[top - 2] == size[top - 1] and first[top - 2] % (2 * size[top - 2]) == 0
 
 
 @_jit
@@ -98,12 +134,12 @@ def _fold(dot, square, j, labels, best, second):
             labels[i] = 0
         return
     label = np.int32(j)
-    for i in range(dot.shape[0]):
+    for i in range(dot.shape[0]):  # branch-free, so that it vectorises
         s = dot[i] + square
-        lower = s < best[i]
-        second[i] = best[i] if lower else min(second[i], s)
-        best[i] = s if lower else best[i]
-        labels[i] = label if lower else labels[i]
+        b = best[i]
+        second[i] = min(second[i], max(s, b))
+        best[i] = min(b, s)
+        labels[i] = label if s < b else labels[i]
 
 
 @_inlined
@@ -126,12 +162,32 @@ def sq_distances(X, centers, labels, f1, f2, out):
 
 
 @_jit
-def sq_distance_sum(X, centers, labels, weights, f1, f2):
-    """``Σ w·‖(x_i − c_label)·2**s‖²``, rows added in order (``w`` = 1 when ``weights``
-    is empty)."""
+def sq_distance_sum(X, centers, labels, weights, f1, f2, block_rows):
+    """``Σ w·‖(x_i − c_label)·2**s‖²`` (``w`` = 1 when ``weights`` is empty): rows added
+    in order within blocks of ``block_rows``, blocks added as ``_base.fold``'s tree."""
+    n = X.shape[0]
     weighted = weights.shape[0] > 0
-    total = 0.0
-    for i in range(X.shape[0]):
-        row = _sq_distance(X, centers, labels, i, f1, f2)
-        total += row * np.float64(weights[i]) if weighted else row
-    return total
+    blocks = max(1, (n + block_rows - 1) // block_rows)
+    parts = np.zeros(blocks + 1)
+    first = np.empty(blocks + 1, np.int64)
+    size = np.empty(blocks + 1, np.int64)
+    top = 0
+    for block in range(blocks):
+        total = 0.0
+        for i in range(block * block_rows, min((block + 1) * block_rows, n)):
+            row = _sq_distance(X, centers, labels, i, f1, f2)
+            total += row * np.float64(weights[i]) if weighted else row
+        parts[top], first[top], size[top] = total, block, 1
+        top += 1
+        while (
+            top >= 2
+            and size[top - 2] == size[top - 1]
+            and first[top - 2] % (2 * size[top - 2]) == 0
+        ):
+            parts[top - 2] += parts[top - 1]
+            size[top - 2] *= 2
+            top -= 1
+    result = parts[top - 1]
+    for slot in range(top - 2, -1, -1):
+        result = parts[slot] + result
+    return result

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._base import Array, Backend, T, centred64, rescale
+from ._base import Array, Backend, T, centred64, fold, rescale
 
 #: Bytes of one block of scores: large enough that the GIL is rarely in the way of two
 #: threads, small enough for the cache.
@@ -158,6 +158,9 @@ class NumpyBackend(Backend):
                 self._pool_size = threads
             return self._pool
 
+    def write_at(self, x: Array, index: Array, values: Array) -> None:
+        x[index] = values
+
     def _scratch(self, name: str, size: int, dtype: Any) -> np.ndarray:
         """A reusable buffer of this thread (no page faults on every block)."""
         buffers = self._local.__dict__.setdefault("buffers", {})
@@ -230,7 +233,30 @@ class NumpyBackend(Backend):
         labels: Array,
         weights: Array | None,
         n_clusters: int,
-        deterministic: bool = False,  # always: each cluster's rows added in row order
+        deterministic: bool = False,  # always: the same order every time
+    ) -> tuple[Array, Array]:
+        """Each cluster's rows added in row order within fixed blocks of rows, the
+        blocks added as :func:`fold`'s binary tree."""
+        parts = [
+            (a, b, self._block_sums(X[a:b], origin, labels[a:b], _rows(weights, a, b), n_clusters))
+            for a, b in self._blocks(X.shape[0])
+        ]
+        return (
+            fold(((a, b, part[0]) for a, b, part in parts), self.sum_block_rows),
+            fold(((a, b, part[1]) for a, b, part in parts), self.sum_block_rows),
+        )
+
+    def _blocks(self, n: int) -> list[tuple[int, int]]:
+        block = self.sum_block_rows or max(1, n)
+        return [(a, min(a + block, n)) for a in range(0, n, block)] or [(0, 0)]
+
+    def _block_sums(
+        self,
+        X: Array,
+        origin: tuple[Array, int],
+        labels: Array,
+        weights: Array | None,
+        n_clusters: int,
     ) -> tuple[Array, Array]:
         rows = centred64(np, X, origin)
         w = None if weights is None else weights.astype(np.float64)
@@ -261,12 +287,21 @@ class NumpyBackend(Backend):
         d2 = self.sq_distances(X, centers, labels, exponent)
         if weights is not None:
             d2 *= weights.astype(np.float64)
-        # rows added one after another (np.sum would pair them)
-        return np.cumsum(d2)[-1] if d2.shape[0] else np.zeros(())
+        # rows added one after another within blocks (np.sum would pair them), the
+        # blocks as the binary tree
+        parts = (
+            (a, b, np.cumsum(d2[a:b])[-1] if b > a else np.float64(0.0))
+            for a, b in self._blocks(X.shape[0])
+        )
+        return np.asarray(fold(parts, self.sum_block_rows))
 
     def farthest(self, distances: Array, n: int) -> Array:
         # scikit-learn's choice, so that relocations (and therefore labels) agree with it
         return np.argpartition(distances, -n)[: -n - 1 : -1]
+
+
+def _rows(values: Array | None, start: int, stop: int) -> Array | None:
+    return None if values is None else values[start:stop]
 
 
 def _running_two(
