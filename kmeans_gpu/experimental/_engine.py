@@ -250,10 +250,10 @@ def _reduced_pass(
         )
         labels[start:stop] = own
         pending[start:stop] = near
-        kept = xp.logical_not(near)
+        moved = xp.logical_not(near)  # the near ties count when they are settled
         if previous is not None:
-            kept = kept & (own != previous[start:stop])
-        changed = xp.astype(xp.count_nonzero(kept), xp.int64)
+            moved = moved & (own != previous[start:stop])
+        changed = xp.astype(xp.count_nonzero(moved), xp.int64)
         inertia = None
         if with_inertia:  # the near ties' share is added when they are settled
             share = xp.astype(xp.logical_not(near), problem.dtype)

@@ -71,6 +71,15 @@ def test_the_experimental_backend_is_chosen_where_a_fit_runs_on_cupy(cupy):
     assert _cupy.make_backend(triton=True) is _cupy.make_backend(triton=True)
 
 
+def test_the_triton_kernel_needs_triton_and_torch(cupy, monkeypatch):
+    from kmeans_gpu.experimental import _triton
+
+    monkeypatch.setattr(_triton, "available", lambda: False)
+    with pytest.raises(ValueError, match="needs the triton and torch packages"):
+        lab.CupyBackend(triton=True)
+    assert not lab.CupyBackend().triton  # the others stand
+
+
 def test_without_tensor_cores_a_reduced_fit_is_the_exact_fit(cupy, monkeypatch):
     """A device before Ampere computes no TF32: the pass is the core's, bitwise."""
     cp, record = cupy

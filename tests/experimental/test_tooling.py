@@ -135,3 +135,26 @@ def test_the_fit_trace_ranks_device_time_and_the_host_time_of_cuda_calls(cupy, m
     assert on_device == [("kmeans_gpu_nearest_two_f32", 8.0, 90)]
     assert on_host == [("cudaStreamSynchronize", 30.0, 12)]
     assert busy == pytest.approx(8.05) and wall > 0
+
+
+def test_the_experimental_page_shows_working_names_and_no_log_wording():
+    """docs/experimental.md: its Python parses and names what the package has; it says
+    what the engines are, not how they came about."""
+    import ast
+    import re
+
+    from kmeans_gpu import experimental
+
+    text = (ROOT / "docs" / "experimental.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        tree = ast.parse(block)
+        for node in ast.walk(tree):
+            is_ours = isinstance(node, ast.Attribute) and getattr(node.value, "id", "") == (
+                "experimental"
+            )
+            if is_ours:
+                assert hasattr(experimental, node.attr), node.attr
+    for word in (r"\bsession", r"\blent\b", r"\bissue \d", r"\bstop \d", r"\bthe seed\b"):
+        assert not re.search(word, text, re.I), word
