@@ -220,8 +220,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         say(f"{name:3} {step:66} {value:10.3f} {unit:4}  {note}")
 
     say(f"{name}: {n:,} x {d}, k = {k:,}; {len(chunks)} chunks of {chunk:,} rows")
-    # first, where the fixed cost of a fit falls: one fit lap by lap (the device
-    # synchronised at each), then one under CUPTI's tracing
+    # first, the fixed cost of a fit: lap by lap, then under CUPTI's tracing
     fit_timeline(cp, X, k, init, 1 + iterations)  # warm-up
     laps, whole = fit_timeline(cp, X, k, init, 1 + iterations)
     for what, ms in laps:
@@ -417,14 +416,11 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         f"X: {X.nbytes / 2**20:.0f} MiB",
         unit="MiB",
     )
-    # greedy k-means++, the default init (the benchmark starts every contender from the
-    # same given centres, so no table times it): k - 1 sequential steps
+    # k-means++, the default init: the benchmark starts every contender from given centres
     ms = gpu_ms(cp, lambda: kmeans_plusplus(X, k, random_state=0), 1)
     add("k-means++ (greedy, the default init), all k centres", ms, f"{ms / k:.3f} ms per centre")
     if with_triton:  # last: each launch shape is a compilation of a few seconds
-        # a chunk's share of a pass: the Triton kernel's step (one pass over the stored
-        # rows: centred, assigned, near ties marked, the others summed) against the
-        # same share in parts (working rows, Triton nearest two, margins, atomic sums)
+        # a chunk's share of a pass: the Triton step against the same share in parts
         step = lab.CupyBackend(triton=True)
         for precision in PRECISIONS.values():
             margin = Margin.of(problem, precision)

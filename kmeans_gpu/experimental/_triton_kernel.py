@@ -121,8 +121,7 @@ def kmeans_gpu_triton_assign(
             w = tl.load(W + rows64, mask=keep, other=0.0)
         else:
             w = tl.where(keep, 1.0, 0.0)
-        # the block's rows read again (from L2: just read), a slice at a time: kept
-        # rows held in registers across the loop would spill
+        # the rows read again from L2, a slice at a time: kept ones would spill registers
         index64 = index.to(tl.int64)
         for f0 in range(0, d, BLOCK_K):
             part = f0 + tl.arange(0, BLOCK_K)

@@ -43,8 +43,7 @@ def _sorted_sums_model(grid: tuple[int, ...], block: tuple[int], args: tuple[Any
     assert block[0] % 32 == 0 and partial_weights.shape == (parts, int(k))
     assert X.dtype == np.float64 and X.flags.c_contiguous
     assert order.dtype == offsets.dtype == np.int64 and offsets.shape == (int(k) + 1,)
-    # position i of the sorted order belongs to part (i − its cluster's offset) % P;
-    # np.add.at adds in position order, as each block does
+    # position i is part (i − its cluster's offset) % P's; np.add.at adds in order, as a block
     labels = np.searchsorted(offsets, np.arange(order.size), side="right") - 1
     part = (np.arange(order.size) - offsets[labels]) % parts
     w = weights[order] if int(has_weights) else 1.0
@@ -133,8 +132,7 @@ def _extend(monkeypatch: pytest.MonkeyPatch, cp: Any, record: dict[str, Any]) ->
         monkeypatch.setattr(cp, name, getattr(np, name), raising=False)
     for name in ("ceil", "log2", "ldexp", "rint", "sqrt"):
         monkeypatch.setattr(cp, name, fake_cupy._device_results(getattr(np, name)), False)
-    # as CuPy does: 0-d arrays, not NumPy scalars, from reductions and integer indexing
-    # (so that reading one into Python counts, and fails where waits are forbidden)
+    # 0-d arrays, as CuPy gives, not NumPy scalars: reading one counts as a wait
     as_cupy = fake_cupy._as_cupy
     monkeypatch.setattr(fake_cupy, "_as_cupy", lambda value: as_cupy(_zero_d(value)))
     getitem = fake_cupy.ndarray.__getitem__
@@ -185,8 +183,7 @@ def interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.skip("a CUDA device is here: the gpu tests run the compiled kernel")
     from triton.runtime import interpreter as triton_interpreter
 
-    # Triton 3.6's interpreter reads a loop bound with int() of a one-element array,
-    # which NumPy 2.4 refuses; read its one element instead
+    # Triton 3.6's interpreter takes int() of one-element arrays, which NumPy 2.4 refuses
     patch = getattr(triton_interpreter, "_patch_lang_tensor", None)
     if patch is not None:
 

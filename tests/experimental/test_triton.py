@@ -81,9 +81,7 @@ def plain_nearest_two(X, scaled, centers_sq):
     return TensorCores(compat_np, "plain").nearest_two_of(X @ scaled.T, centers_sq)
 
 
-# (n, d, k): one centre; tiles not full in rows, centres or features; rows kept for
-# every centre tile (d up to 128) and read per 32-feature slice (d = 300); G1's d with
-# 16 centre tiles
+#: (n, d, k): one centre; partial tiles; rows kept (d ≤ 128) or sliced (d = 300); 16 tiles
 SHAPES = ((1000, 3, 1), (700, 16, 130), (129, 128, 64), (300, 300, 70), (130, 128, 1000))
 
 
@@ -142,8 +140,7 @@ class TritonNumpy(TensorCores):
         return labels, near, sums.astype(np.float64), weights.astype(np.float64)
 
 
-# (n, d, k, scale): kept rows and 32-feature slices, one centre, data so large or so
-# small that the solver rescales them by a power of two, or not
+#: (n, d, k, scale): kept rows, slices, one centre; data the solver rescales, or not
 STEP_SHAPES = (
     (700, 16, 130, 1.0),
     (300, 300, 70, 2.0**66),
