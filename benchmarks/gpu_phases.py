@@ -1,65 +1,68 @@
 """Where a Lloyd iteration's time goes on a CUDA GPU: ``python benchmarks/gpu_phases.py``.
 
-For each GPU workload (data drawn on the device, so no host generation time), times with
-CUDA events, median of ``--repeats`` after a warm-up:
+For each GPU workload, times with CUDA events, median of ``--repeats`` after a warm-up:
 
 * first, where a fit's fixed cost falls: one fit lap by lap (set-up, initial centres,
   each iteration, the end of the run), and one fit under torch's profiler, whose CUPTI
   tracing sees every kernel and CUDA call of the process: the kernels and copies that
   took the device's time, the CUDA calls that took the host's (waits, copies, pinned
   allocations, launches), and how busy the device was;
-* the ceilings: a device-to-device copy of X (bytes read + written per second) and
-  cuBLAS's float32 product of one chunk with the centres, exact and TF32, and the TF32
-  product of the split inputs of ``precision="tf32x3"`` (TFLOP/s), with the split;
+* the ceilings: a device-to-device copy of X and cuBLAS's float32 product of one chunk
+  with the centres, exact and TF32, and the TF32 product of split TF32's split inputs
+  (TFLOP/s), with the split itself;
 * each step of one iteration, over all rows (timed on one or two chunks, scaled):
-  centring the rows (what ``Problem.rows`` does per chunk), the assignment for each
-  kernel choice and precision (the Triton kernel's too, where triton is installed),
-  the share of rows the tf32 and tf32x3 paths re-check, the per-cluster sums (float
-  atomics; deterministic: the sorted-segments kernel, 64-bit fixed point and the
-  one-hot product), and, from fits of 1 and ``1 + iterations`` iterations, the cost of
-  one Lloyd iteration
-  inside ``kmeans`` and the fixed cost of a fit, for each kernel choice and precision
-  and for workspaces of 256 MiB, 1 GiB (the default's cap) and 4 GiB;
-* the fixed cost's parts (set-up, with its validation, column mean and sum of
-  squares; final assignment, final inertia, relocating empty clusters), a whole fit's
-  wall clock with CuPy's memory pool warm and emptied first, and the device memory a
-  fit holds beyond X (a CuPy memory hook); greedy k-means++ (the default init) for all
-  k centres;
-* last, where triton is installed, a chunk's share of a Lloyd pass through the Triton
+  centring the rows, the core's exact nearest centres (its CUDA kernel, and CuPy's own
+  operations), the reduced-precision nearest two (cuBLAS and, where triton is
+  installed, the Triton kernel), the share of rows each precision leaves to the exact
+  settling, the per-cluster sums (float atomics; deterministic: the one-hot product,
+  the sorted-segments kernel, 64-bit fixed point), the final assignment and inertia
+  (CuPy's operations and the ``SQ_DIST`` kernel);
+* from fits of 1 and ``1 + iterations`` iterations, the cost of one Lloyd iteration
+  and the fixed cost of a fit, for the core's pass and each experimental engine, and
+  for workspaces of 256 MiB, 1 GiB (the default's cap) and 4 GiB; a fit's wall clock
+  with CuPy's memory pool warm and emptied first, the device memory a fit holds beyond
+  X (a CuPy memory hook), greedy k-means++ (the default init) for all k centres;
+* last, where triton is installed, a chunk's share of a pass through the Triton
   kernel's step mode against the same share in parts, and the Triton kernel's launch
   shapes for TF32 and split TF32 (the default and :data:`TRITON_SHAPES`).
 
 It prints one table per workload and, with ``--json``, writes every number. A script to
 learn from, not a test: it asserts nothing, and reports which share of the labels each
-kernel gives as the first (cuBLAS + argmin, exact) does.
+way of finding them gives as the core's exact pass does.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kmeans_gpu._precision import CENTER_PIECES, ROW_PIECES, near_ties
-from kmeans_gpu.benchmark import WORKLOADS, device_peak_bytes, make_data
-
+from benchmarks.harness import WORKLOADS, device_peak_bytes, make_data
+from kmeans_gpu import experimental as lab
 from kmeans_gpu import kmeans, kmeans_plusplus
 from kmeans_gpu._api import _warn_if_collapsed, prepare, setup
-from kmeans_gpu._assign import assign, inertia
+from kmeans_gpu._assign import assign, centers_for, inertia, nearest, score_margin
 from kmeans_gpu._validation import check_array
-from kmeans_gpu.backends import Backend, _triton
+from kmeans_gpu.backends import _cupy
+from kmeans_gpu.experimental import TensorCores, _triton
+from kmeans_gpu.experimental._precision import (
+    CENTER_PIECES,
+    PRECISIONS,
+    ROW_PIECES,
+    TF32,
+    Margin,
+)
 
-#: launch shapes of the Triton kernel timed besides the default (tests/test_triton.py
-#: compiled them for sm_90: all fit its shared memory)
+#: launch shapes of the Triton kernel timed besides the default (tests/experimental/
+#: test_triton.py compiles the defaults for sm_80 and sm_90)
 TRITON_SHAPES = {
     "tf32": (_triton.Config(64, 64, 4, 2, True), _triton.Config(64, 64, 4, 3, False)),
     "tf32x3": (_triton.Config(128, 64, 8, 2, True), _triton.Config(64, 64, 4, 3, False)),
@@ -92,8 +95,7 @@ def fit_timeline(
     from ``init`` (tol = 0), as ``kmeans`` runs it, the device synchronised after each:
     set-up, initial centres, the first iteration (which relocates empty clusters), the
     median of the others, the end of the run (final assignment and inertia), and the
-    result (the distinct-cluster check, centres back to the caller's units); and the
-    whole fit's milliseconds."""
+    distinct-cluster check; and the whole fit's milliseconds."""
     laps: list[tuple[str, float]] = []
     clock = time.perf_counter()
 
@@ -108,7 +110,7 @@ def fit_timeline(
     began = clock = time.perf_counter()
     job = setup(X, k, init=init, max_iter=iterations, tol=0.0)
     lap("set-up")  # validation, centring, scale, variance
-    steps = job.start()[2]
+    steps = job.start()[1]
     lap("initial centres")
     later: list[float] = []
     while True:
@@ -124,8 +126,7 @@ def fit_timeline(
         laps.append((f"iterations 2-{1 + len(later)}, median", statistics.median(later)))
     lap("end: final assignment and inertia")
     _warn_if_collapsed(job.problem, result.labels, k)
-    job.problem.from_working(result.centers)
-    lap("result: distinct clusters, centres back")
+    lap("result: distinct clusters")
     return laps, (clock - began) * 1e3
 
 
@@ -170,6 +171,25 @@ def fit_trace(
     )
 
 
+#: the fits whose Lloyd iteration is timed: name -> keyword arguments of ``lab.kmeans``
+#: (a backend object made once; ``precision="exact"`` is the core's pass)
+def _fits(triton: bool) -> dict[str, dict[str, Any]]:
+    fits = {
+        "core, CUDA kernel": {"backend": _cupy.make_backend(), "precision": "exact"},
+        "core, CuPy operations": {
+            "backend": _cupy.CupyBackend(kernels=False),
+            "precision": "exact",
+        },
+        "lab tf32 (cuBLAS)": {"backend": lab.CupyBackend(), "precision": "tf32"},
+        "lab tf32x3 (cuBLAS)": {"backend": lab.CupyBackend(), "precision": "tf32x3"},
+    }
+    if triton:
+        step = lab.CupyBackend(triton=True)
+        fits["lab tf32 (Triton step)"] = {"backend": step, "precision": "tf32"}
+        fits["lab tf32x3 (Triton step)"] = {"backend": step, "precision": "tf32x3"}
+    return fits
+
+
 def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[dict[str, Any]]:
     import cupy as cp
 
@@ -184,22 +204,23 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         X = rng.standard_normal((n, d), dtype=cp.float32)
         X += rng.integers(0, 8, size=(n, 1)).astype(cp.float32)
         init = X[:: n // k][:k].copy()  # k distinct rows
-    problem, _, centers = prepare(X, None, "cupy", centers=init)
-    backend = problem.backend
-    default_kernels = backend.custom_kernel
+    solver = lab.CupyBackend()
+    plain = lab.CupyBackend(kernels=False)
+    with_triton = _triton.available()
+    problem, _, valid = prepare(X, None, solver, centers=init)
+    centers = centers_for(problem, valid)
     chunks = problem.chunks(k)
     chunk = chunks[0][1] - chunks[0][0]
     Xc = problem.rows(0, chunk)
-    csq = cp.sum(centers * centers, axis=1)
+    working = centers.working
     results: list[dict[str, Any]] = []
 
     def add(step: str, value: float, note: str = "", unit: str = "ms") -> None:
         results.append({"workload": name, "step": step, unit: value, "note": note})
-        say(f"{name:3} {step:66} {value:10.3f} {unit:3}  {note}")
+        say(f"{name:3} {step:66} {value:10.3f} {unit:4}  {note}")
 
     say(f"{name}: {n:,} x {d}, k = {k:,}; {len(chunks)} chunks of {chunk:,} rows")
-    # first, where the fixed cost of a fit falls (the largest unexplained item): one fit
-    # lap by lap (the device synchronised at each), then one under CUPTI's tracing
+    # first, the fixed cost of a fit: lap by lap, then under CUPTI's tracing
     fit_timeline(cp, X, k, init, 1 + iterations)  # warm-up
     laps, whole = fit_timeline(cp, X, k, init, 1 + iterations)
     for what, ms in laps:
@@ -218,38 +239,37 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         add("fit trace: the device busy", busy, f"of {wall:.1f} ms wall clock under the profiler")
     else:
         say("(no fit trace: torch cannot trace the device here)")
+    # the ceilings
     ms = gpu_ms(cp, lambda: X.copy(), repeats)
     add("copy X (device to device)", ms, f"{2 * X.nbytes / ms / 1e6:.0f} GB/s read + written")
     flop = 2.0 * chunk * k * d
-    products = {  # the layout the solver uses, and the transposed one
-        "X·Cᵀ": lambda: Xc @ centers.T,
-        "C·Xᵀ": lambda: centers @ Xc.T,
-    }
-    for precision in ("exact", "tf32"):
+    products = {"X·Cᵀ": lambda: Xc @ working.T, "C·Xᵀ": lambda: working @ Xc.T}
+    for precision, pinned in (("exact", solver.exact_products), ("tf32", solver.tf32_products)):
         for layout, product in products.items():
-            with backend._compute_type(X.dtype, precision):
+            with pinned(X.dtype):
                 ms = gpu_ms(cp, product, repeats)
             add(
                 f"cuBLAS chunk product {layout}, {precision} (all rows)",
                 ms * n / chunk,
                 f"{flop / ms / 1e9:.1f} TFLOP/s",
             )
-    split_rows = backend.split_columns(Xc, ROW_PIECES)
-    split_centers = backend.split_columns(-2.0 * centers, CENTER_PIECES)
-    with backend._compute_type(X.dtype, "tf32"):
-        ms = gpu_ms(cp, lambda a=split_rows, b=split_centers: a @ b.T, repeats)
+    split_rows = solver.split_columns(Xc, ROW_PIECES)
+    split_centers = solver.split_columns(-2.0 * working, CENTER_PIECES)
+    ms = gpu_ms(
+        cp, lambda a=split_rows, b=split_centers: solver.reduced_product(a, b, TF32), repeats
+    )
     add(
         "cuBLAS chunk product X·Cᵀ, tf32x3 (3d inner; all rows)",
         ms * n / chunk,
         f"{3 * flop / ms / 1e9:.1f} TFLOP/s",
     )
-    ms = gpu_ms(cp, lambda: backend.split_columns(Xc, ROW_PIECES), repeats)
+    ms = gpu_ms(cp, lambda: solver.split_columns(Xc, ROW_PIECES), repeats)
     add("split every chunk into TF32 parts (kernel, all rows)", ms * n / chunk)
     del split_rows, split_centers
     try:  # the same float32 product through PyTorch (its own cuBLAS/cuBLASLt choice)
         import torch
 
-        tX, tC = torch.from_dlpack(Xc), torch.from_dlpack(centers)
+        tX, tC = torch.from_dlpack(Xc), torch.from_dlpack(working)
         torch.backends.cuda.matmul.allow_tf32 = False
         ms = gpu_ms(cp, lambda: tX @ tC.T, repeats)
         add(
@@ -259,144 +279,109 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         )
     except Exception as exc:  # no torch, or no CUDA torch
         say(f"(torch.matmul not timed: {type(exc).__name__}: {exc})")
-    add(
-        "centre every chunk (Problem.rows)",
-        sum(gpu_ms(cp, lambda a=a, b=b: problem.rows(a, b), repeats) for a, b in chunks[:1])
-        * n
-        / chunk,
-    )
-    reference = None
-    kernels = {
-        None: "plain CuPy",
-        "argmin": "argmin kernel",
-        "fused": "fused kernel",
-        "triton": "Triton kernel",
-    }
-    with_triton = (("triton", "tf32"), ("triton", "tf32x3")) if _triton.available() else ()
-    for mode, precision in (
-        (None, "exact"),
-        ("argmin", "exact"),
-        ("fused", "exact"),
-        (None, "tf32"),
-        ("argmin", "tf32"),
-        ("argmin", "tf32x3"),
-        *with_triton,
-    ):
-        backend.custom_kernel = mode
-        labels = backend.assign(Xc, centers, csq, precision)
-        if reference is None:
-            reference = labels
+    ms = gpu_ms(cp, lambda: problem.rows(0, chunk), repeats)
+    add("centre every chunk (Problem.rows)", ms * n / chunk)
+    # the nearest centres: the core's exact pass, then the reduced products
+    reference = nearest(problem, centers, 0, chunk)
+    for how, backend in (("CUDA kernel", solver), ("CuPy operations", plain)):
+        on = dataclasses.replace(problem, backend=backend)
+        labels = nearest(on, centers, 0, chunk)
         agree = float(cp.mean((labels == reference).astype(cp.float32)))
-        ms = gpu_ms(cp, lambda p=precision: backend.assign(Xc, centers, csq, p), repeats)
-        add(
-            f"assign, {kernels[mode]}, {precision} (all rows)",
-            ms * n / chunk,
-            f"labels agree with the first: {agree:.5f}",
-        )
-    # how many rows the tf32 and split-tf32 paths assign again exactly (their near ties)
-    backend.custom_kernel = "argmin"
-    for precision in ("tf32", "tf32x3"):
-        _, best, second = backend.reduced_nearest_two(Xc, -2.0 * centers, csq, precision)
-        near, margin = near_ties(backend.xp, Xc, csq, best, second, precision)
-        share = float(cp.mean(near.astype(cp.float32)))
-        gap = float(cp.median((second - best) / margin))
-        add(
-            f"{precision}: rows re-checked exactly",
-            share,
-            f"median gap / margin {gap:.3g}",
-            unit="of 1",
-        )
+        ms = gpu_ms(cp, lambda p=on: nearest(p, centers, 0, chunk), repeats)
+        add(f"exact nearest centres, {how} (all rows)", ms * n / chunk, f"agree: {agree:.5f}")
+    rows_sq = problem.squared_row_norms[:chunk]
+    core_margin = score_margin(problem, rows_sq, centers)
+    _, best, second = solver.nearest_two(Xc, working, centers.sq)
+    share = float(cp.mean(((second - best) <= core_margin).astype(cp.float32)))
+    add("exact: rows the core settles by float64 differences", share, "", unit="of 1")
+    ways: list[tuple[str, TensorCores]] = [("cuBLAS", solver)]
+    if with_triton:
+        ways.append(("Triton kernel", lab.CupyBackend(triton=True)))
+    for precision in PRECISIONS.values():
+        margin = Margin.of(problem, precision)(cp, rows_sq, centers.largest_norm)
+        for how, backend in ways:
+            labels, best, second = backend.reduced_nearest_two(Xc, centers, precision)
+            near = (second - best) <= margin
+            share = float(cp.mean(near.astype(cp.float32)))
+            agree = float(cp.mean(((labels == reference) | near).astype(cp.float32)))
+            ms = gpu_ms(
+                cp,
+                lambda b=backend, p=precision: b.reduced_nearest_two(Xc, centers, p),
+                repeats,
+            )
+            add(
+                f"{precision.name} nearest two, {how} (all rows)",
+                ms * n / chunk,
+                f"near ties {share:.4f} of the rows; the others agree: {agree:.5f}",
+            )
+    # the per-cluster sums
     some = chunks[:2]
-    rows = [problem.rows(a, b) for a, b in some]
-    labels = [backend.assign(r, centers, csq) for r in rows]
-    share = n / sum(b - a for a, b in some)
-    default_sums = backend.deterministic_sums
-    for what, deterministic, mode in (
-        ("float atomics", False, default_sums),
-        ("sorted segments kernel (deterministic)", True, "sorted"),
-        ("64-bit fixed point (deterministic)", True, "fixed-point"),
-        ("one-hot product (deterministic)", True, "one-hot"),
+    stored = [problem.X[a:b] for a, b in some]
+    labels = [reference[: b - a] if a == 0 else nearest(problem, centers, a, b) for a, b in some]
+    scale = n / sum(b - a for a, b in some)
+    sorted_sums = lab.CupyBackend(deterministic_sums="sorted")
+    fixed_point = lab.CupyBackend(deterministic_sums="fixed-point")
+    for what, backend, deterministic in (
+        ("float atomics", solver, False),
+        ("one-hot product (deterministic)", solver, True),
+        ("sorted segments kernel (deterministic)", sorted_sums, True),
+        ("64-bit fixed point (deterministic)", fixed_point, True),
     ):
-        backend.deterministic_sums = mode
         ms = sum(
             gpu_ms(
                 cp,
-                lambda r=r, lab=lab, det=deterministic: backend.cluster_sums(r, lab, None, k, det),
+                lambda x=x, lb=lb, b=backend, det=deterministic: b.cluster_sums(
+                    x, problem.origin, lb, None, k, det
+                ),
                 repeats,
             )
-            for r, lab in zip(rows, labels, strict=True)
+            for x, lb in zip(stored, labels, strict=True)
         )
-        add(f"cluster sums, {what} (all rows)", ms * share)
-    backend.deterministic_sums = default_sums
-    del rows, labels
+        add(f"cluster sums, {what} (all rows)", ms * scale)
+    del stored, labels
     # the fixed cost of a fit, part by part
     ms = gpu_ms(cp, lambda: prepare(X, None, "cupy", centers=init), max(1, repeats // 2))
     add("fit set-up: validation, centring, scale, variance", ms)
     ms = gpu_ms(cp, lambda: check_array(X, backend="cupy"), repeats)
     add("  of which validation (check_array: finite, dtype, layout)", ms)
-    ms = gpu_ms(cp, lambda: backend.column_mean(X), repeats)
-    add("  of which the column mean (cuBLAS ones·X)", ms, "set-up takes it twice")
-    ms = gpu_ms(cp, lambda: cp.mean(X, axis=0), repeats)
-    add("  (the column mean by CuPy's reduction over axis 0)", ms, "the path it replaced")
-    xp = backend.xp
-    flat = X.reshape((n * d,))
-    ms = gpu_ms(cp, lambda f=flat: xp.vecdot(f, f), repeats)
-    add(
-        "  of which the sum of squares (xp.vecdot of all rows, flat)",
-        ms,
-        f"{X.nbytes / ms / 1e6:.0f} GB/s; array_api_compat may make it a 1×N·N×1 product",
-    )
-    del flat
     final = cp.empty(n, dtype=cp.int32)
     ms = gpu_ms(cp, lambda: assign(problem, centers, final, statistics=False), repeats)
     add("final assignment (all rows, no sums)", ms)
-    default_pending = backend.pending_kernels
-    for pending in (False, True):  # the plain path, then the SQ_DIST kernel
-        backend.pending_kernels = pending
-        ms = gpu_ms(cp, lambda: inertia(problem, centers, final), repeats)
-        how = "SQ_DIST kernel" if pending else "plain CuPy"
+    for how, backend in (
+        ("CuPy operations", solver),
+        ("SQ_DIST kernel", lab.CupyBackend(sq_dist_kernel=True)),
+    ):
+        on = dataclasses.replace(problem, backend=backend)
+        ms = gpu_ms(cp, lambda p=on: inertia(p, centers.caller, final), repeats)
         add(f"final inertia, {how} (all rows)", ms, "the frame stream's per iteration")
-    backend.pending_kernels = default_pending
 
     def iteration_cost(**params: Any) -> tuple[float, float]:
         """A fit of m iterations costs F + m·P: the fixed cost F (validation, centring,
         the final assignment and inertia) and the cost P of one Lloyd iteration."""
 
         def fit(iterations: int) -> Any:
-            return kmeans(X, k, init=init, max_iter=iterations, tol=0.0, **params)
+            return lab.kmeans(X, k, init=init, max_iter=iterations, tol=0.0, **params)
 
         once = gpu_ms(cp, lambda: fit(1), max(1, repeats // 2))
         more = gpu_ms(cp, lambda: fit(1 + iterations), max(1, repeats // 2))
         per_iteration = (more - once) / iterations
         return per_iteration, once - per_iteration
 
-    for mode, precision in (
-        (None, "exact"),
-        ("argmin", "exact"),
-        ("fused", "exact"),
-        ("argmin", "tf32"),
-        ("argmin", "tf32x3"),
-        *with_triton,
-        *((("triton", "exact"),) if with_triton else ()),  # exact labels by split TF32
-    ):
-        backend.custom_kernel = mode
-        per_iteration, fixed = iteration_cost(precision=precision)
-        add(
-            f"kmeans(), {kernels[mode]}, {precision}: one Lloyd iteration",
-            per_iteration,
-            f"fixed cost of a fit: {fixed:.1f} ms",
-        )
-    backend.custom_kernel = "argmin"
+    for what, params in _fits(with_triton).items():
+        per_iteration, fixed = iteration_cost(**params)
+        add(f"kmeans(), {what}: one Lloyd iteration", per_iteration, f"fixed cost {fixed:.1f} ms")
     for mib in (256, 1024, 4096):  # the default workspace is 1 GiB at most
-        per_iteration, fixed = iteration_cost(working_memory=mib << 20)
+        per_iteration, fixed = iteration_cost(
+            backend="cupy", precision="exact", working_memory=mib << 20
+        )
         add(
             f"kmeans(), working_memory={mib} MiB: one Lloyd iteration",
             per_iteration,
-            f"fixed cost of a fit: {fixed:.1f} ms; "
-            f"{len(replace(problem, working_memory=mib << 20).chunks(k))} chunks",
+            f"fixed cost {fixed:.1f} ms; "
+            f"{len(dataclasses.replace(problem, workspace=mib << 20).chunks(k))} chunks",
         )
     pool = cp.get_default_memory_pool()
-    for cold in (False, True):  # the benchmark emptied the pool before each fit until stop 10
+    for cold in (False, True):
         times = []
         for _ in range(max(1, repeats // 2)):
             if cold:
@@ -410,7 +395,6 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             f"a fit of {iterations} iterations, wall clock, memory pool "
             + ("emptied first" if cold else "warm"),
             statistics.median(times),
-            "the benchmark's timed fits found it emptied until stop 10",
         )
     for policy in ("relocate", "keep"):  # relocating empty clusters: its cost per fit
         ms = gpu_ms(
@@ -419,13 +403,11 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
             max(1, repeats // 2),
         )
         add(f"a fit of one iteration, empty_cluster={policy!r}", ms)
-    backend.custom_kernel = default_kernels
     _, peak = device_peak_bytes(lambda: kmeans(X, k, init=init, max_iter=2, tol=0.0))
     add(
         "device memory held beyond X during a fit (memory hook)",
         peak / 2**20,
-        f"{peak / X.nbytes:.2f} of X; workspace "
-        f"{backend.default_working_memory() / 2**20:.0f} MiB",
+        f"{peak / X.nbytes:.2f} of X; workspace {problem.workspace / 2**20:.0f} MiB",
         unit="MiB",
     )
     add(
@@ -434,38 +416,36 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
         f"X: {X.nbytes / 2**20:.0f} MiB",
         unit="MiB",
     )
-    # greedy k-means++, the default init (the benchmark starts every contender from the
-    # same given centres, so no table times it): k - 1 sequential steps, each a pass
-    # over the data for its candidates
+    # k-means++, the default init: the benchmark starts every contender from given centres
     ms = gpu_ms(cp, lambda: kmeans_plusplus(X, k, random_state=0), 1)
     add("k-means++ (greedy, the default init), all k centres", ms, f"{ms / k:.3f} ms per centre")
-    if _triton.available():  # last: each launch shape is a compilation of a few seconds
-        # a chunk's share of a Lloyd pass: the Triton kernel's step (one pass over the
-        # stored rows: centred, assigned, near ties marked, the others summed) against
-        # the same share made of parts (working rows, Triton nearest two, the near-tie
-        # margins, float-atomic sums)
-        stored, origin = problem.source_rows(0, chunk)
-        rows_sq = problem.squared_row_norms[:chunk]
-        backend.custom_kernel = "triton"
-        for precision in ("tf32", "tf32x3"):
-            for fused in (True, False):
-                step = backend.reduced_step if fused else partial(Backend.reduced_step, backend)
+    if with_triton:  # last: each launch shape is a compilation of a few seconds
+        # a chunk's share of a pass: the Triton step against the same share in parts
+        step = lab.CupyBackend(triton=True)
+        for precision in PRECISIONS.values():
+            margin = Margin.of(problem, precision)
+            on = dataclasses.replace(problem, backend=step)
+            for how, share in (
+                ("one kernel (step mode)", step.reduced_step),
+                ("in parts", lambda *a, b=step: TensorCores.reduced_step(b, *a)),
+            ):
                 ms = gpu_ms(
                     cp,
-                    lambda p=precision, f=step: f(stored, origin, centers, csq, rows_sq, None, p),
+                    lambda f=share, p=precision, m=margin, o=on: f(o, centers, 0, chunk, p, m),
                     repeats,
                 )
-                how = "one kernel (step mode)" if fused else "in parts"
-                add(f"a pass's share, Triton {precision}, {how} (all rows)", ms * n / chunk)
-        backend.custom_kernel = default_kernels
-        scaled = -2.0 * centers
+                add(f"a pass's share, Triton {precision.name}, {how} (all rows)", ms * n / chunk)
+        scaled = -2.0 * working
         hopper = int(cp.cuda.Device().compute_capability) >= 90
-        for precision, shapes in TRITON_SHAPES.items():
+        for key, shapes in TRITON_SHAPES.items():
+            precision = PRECISIONS[key]
             default = _triton.config_for(precision, d, hopper)
             for config in (default, *(c for c in shapes if c != default)):
                 ms = gpu_ms(
                     cp,
-                    lambda p=precision, c=config: _triton.nearest_two(Xc, scaled, csq, p, c),
+                    lambda p=precision, c=config: _triton.nearest_two(
+                        Xc, scaled, centers.sq, p, c
+                    ),
                     repeats,
                 )
                 shape = (  # rows x centres a block / warps / stages / rows kept or sliced
@@ -473,7 +453,7 @@ def profile(name: str, repeats: int, iterations: int, rows: int | None) -> list[
                     f"{config.num_stages}s/{'kept' if config.resident else 'sliced'}"
                 )
                 add(
-                    f"Triton nearest two, {precision}, {shape} (all rows)",
+                    f"Triton nearest two, {key}, {shape} (all rows)",
                     ms * n / chunk,
                     "the default" if config == default else "",
                 )

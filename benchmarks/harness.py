@@ -179,6 +179,74 @@ VARIANTS: dict[str, tuple[str, Callable[[], Any], tuple[str, ...]]] = {
         (),
     ),
 }
+#: the name every experimental contender's starts with (never matches "cupy]")
+LAB = f"{OURS} lab"
+
+
+@dataclass(frozen=True)
+class LabVariant:
+    """An experimental contender on CuPy: ``kmeans_gpu.experimental.kmeans`` (or its
+    frame stream) with a backend object and an engine chosen by ``precision``."""
+
+    note: str
+    backend: Callable[[], Any]
+    precision: str = "exact"
+    deterministic: bool = False
+    frames: bool = False
+    triton: bool = False
+
+
+def _lab() -> Any:
+    from kmeans_gpu import experimental
+
+    return experimental
+
+
+#: the experimental contenders: name suffix -> variant (on CuPy only)
+LAB_VARIANTS: dict[str, LabVariant] = {
+    "tf32": LabVariant(
+        "TF32 products (cuBLAS), near ties settled exactly",
+        lambda: _lab().CupyBackend(),
+        "tf32",
+    ),
+    "tf32x3": LabVariant(
+        "split TF32 (one cuBLAS TF32 product of inner size 3d), near ties settled exactly",
+        lambda: _lab().CupyBackend(),
+        "tf32x3",
+    ),
+    "tf32x3 Triton": LabVariant(
+        "split TF32 in the Triton kernel's step (the exact labels, no scores written)",
+        lambda: _lab().CupyBackend(triton=True),
+        "tf32x3",
+        triton=True,
+    ),
+    "tf32 Triton": LabVariant(
+        "TF32 in the Triton kernel's step",
+        lambda: _lab().CupyBackend(triton=True),
+        "tf32",
+        triton=True,
+    ),
+    "deterministic one-hot": LabVariant(
+        "deterministic=True, the core's one-hot product",
+        lambda: _lab().CupyBackend(),
+        deterministic=True,
+    ),
+    "deterministic sorted": LabVariant(
+        "deterministic=True, the sorted-segments kernel",
+        lambda: _lab().CupyBackend(deterministic_sums="sorted"),
+        deterministic=True,
+    ),
+    "deterministic fixed-point": LabVariant(
+        "deterministic=True, 64-bit fixed point",
+        lambda: _lab().CupyBackend(deterministic_sums="fixed-point"),
+        deterministic=True,
+    ),
+    "frames, SQ_DIST": LabVariant(
+        "frame stream, each iteration's inertia by the SQ_DIST kernel",
+        lambda: _lab().CupyBackend(sq_dist_kernel=True),
+        frames=True,
+    ),
+}
 
 
 def _backends() -> Any:
@@ -207,6 +275,48 @@ def _ours(backend: str, variant: str | None = None) -> Contender:
         return _our_contender(name, backend, solve)
     note, _, only = VARIANTS[variant]
     return _our_contender(f"{name} {variant}", backend, solve, note=note, only=only)
+
+
+def _lab_contender(suffix: str) -> Contender:
+    """The experimental contender :data:`LAB_VARIANTS` ``[suffix]``, on CuPy: its
+    backend object made once, a new engine for each fit."""
+    variant = LAB_VARIANTS[suffix]
+    lab = _lab()
+    chosen = variant.backend()
+    options = {"precision": variant.precision, "backend": chosen, "tol": 0.0}
+
+    def solve(X: Any, init: Any, iterations: int) -> tuple[Any, int]:
+        if variant.frames:
+            steps = lab.iter_frames(
+                X, init, max_iter=iterations, empty_cluster="relocate", **options
+            )
+            frames = list(steps)
+            return frames[-1].centroids, frames[-1].iteration
+        centers, _, _, n_iter = lab.kmeans(
+            X,
+            init.shape[0],
+            init=init,
+            max_iter=iterations,
+            deterministic=variant.deterministic,
+            **options,
+        )
+        return centers, n_iter
+
+    return _our_contender(f"{LAB} {suffix}", "cupy", solve, note=variant.note)
+
+
+def _lab_contenders() -> tuple[list[Contender], list[str]]:
+    """The experimental contenders that can run here (CuPy is), and a line for each
+    left out."""
+    from kmeans_gpu.experimental import _triton
+
+    chosen, skipped = [], []
+    for suffix, variant in LAB_VARIANTS.items():
+        if variant.triton and not _triton.available():
+            skipped.append(f"{LAB} {suffix}: needs triton and torch")
+        else:
+            chosen.append(_lab_contender(suffix))
+    return chosen, skipped
 
 
 def _our_contender(
@@ -440,6 +550,9 @@ def contenders(include_gpu: bool) -> tuple[list[Contender], list[str]]:
             chosen.append(_ours("numpy", "without numba"))
         if backend == "cupy":
             chosen.append(_ours("cupy", "plain CuPy"))
+            lab, left_out = _lab_contenders()
+            chosen += lab
+            skipped += left_out
     chosen += [_sklearn("lloyd"), _sklearn("elkan")]
     for module, factory in (("faiss", _faiss),):
         (

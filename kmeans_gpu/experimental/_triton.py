@@ -1,19 +1,20 @@
-"""A Triton kernel for the CuPy backend's reduced-precision assignment (optional).
+"""The Triton kernel of the experimental CuPy backend (``CupyBackend(triton=True)``;
+``triton`` and ``torch`` installed: Triton's CUDA driver asks torch for the device and
+stream).
 
-``KMEANS_GPU_CUDA_KERNELS=triton`` (with ``triton`` and ``torch`` installed: Triton's
-CUDA driver asks torch for the device and stream) makes ``precision="tf32"`` and
-``"tf32x3"`` find each row's two nearest centres in one kernel that never writes the
+It finds each row's two nearest centres at a reduced precision without writing the
 scores: a block of rows is multiplied with one tile of centres after another on tensor
 cores (``tl.dot`` with TF32 inputs, or Triton's own split TF32; float32 sums) and each
 tile's scores ``x·(−2c) + ‖c‖²`` are folded at once into the rows' running best score,
-its index (the first on ties) and the second-best score.
-The near-tie re-check of ``kmeans_gpu/_precision.py`` then runs on those, as it does
-after cuBLAS's product: the labels are the exact ones.
+its index (the first on ties) and the second-best score. In its step mode it is a
+chunk's whole share of a pass (``ReducedPrecision``): the stored rows centred, the
+near ties marked, the other rows summed with float32 atomics. The near ties are then
+settled exactly as after cuBLAS's product: the labels are the exact ones.
 
 Up to 128 features a block may keep its rows for all centre tiles; beyond, it reads
-them again per tile in slices of 32 features (:data:`CONFIGS`). The kernel is tested in CI with
-Triton's interpreter (on torch CPU tensors) against the plain path, and by a ``gpu``
-test on CuPy; it is off by default until a GPU run has timed it.
+them again per tile in slices of 32 features (:data:`CONFIGS`). The kernel is tested
+with Triton's interpreter (on torch CPU tensors) against the array API path, compiled
+for sm_80 and sm_90 by Triton's own ptxas, and run by ``gpu`` tests on CuPy.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._base import rescale_factors
+from .._assign import Centers
+from ._cuda import rescale_factors
+from ._precision import Margin, Precision
 
 
 @dataclass(frozen=True)
@@ -44,13 +47,10 @@ class Config:
 RESIDENT_FEATURES = 128
 FEATURE_SLICE = 32
 
-#: ``tl.dot``'s input precision for each of ours that the kernel serves (bfloat16 goes
-#: through cuBLAS: Triton's interpreter cannot check a bfloat16 product)
-INPUT_PRECISION = {"tf32": "tf32", "tf32x3": "tf32x3"}
 #: The launch shapes by (precision, compute capability 9.0 or later) for rows of up to
 #: RESIDENT_FEATURES, from Triton 3.6's compilation for sm_80 and sm_90 (on sm_90
-#: ``tl.dot`` is a wgmma; tests/test_triton.py checks that each fits its device's shared
-#: memory). Which shape is fastest is what the phase profile measures.
+#: ``tl.dot`` is a wgmma; tests/experimental/test_triton.py checks that each fits its
+#: device's shared memory). Which shape is fastest is what the phase profile measures.
 CONFIGS = {
     ("tf32", True): Config(128, 64, 8, 2, True),  # 128 KiB shared, 80 registers
     ("tf32", False): Config(64, 64, 4, 2, True),  # 65 KiB, 128 registers
@@ -61,24 +61,16 @@ CONFIGS = {
 WIDE = Config(64, 64, 4, 3, False)
 
 
-def config_for(precision: str, n_features: int, hopper: bool) -> Config:
+def config_for(precision: Precision, n_features: int, hopper: bool) -> Config:
     """The launch shape for ``precision`` and rows of ``n_features``, on a device of
     compute capability 9.0 or later (``hopper``) or not."""
     if _padded(n_features) > RESIDENT_FEATURES:
         return WIDE
-    return CONFIGS[precision, hopper]
+    return CONFIGS[precision.name, hopper]
 
 
 def _padded(n_features: int) -> int:
     return max(16, 1 << (n_features - 1).bit_length())
-
-
-def assignment_columns(n_features: int) -> int:
-    """Temporaries per row, in float32 elements, of a Lloyd step whose assignment is
-    this kernel's (for chunk sizes): no scores, but the working row, room for the
-    float64 differences of the inertia the frame stream takes per chunk, and a few
-    values (label, best and second score, near-tie flag and margin, bookkeeping)."""
-    return 3 * n_features + 8
 
 
 def available() -> bool:
@@ -100,23 +92,23 @@ def _kernel() -> Any:
 
 @dataclass(frozen=True)
 class Step:
-    """What the kernel needs, beyond :func:`launch`'s arguments, for a Lloyd step's
-    share (arrays as Triton takes them): the stored rows' origin (``mean`` ``(d,)`` and
-    the powers of two ``factors`` of ``Backend.working_rows``), the working rows'
-    squared norms ``rows_sq`` ``(n,)``, the largest centre norm (one value, on the
-    device), the near-tie bound's ``delta`` (``_precision.relative_product_error``), the
-    rows' ``weights`` (or None), and its outputs: ``near`` (int8, ``(n,)``) and, unless
-    None, ``sums`` ``(k, d)`` and ``weight_sums`` ``(k,)`` (float32, added to)."""
+    """What the kernel needs, beyond :func:`launch`'s arguments, for a pass's share
+    (arrays as Triton takes them): the stored rows' origin (``mean`` ``(d,)`` float32 and
+    the powers of two ``factors`` of ``rescale``), the working rows' squared norms
+    ``rows_sq`` ``(n,)``, the largest centre norm (one value, on the device), the
+    near-tie ``margin``, the rows' ``weights`` (or None), and its outputs: ``near``
+    (int8, ``(n,)``), ``sums`` ``(k, d)`` and ``weight_sums`` ``(k,)`` (float32, added
+    to)."""
 
     mean: Any
     factors: tuple[float, float]
     rows_sq: Any
     max_center_norm: Any
-    delta: float
+    margin: Margin
     weights: Any
     near: Any
-    sums: Any = None
-    weight_sums: Any = None
+    sums: Any
+    weight_sums: Any
 
 
 def launch(
@@ -129,7 +121,7 @@ def launch(
     n: int,
     k: int,
     d: int,
-    precision: str,
+    precision: Precision,
     config: Config,
     step: Step | None = None,
 ) -> None:
@@ -151,11 +143,12 @@ def launch(
             step.max_center_norm,
             unused if step.weights is None else step.weights,
             step.near,
-            unused if step.sums is None else step.sums,
-            unused if step.weight_sums is None else step.weight_sums,
+            step.sums,
+            step.weight_sums,
         )
     )
     f1, f2 = (1.0, 1.0) if step is None else step.factors
+    margin = Margin(0.0, 0.0) if step is None else step.margin
     _kernel()[((n + config.block_m - 1) // config.block_m,)](
         X,
         scaled,
@@ -169,15 +162,15 @@ def launch(
         d,
         f1,
         f2,
-        0.0 if step is None else step.delta,
+        margin.squares,
+        margin.product,
         BLOCK_M=config.block_m,
         BLOCK_N=config.block_n,
         D_PAD=padded,
         RESIDENT=config.resident,
         BLOCK_K=FEATURE_SLICE,
-        PRECISION=INPUT_PRECISION[precision],
+        PRECISION=precision.name,
         STEP=step is not None,
-        SUMS_TOO=step is not None and step.sums is not None,
         WEIGHTED=step is not None and step.weights is not None,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
@@ -197,20 +190,28 @@ class _Pointer:
         return self.ptr
 
 
+def _config(precision: Precision, n_features: int, config: Config | None) -> Config:
+    """``config``, or the launch shape for this device."""
+    if config is not None:
+        return config
+    import cupy
+
+    hopper = int(cupy.cuda.Device().compute_capability) >= 90
+    return config_for(precision, n_features, hopper)
+
+
 def nearest_two(
-    X: Any, scaled: Any, centers_sq: Any, precision: str, config: Config | None = None
+    X: Any, scaled: Any, centers_sq: Any, precision: Precision, config: Config | None = None
 ) -> tuple[Any, Any, Any]:
     """For CuPy float32 ``X`` ``(n, d)`` and ``scaled = −2·centres`` ``(k, d)``: each
     row's nearest centre (int32, first on ties), its score and the second-best score
-    (``x·s + ‖c‖²`` from a ``precision`` product), as ``Backend.nearest_two`` of that
-    product gives them, without writing the product. ``config``: the launch shape
-    (default: :func:`config_for` this device)."""
+    (``x·s + ‖c‖²`` from a ``precision`` product), as ``nearest_two_of`` that product
+    gives them, without writing the product. ``config``: the launch shape (default:
+    :func:`config_for` this device)."""
     import cupy
 
     n, d = (int(v) for v in X.shape)
-    if config is None:
-        hopper = int(cupy.cuda.Device().compute_capability) >= 90
-        config = config_for(precision, d, hopper)
+    config = _config(precision, d, config)
     k = int(scaled.shape[0])
     squares = centers_sq.astype(cupy.float32, copy=False)
     arrays = [cupy.ascontiguousarray(a) for a in (X, scaled, squares)]
@@ -237,54 +238,46 @@ def nearest_two(
 
 def lloyd_step(
     X: Any,
-    origin: tuple[Any, int] | None,
-    scaled: Any,
-    centers_sq: Any,
+    origin: tuple[Any, int],
+    centers: Centers,
     rows_sq: Any,
     weights: Any,
-    precision: str,
-    statistics: bool = True,
+    precision: Precision,
+    margin: Margin,
     config: Config | None = None,
 ) -> tuple[Any, Any, Any, Any]:
-    """``Backend.reduced_step`` in one pass over CuPy float32 rows ``X`` ``(n, d)``
-    (stored rows with their ``origin``, or working rows when it is None) and
-    ``scaled = −2·centres`` ``(k, d)``: the provisional labels, the near ties (bool),
-    and when ``statistics`` the float-atomic sums and weights of the other rows. No
-    working rows, scores or best scores are written."""
+    """``TensorCores.reduced_step`` in one pass over CuPy float32 stored rows ``X``
+    ``(n, d)`` with their ``origin`` (``(mean, exponent)``, mean float64 holding float32
+    values): the provisional labels, the near ties (bool), and the float32 atomic sums
+    ``(k, d)`` and weights ``(k,)`` of the other rows. No working rows, scores or best
+    scores are written."""
     import cupy
 
-    from .._precision import relative_product_error
-
     n, d = (int(v) for v in X.shape)
-    k = int(scaled.shape[0])
-    if config is None:
-        hopper = int(cupy.cuda.Device().compute_capability) >= 90
-        config = config_for(precision, d, hopper)
+    k = centers.n_clusters
+    config = _config(precision, d, config)
     # every array the kernel reads stays referenced here until it is launched
     contiguous = cupy.ascontiguousarray
-    X, scaled = contiguous(X), contiguous(scaled)
-    squares = contiguous(centers_sq.astype(cupy.float32, copy=False))
+    X, scaled = contiguous(X), contiguous(-2.0 * centers.working)
+    squares = contiguous(centers.sq.astype(cupy.float32, copy=False))
     rows_sq = contiguous(rows_sq.astype(cupy.float32, copy=False))
-    weights = None if weights is None else contiguous(weights)
-    if origin is None:
-        mean, factors = cupy.zeros(d, dtype=cupy.float32), (1.0, 1.0)
-    else:
-        mean, factors = contiguous(origin[0]), rescale_factors(origin[1])
-    largest = cupy.sqrt(squares).max().reshape(1)  # on the device: no sync
+    weights = None if weights is None else contiguous(weights.astype(cupy.float32, copy=False))
+    mean = contiguous(origin[0].astype(cupy.float32))  # exact: it holds a float32 value
+    largest = centers.largest_norm.astype(cupy.float32).reshape(1)
     labels = cupy.empty(n, dtype=cupy.int32)
     near = cupy.empty(n, dtype=cupy.int8)
-    sums = cupy.zeros((k, d), dtype=cupy.float32) if statistics else None
-    weight_sums = cupy.zeros(k, dtype=cupy.float32) if statistics else None
+    sums = cupy.zeros((k, d), dtype=cupy.float32)
+    weight_sums = cupy.zeros(k, dtype=cupy.float32)
     step = Step(
         mean=_Pointer(mean),
-        factors=factors,
+        factors=rescale_factors(origin[1]),
         rows_sq=_Pointer(rows_sq),
         max_center_norm=_Pointer(largest),
-        delta=relative_product_error(precision, d),
+        margin=margin,
         weights=None if weights is None else _Pointer(weights),
         near=_Pointer(near),
-        sums=None if sums is None else _Pointer(sums),
-        weight_sums=None if weight_sums is None else _Pointer(weight_sums),
+        sums=_Pointer(sums),
+        weight_sums=_Pointer(weight_sums),
     )
     x = _Pointer(X)
     with _on_cupy_device_and_stream():

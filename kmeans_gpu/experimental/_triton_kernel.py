@@ -6,15 +6,13 @@ runs on the GPU or in its interpreter (``TRITON_INTERPRET=1``, which tests set f
 import triton
 import triton.language as tl
 
-#: float32's unit roundoff, as in ``kmeans_gpu/_precision.py``'s error bound
-FLOAT32_ROUNDOFF = tl.constexpr(2.0**-24)
-
 
 @triton.jit
 def _rows(X, MEAN, rows64, row_ok, features, d, f1, f2, STEP: tl.constexpr):
     """Rows ``rows64`` of X, features ``features`` (0 outside); with ``STEP`` they are
-    stored rows made working rows here, ``((x − mean)·f1)·f2`` in float32 operations as
-    ``Backend.working_rows`` makes them (f1, f2: the powers of two of its rescaling)."""
+    stored rows made working rows here, ``((x − mean)·f1)·f2`` in float32 operations
+    (f1, f2: the powers of two of ``rescale``): the core's working rows, which round
+    the same difference once."""
     ok = row_ok[:, None] & (features[None, :] < d)
     x = tl.load(X + rows64[:, None] * d + features[None, :], mask=ok, other=0.0)
     if STEP:
@@ -43,7 +41,8 @@ def kmeans_gpu_triton_assign(
     d,
     f1,
     f2,
-    delta,
+    margin_squares,
+    margin_product,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     D_PAD: tl.constexpr,
@@ -51,15 +50,14 @@ def kmeans_gpu_triton_assign(
     BLOCK_K: tl.constexpr,
     PRECISION: tl.constexpr,
     STEP: tl.constexpr,
-    SUMS_TOO: tl.constexpr,
     WEIGHTED: tl.constexpr,
 ):
     """Each row's nearest centre, its score and the second-best score (``BEST``,
-    ``SECOND``). With ``STEP``, a Lloyd step's share instead: X holds stored rows, made
+    ``SECOND``). With ``STEP``, a Lloyd pass's share instead: X holds stored rows, made
     working rows here (``MEAN``, f1, f2), and the kernel marks the rows with a near tie
-    (``NEAR``: ``second <= best + margin``, the margin of ``_precision.near_ties`` from
-    ``ROWS_SQ``, ``MAX_CENTER_NORM`` and ``delta``) and, with ``SUMS_TOO``, adds every
-    other row (times its weight ``W``) to ``SUMS[label]`` and its weight to
+    (``NEAR``: ``second − best <= margin``, ``_precision.Margin`` from ``ROWS_SQ``,
+    ``MAX_CENTER_NORM``, ``margin_squares`` and ``margin_product``) and adds every other
+    row (times its weight ``W``) to ``SUMS[label]`` and its weight to
     ``WEIGHT_SUMS[label]`` with float atomics, in the same pass over the rows."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < n
@@ -111,27 +109,24 @@ def kmeans_gpu_triton_assign(
         tl.store(BEST + rows64, best, mask=row_ok)
         tl.store(SECOND + rows64, second, mask=row_ok)
     else:
-        # the near-tie margin, in the order of operations of _precision.near_ties
+        # the near-tie margin, in the order of operations of _precision.Margin
         norm = tl.sqrt_rn(tl.load(ROWS_SQ + rows64, mask=row_ok, other=0.0))
         largest = tl.load(MAX_CENTER_NORM)
-        product = 2.0 * norm * largest * delta
-        squares = (2.0 * FLOAT32_ROUNDOFF) * ((norm + largest) * (norm + largest))
-        margin = 2.0 * (2.0 * (product + squares))
-        near = second <= best + margin
+        reach = norm + largest
+        margin = margin_squares * reach * reach + margin_product * norm * largest
+        near = second - best <= margin
         tl.store(NEAR + rows64, near.to(tl.int8), mask=row_ok)
-        if SUMS_TOO:
-            keep = row_ok & (second > best + margin)
-            if WEIGHTED:
-                w = tl.load(W + rows64, mask=keep, other=0.0)
-            else:
-                w = tl.where(keep, 1.0, 0.0)
-            # the block's rows read again (from L2: just read), a slice at a time: kept
-            # rows held in registers across the loop would spill
-            index64 = index.to(tl.int64)
-            for f0 in range(0, d, BLOCK_K):
-                part = f0 + tl.arange(0, BLOCK_K)
-                xk = _rows(X, MEAN, rows64, keep, part, d, f1, f2, STEP)
-                add = keep[:, None] & (part[None, :] < d)
-                target = SUMS + index64[:, None] * d + part[None, :]
-                tl.atomic_add(target, xk * w[:, None], mask=add, sem="relaxed")
-            tl.atomic_add(WEIGHT_SUMS + index64, w, mask=keep, sem="relaxed")
+        keep = row_ok & (second - best > margin)
+        if WEIGHTED:
+            w = tl.load(W + rows64, mask=keep, other=0.0)
+        else:
+            w = tl.where(keep, 1.0, 0.0)
+        # the rows read again from L2, a slice at a time: kept ones would spill registers
+        index64 = index.to(tl.int64)
+        for f0 in range(0, d, BLOCK_K):
+            part = f0 + tl.arange(0, BLOCK_K)
+            xk = _rows(X, MEAN, rows64, keep, part, d, f1, f2, STEP)
+            add = keep[:, None] & (part[None, :] < d)
+            target = SUMS + index64[:, None] * d + part[None, :]
+            tl.atomic_add(target, xk * w[:, None], mask=add, sem="relaxed")
+        tl.atomic_add(WEIGHT_SUMS + index64, w, mask=keep, sem="relaxed")

@@ -1,35 +1,24 @@
-"""The work that should not wait for the device does not: a Lloyd pass (exact, and
-split TF32 settling its near ties in a capacity) and greedy k-means++, checked with
-``cupyx.allow_synchronize(False)``, under which CuPy raises ``DeviceSynchronized`` at a
-blocking copy to the host (a value read into Python, a boolean mask's count, a
-``nonzero``). On a GPU where CuPy still has it (deprecated since CuPy 10), and on the
-host stand-in, which raises at every read it counts, so CI runs the same test.
-
-A wait costs more than its copy: the host stops queueing work until the device has
-drained, so the device idles while Python catches up.
-"""
+"""A split-TF32 pass that settles its near ties within a capacity does not wait for the
+device, checked with ``cupyx.allow_synchronize(False)``, under which CuPy raises
+``DeviceSynchronized`` at a blocking copy to the host (a value read into Python, a
+boolean mask's count, a ``nonzero``): on a GPU where CuPy still has it (deprecated since
+CuPy 10), and on the host stand-in, which raises at every read it counts."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 import pytest
 
 from kmeans_gpu._api import prepare
-from kmeans_gpu._assign import assign
-from kmeans_gpu._init import kmeans_plusplus_working
+from kmeans_gpu._assign import centers_for
+from kmeans_gpu.experimental import CupyBackend, ReducedPrecision, _engine
+from kmeans_gpu.experimental._precision import TF32X3
 
-from . import fake_cupy
-
-#: the ``backend`` fixture's CuPy parameters only: the real one (``gpu``), the stand-in
-ON_CUPY = pytest.mark.parametrize(
-    "backend", [pytest.param("cupy", marks=pytest.mark.gpu), "cupy-host"], indirect=True
-)
+from .conftest import ON_CUPY
 
 
 @contextlib.contextmanager
@@ -47,63 +36,30 @@ def no_waits() -> Iterator[None]:
         yield
 
 
-def _data(cp: Any) -> Any:
+@ON_CUPY
+@pytest.mark.parametrize("triton", [False, True], ids=["cuBLAS", "Triton step"])
+def test_a_split_tf32_pass_within_a_capacity_does_not_wait(backend, triton):
+    """Several chunks, near ties settled in a capacity: labels, sums, weights, counts
+    and the feedback stay on the device; the pass that reads its count reads it once."""
+    from kmeans_gpu.experimental import _triton
+
+    if triton and not _triton.available():
+        pytest.skip("the Triton kernel needs triton and torch")
+    cp = backend.xp
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20_000, 16)) + rng.integers(0, 8, size=(20_000, 1))
-    return cp.asarray(X.astype(np.float32))
-
-
-@ON_CUPY
-def test_no_wait_in_the_forbidding_block_is_missed(backend):
-    """The check itself: a read of a device value inside the block raises."""
-    import cupyx
-
-    x = backend.asarray(np.ones(3, dtype=np.float32))
-    with pytest.raises(cupyx.DeviceSynchronized), no_waits():
-        float(x.sum())
-
-
-@ON_CUPY
-@pytest.mark.parametrize(
-    "kernels,precision,capacity",
-    [("argmin", "exact", None), ("argmin", "tf32x3", 20_000), ("triton", "tf32x3", 20_000)],
-)
-def test_a_pass_over_the_data_does_not_wait_for_the_device(
-    backend, monkeypatch, request, kernels, precision, capacity
-):
-    """An exact pass, and a split-TF32 pass that settles its near ties in a capacity
-    (through cuBLAS, and through the Triton kernel's step mode), in several chunks:
-    labels, sums, weights and counts stay on the device."""
-    from kmeans_gpu.backends import _triton
-
-    if kernels == "triton" and not _triton.available():
-        pytest.skip("the Triton kernel needs triton and torch")
-    monkeypatch.setenv("KMEANS_GPU_CUDA_KERNELS", kernels)
-    # the kernels are chosen when the backend is made: made again now, and after
-    fake_cupy.clear_backend_caches()
-    request.addfinalizer(fake_cupy.clear_backend_caches)
-    cp = backend.xp
-    problem = prepare(_data(cp), None, "cupy", working_memory=1 << 20)[0]
-    if not problem.backend.computes_reduced(precision) and precision != "exact":
+    solver = CupyBackend(triton=triton)
+    problem = prepare(cp.asarray(X.astype(np.float32)), None, solver, working_memory=1 << 20)[0]
+    if not solver.computes(TF32X3):
         pytest.skip("this GPU has no TF32 tensor cores")
-    problem = dataclasses.replace(problem, precision=precision)
-    assert len(problem.assignment_chunks(64)) > 1
-    centers = problem.take(cp.arange(0, 20_000, 20_000 // 64)[:64])
+    assert len(_engine._chunks(problem, 64, TF32X3)) > 1
+    centers = centers_for(problem, problem.X[:: 20_000 // 64][:64])
     labels = cp.empty(problem.n_samples, dtype=cp.int32)
-    problem.squared_row_norms  # noqa: B018 (computed once per fit, before the passes)
-    assign(problem, centers, labels, capacity=capacity)  # kernels built, memory pooled
+    engine = ReducedPrecision("tf32x3")
+    problem.squared_row_norms  # noqa: B018 (made once per fit, before the passes)
+    read = engine(problem, centers, labels)  # kernels built, memory pooled; reads once
+    assert engine.accepts(float(read.feedback))
     with no_waits():
-        stats = assign(problem, centers, labels, capacity=capacity)
-    assert int(stats.changed) == problem.n_samples
-
-
-@ON_CUPY
-def test_k_means_plus_plus_does_not_wait_for_the_device(backend):
-    """Greedy k-means++: every centre drawn on the device (1,023 steps on G1), the rows
-    in several blocks (array_api_compat's ``clip``, which indexes by boolean masks, made
-    four waits a step)."""
-    problem = prepare(_data(backend.xp), None, "cupy", working_memory=1 << 20)[0]
-    kmeans_plusplus_working(problem, 16, np.random.RandomState(0))  # warm
-    with no_waits():
-        _, indices = kmeans_plusplus_working(problem, 16, np.random.RandomState(0))
-    assert len(set(backend.to_numpy(indices).tolist())) == 16
+        stats = engine(problem, centers, labels)
+    assert engine.accepts(float(stats.feedback)) and int(stats.changed) == problem.n_samples
+    assert int(stats.feedback) == int(read.feedback)
