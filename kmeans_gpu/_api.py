@@ -101,9 +101,11 @@ def prepare(
     X, placement = check_array(X, backend=backend)
     weights = check_sample_weight(sample_weight, int(X.shape[0]), X, placement)
     compute = placement.compute
-    options = {"working_memory": working_memory, "deterministic": deterministic}
     if centers is None:
-        return make_problem(compute, X, weights, **options), placement, None
+        problem = make_problem(
+            compute, X, weights, working_memory=working_memory, deterministic=deterministic
+        )
+        return problem, placement, None
     C, _ = check_array(
         centers, backend=compute, name="centers", dtype=X.dtype, device=compute.device(X)
     )
@@ -114,7 +116,11 @@ def prepare(
         )
     xp = compute.xp
     origin = xp.mean(xp.astype(C, xp.float64), axis=0) if origin_at_centers else None
-    return make_problem(compute, X, weights, center=origin, **options), placement, C
+    problem = make_problem(
+        compute, X, weights, working_memory=working_memory, center=origin,
+        deterministic=deterministic,
+    )  # fmt: skip
+    return problem, placement, C
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,15 @@ def assign(
     return fold(backend.map_chunks(chunk, chunks), backend.sum_block_rows)
 
 
+def nearest(problem: Problem, centers: Centers, start: int, stop: int) -> Array:
+    """The exact nearest centre (int32, the lowest index on ties) of rows
+    ``start:stop``."""
+    xp = problem.backend.xp
+    labels = xp.empty(stop - start, dtype=xp.int32, device=problem.device)
+    assign(problem.part(start, stop), centers, labels, statistics=False)
+    return labels
+
+
 def score_margin(problem: Problem, rows_sq: Array, centers: Centers) -> Array:
     """Per row, how far apart two fast scores must be for their order to be the exact
     one: twice the error bound of a score (module docstring), doubled for safety."""
@@ -187,14 +196,11 @@ def _settle(problem: Problem, centers: Centers, at: Array) -> Array:
     """Exact labels of the rows ``at``, in pieces whose scores and candidates fit the
     working memory."""
     xp = problem.backend.xp
-    k, d = centers.n_clusters, problem.n_features
-    count = int(at.shape[0])
-    piece = max(1, problem.workspace // (16 * (k + d)))
     settled = []
-    for a in range(0, count, piece):
-        which = at[a : min(a + piece, count)]
+    for a, b in problem.pieces(int(at.shape[0]), 16 * (centers.n_clusters + problem.n_features)):
+        which = at[a:b]
         margin = score_margin(problem, xp.take(problem.squared_row_norms, which), centers)
-        scores = centers.sq[None, :] + problem.take(which) @ (-2.0 * centers.working).T
+        scores = problem.backend.scores(problem.take(which), centers.working, centers.sq)
         within = xp.min(scores, axis=1) + margin
         row, column = xp.nonzero(scores <= within[:, None])
         settled.append(_closest(problem, centers, which, row, column))
@@ -207,17 +213,16 @@ def _closest(problem: Problem, centers: Centers, at: Array, row: Array, column: 
     ties."""
     backend = problem.backend
     xp = backend.xp
-    step, pairs = max(1, problem.workspace // (16 * problem.n_features)), int(row.shape[0])
     rows_of_pairs = xp.take(at, row)
     distances = xp.concat(
         [
             backend.sq_distances(
-                xp.take(problem.X, rows_of_pairs[a : min(a + step, pairs)], axis=0),
+                xp.take(problem.X, rows_of_pairs[a:b], axis=0),
                 centers.caller,
-                column[a : min(a + step, pairs)],
+                column[a:b],
                 problem.scale_exponent,
             )
-            for a in range(0, pairs, step)
+            for a, b in problem.pieces(int(row.shape[0]), 16 * problem.n_features)
         ]
     )
     by_distance = xp.argsort(distances, stable=True)  # keeps columns in order on ties

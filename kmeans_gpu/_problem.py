@@ -85,6 +85,17 @@ class Problem:
             return take(self.X_working, indices, axis=0)
         return self.working(take(self.X, indices, axis=0))
 
+    def part(self, start: int, stop: int) -> Problem:
+        """The rows ``start:stop`` as a problem of their own, with the same origin."""
+
+        def rows(x: Array | None) -> Array | None:
+            return None if x is None else x[start:stop, ...]
+
+        return dataclasses.replace(
+            self, X=self.X[start:stop, ...], weights=rows(self.weights),
+            X_working=rows(self.X_working),
+        )  # fmt: skip
+
     def working(self, x: Array) -> Array:
         """Rows or centres of X's units and dtype in working units and X's dtype."""
         return self.backend.xp.astype(centred64(self.backend.xp, x, self.origin), self.dtype)
@@ -158,6 +169,12 @@ class Problem:
         if block:
             rows = block << max(0, (rows // block).bit_length() - 1)
         return [(start, min(start + rows, n)) for start in range(0, n, rows)]
+
+    def pieces(self, count: int, row_bytes: int) -> list[tuple[int, int]]:
+        """Ranges over ``count`` items (rows gathered from anywhere) whose temporaries,
+        ``row_bytes`` an item, fit half the working memory."""
+        step = max(1, self.workspace // (2 * row_bytes))
+        return [(start, min(start + step, count)) for start in range(0, count, step)]
 
     def blocks(self, start: int, stop: int) -> list[tuple[int, int]]:
         """The backend's fixed blocks of rows within a range of :meth:`ranges` (the
@@ -271,7 +288,7 @@ def _scaled64(xp: Any, X: Array, exponent: int) -> Array:
 
 def _largest(backend: Backend, work: Callable[[int, int], Array], blocks: list[Any]) -> float:
     """The largest of ``work(a, b)`` over the blocks (compared on the device, read once)."""
-    found = None
+    found: Any = None
     for part in backend.map_chunks(work, blocks):
         found = part if found is None else backend.xp.maximum(found, part)
     return float(found)

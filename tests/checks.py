@@ -20,5 +20,8 @@ def nearest_exactly(X: Any, centers: Any) -> np.ndarray:
     """The nearest centre of each row by float64 differences, the lowest index on ties
     (a brute force for small data)."""
     X64, C64 = np.asarray(X, np.float64), np.asarray(centers, np.float64)
-    d2 = ((X64[:, None, :] - C64[None, :, :]) ** 2).sum(axis=2)
-    return np.argmin(d2, axis=1)
+    diff = X64[:, None, :] - C64[None, :, :]
+    # each row's differences scaled by a power of two, so that no square underflows
+    largest = np.abs(diff).max(axis=(1, 2), keepdims=True)
+    diff = np.ldexp(diff, -np.frexp(np.where(largest > 0, largest, 1.0))[1])
+    return np.argmin((diff**2).sum(axis=2), axis=1)

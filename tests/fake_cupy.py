@@ -142,7 +142,8 @@ class ndarray(np.ndarray):
     def __getitem__(self, key: Any) -> Any:
         if _masks(key):
             _read(None)
-        return super().__getitem__(key)
+        item = super().__getitem__(key)
+        return np.asarray(item).view(ndarray) if isinstance(item, np.generic) else item
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if _masks(key):
@@ -255,6 +256,8 @@ def _device_results(function: Any) -> Any:
 
 
 def _as_cupy(value: Any) -> Any:
+    if isinstance(value, np.generic):  # CuPy gives 0-d arrays: reading one is a wait
+        return np.asarray(value).view(ndarray)
     if type(value) is np.ndarray:
         return value.view(ndarray)
     if isinstance(value, tuple):

@@ -322,7 +322,8 @@ def test_cupy_fit_holds_at_most_a_quarter_of_the_data_or_the_workspace():
     if not _cupy_has_device():
         pytest.skip("CuPy with a CUDA device is not available")
     import cupy as cp
-    from kmeans_gpu.benchmark import device_peak_bytes
+
+    from benchmarks.harness import device_peak_bytes
 
     X = cp.random.default_rng(0).standard_normal((2_000_000, 64), dtype=cp.float32) + 3
     init = X[:: 2_000_000 // 256].copy()

@@ -173,17 +173,22 @@ class Backend:
             )
 
     # -- the pass over the data -------------------------------------------------------
+    def scores(self, X: Array, centers: Array, centers_sq: Array) -> Array:
+        """``‖c‖² − 2 x·c`` of every row of ``X`` ``(m, d)`` against ``centers`` ``(k,
+        d)``, ``(m, k)`` in X's dtype, from a product computed to the dtype's precision
+        (``(−2c)·x`` is exactly ``−2(c·x)``)."""
+        return centers_sq[None, :] + X @ (-2.0 * centers).T
+
     def nearest_two(
         self, X: Array, centers: Array, centers_sq: Array
     ) -> tuple[Array, Array, Array]:
-        """For the scores ``s = ‖c‖² − 2 x·c`` of every row of ``X`` ``(m, d)`` against
-        ``centers`` ``(k, d)``, in X's dtype: the index of each row's smallest score
-        (int32, the first on ties), that score, and the second-smallest (equal to the
-        smallest on a tie; +inf when k == 1). The scores take ``m × k`` values: callers
-        pass chunks. The labels may be a buffer the backend reuses on its next call from
-        the same thread."""
+        """For the :meth:`scores` of every row of ``X``: the index of each row's
+        smallest score (int32, the first on ties), that score, and the second-smallest
+        (equal to the smallest on a tie; +inf when k == 1). The scores take ``m × k``
+        values: callers pass chunks. The labels may be a buffer the backend reuses on
+        its next call from the same thread."""
         xp = self.xp
-        scores = centers_sq[None, :] + X @ (-2.0 * centers).T
+        scores = self.scores(X, centers, centers_sq)
         labels = xp.astype(xp.argmin(scores, axis=1), xp.int32)
         best = xp.min(scores, axis=1)
         k = int(scores.shape[1])

@@ -67,12 +67,15 @@ class CupyBackend(Backend):
         finally:
             core.set_compute_type(dtype, previous)
 
+    def scores(self, X: Array, centers: Array, centers_sq: Array) -> Array:
+        with self.exact_products(X.dtype):
+            return super().scores(X, centers, centers_sq)
+
     def nearest_two(
         self, X: Array, centers: Array, centers_sq: Array
     ) -> tuple[Array, Array, Array]:
         if not self.kernels:
-            with self.exact_products(X.dtype):
-                return super().nearest_two(X, centers, centers_sq)
+            return super().nearest_two(X, centers, centers_sq)
         from ._cuda import nearest_two
 
         with self.exact_products(X.dtype):

@@ -77,7 +77,7 @@ class NumbaBackend(NumpyBackend):
         kernels = _kernels(X.shape[0] * k * d)
         if kernels is None:
             return super().nearest_two(X, centers, centers_sq)
-        out = self._nearest_two_buffers(X.shape[0], X.dtype)
+        out: tuple[Array, Array, Array] = self._nearest_two_buffers(X.shape[0], X.dtype)
         if d <= DIRECT_FEATURES and k * d <= DIRECT_WORK:
             kernels.direct_two(X, -2.0 * centers, centers_sq, *out)
             return out

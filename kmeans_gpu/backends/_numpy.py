@@ -202,7 +202,9 @@ class NumpyBackend(Backend):
                     scores += centers_sq
             yield start, stop, scores
 
-    def _nearest_two_buffers(self, m: int, dtype: Any) -> tuple[np.ndarray, ...]:
+    def _nearest_two_buffers(
+        self, m: int, dtype: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return (
             self._scratch("labels", m, np.int32),
             self._scratch("best", m, dtype),

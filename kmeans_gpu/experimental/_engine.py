@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
-from .._assign import EXACT, Centers, Pass, Statistics, _closest, merge_labels, score_margin
+from .._assign import EXACT, Centers, Pass, Statistics, _closest, score_margin
 from .._problem import Problem
 from ..backends import Array, Backend
 from ..backends._base import clamp
@@ -224,7 +225,7 @@ def _chunks(problem: Problem, n_clusters: int, precision: Precision) -> list[tup
         return problem.chunks(n_clusters)
     d, size = problem.n_features, problem.itemsize
     extra = backend.step_columns(n_clusters, d, precision)
-    return problem.row_blocks(0, row_bytes=8 * (d + 4) + size * (2 * d + extra))
+    return problem.ranges(8 * (d + 4) + size * (2 * d + extra))
 
 
 def _reduced_pass(
@@ -309,7 +310,7 @@ def _settle(
     recheck = not precision.split and backend.computes(TF32X3)
     columns = 2 * k + 2 * problem.n_features + CANDIDATES
     parts, settled, overflows = [], [], []
-    for a, b in problem.row_blocks(columns, n_rows=int(rows_at.shape[0])):
+    for a, b in problem.pieces(int(rows_at.shape[0]), 8 * columns):
         which = rows_at[a:b]
         kept = None if used is None else used[a:b]
         if kept is not None:
@@ -444,6 +445,14 @@ def _write_settled(problem: Problem, labels: Array, pending: Array, settled: Arr
         picked = xp.take(settled, clamp(xp, position, 0, last))
         labels[start:stop] = xp.where(near, picked, labels[start:stop])
         before = before + xp.sum(xp.astype(near, xp.int64))
+
+
+def merge_labels(xp: Any, labels: Array, near: Array, settled: Array) -> Array:
+    """``labels`` with the rows marked ``near`` taking, in order, the labels ``settled``:
+    no scatter, which the array API lacks."""
+    position = xp.cumulative_sum(xp.astype(near, xp.int64)) - 1
+    picked = xp.take(settled, clamp(xp, position, 0, int(settled.shape[0]) - 1))
+    return xp.where(near, picked, labels)
 
 
 def reduced_engine(precision: str | Precision) -> Pass:

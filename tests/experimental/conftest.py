@@ -102,13 +102,6 @@ def _triton_stand_ins(record: dict[str, Any]) -> dict[str, Any]:
     return {"nearest_two": nearest_two, "lloyd_step": lloyd_step, "available": lambda: True}
 
 
-def _zero_d(value: Any) -> Any:
-    """A NumPy scalar as a 0-d stand-in array; anything else as it is."""
-    if isinstance(value, np.generic):
-        return np.asarray(value).view(fake_cupy.ndarray)
-    return value
-
-
 def _clear_caches() -> None:
     from kmeans_gpu.experimental import _cuda, _cupy
 
@@ -132,11 +125,6 @@ def _extend(monkeypatch: pytest.MonkeyPatch, cp: Any, record: dict[str, Any]) ->
         monkeypatch.setattr(cp, name, getattr(np, name), raising=False)
     for name in ("ceil", "log2", "ldexp", "rint", "sqrt"):
         monkeypatch.setattr(cp, name, fake_cupy._device_results(getattr(np, name)), False)
-    # 0-d arrays, as CuPy gives, not NumPy scalars: reading one counts as a wait
-    as_cupy = fake_cupy._as_cupy
-    monkeypatch.setattr(fake_cupy, "_as_cupy", lambda value: as_cupy(_zero_d(value)))
-    getitem = fake_cupy.ndarray.__getitem__
-    monkeypatch.setattr(fake_cupy.ndarray, "__getitem__", lambda a, key: _zero_d(getitem(a, key)))
     record["triton"] = record["triton_steps"] = 0
     for name, stand_in in _triton_stand_ins(record).items():
         monkeypatch.setattr(_triton, name, stand_in)
