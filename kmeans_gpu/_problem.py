@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .backends import Array, Backend
 from .backends._base import centred64, fold, rescale
 
@@ -186,29 +188,31 @@ class Problem:
 
     def reduce(self, terms: Callable[[int, int], Array], ranges: list[tuple[int, int]]) -> Array:
         """The column sums of ``terms(a, b)`` (float64, one row of terms per row of X)
-        over ``ranges`` (each range run on one of the backend's threads): summed within
-        the backend's fixed blocks and added as :func:`fold` adds them, so the same bits
-        whatever the ranges and threads."""
-        xp, block = self.backend.xp, self.backend.sum_block_rows
+        over ``ranges`` (each range run on one of the backend's threads), as
+        :meth:`block_sums` adds them: the same bits whatever the ranges and threads."""
 
         def chunk(start: int, stop: int) -> tuple[int, int, Array]:
-            values = terms(start, stop)
-            if not block:
-                return start, stop, xp.sum(values, axis=0)
-            full = (stop - start) // block * block
-            sums = []
-            if full:
-                shaped = xp.reshape(values[:full, ...], (full // block, block, -1))
-                sums.append(xp.sum(shaped, axis=1))
-            if full < stop - start:
-                sums.append(xp.reshape(xp.sum(values[full:, ...], axis=0), (1, -1)))
-            per_block = xp.concat(sums, axis=0)
-            parts = [
-                (a, b, per_block[i, ...]) for i, (a, b) in enumerate(self.blocks(start, stop))
-            ]
-            return start, stop, fold(parts, block)
+            return start, stop, self.block_sums(start, stop, terms(start, stop))
 
-        return fold(self.backend.map_chunks(chunk, ranges), block)
+        return fold(self.backend.map_chunks(chunk, ranges), self.backend.sum_block_rows)
+
+    def block_sums(self, start: int, stop: int, values: Array) -> Array:
+        """The column sums of ``values`` (float64, the terms of rows ``start:stop``, a
+        range of :meth:`ranges`): summed within the backend's fixed blocks, the blocks
+        added as :func:`fold` adds them."""
+        xp, block = self.backend.xp, self.backend.sum_block_rows
+        if not block:
+            return xp.sum(values, axis=0)
+        full = (stop - start) // block * block
+        sums = []
+        if full:
+            shaped = xp.reshape(values[:full, ...], (full // block, block, -1))
+            sums.append(xp.sum(shaped, axis=1))
+        if full < stop - start:
+            sums.append(xp.reshape(xp.sum(values[full:, ...], axis=0), (1, -1)))
+        per_block = xp.concat(sums, axis=0)
+        blocks = self.blocks(start, stop)
+        return fold([(a, b, per_block[i, ...]) for i, (a, b) in enumerate(blocks)], block)
 
 
 def _scale_exponent(exponent: int | None, finfo: Any) -> int:
@@ -246,35 +250,49 @@ def make_problem(
     n, d = int(X.shape[0]), int(X.shape[1])
     workspace = working_memory or backend.default_working_memory()
     problem = Problem(backend, X, weights, xp.zeros(d, dtype=xp.float64), 0, 0.0, workspace)
-    blocks = problem.row_blocks(d)
+    ranges = problem.row_blocks(4 * d)
+    fold_rows = backend.sum_block_rows
+
+    # one pass: the column sums (for the mean) and every column's extremes
+    def extremes(a: int, b: int) -> tuple[int, int, Array | None, Array, Array]:
+        rows = X[a:b, ...]
+        sums = None if center is not None else problem.block_sums(a, b, _scaled64(xp, rows, 0))
+        return a, b, sums, xp.max(rows, axis=0), xp.min(rows, axis=0)
+
+    found = list(backend.map_chunks(extremes, ranges))
+    high = backend.to_numpy(_fold_with(xp.maximum, [part[3] for part in found]))
+    low = backend.to_numpy(_fold_with(xp.minimum, [part[4] for part in found]))
+    top = math.frexp(float(max(np.max(np.abs(high)), np.max(np.abs(low)))))[1]
     if center is None:
-        center = problem.reduce(lambda a, b: _scaled64(xp, X[a:b, ...], 0), blocks) / n
+        center = fold(((a, b, sums) for a, b, sums, _, _ in found), fold_rows) / n
         if not bool(xp.all(xp.isfinite(center))):  # the float64 sum overflowed: scale
-            top = _largest(backend, lambda a, b: xp.max(xp.abs(X[a:b, ...])), blocks)
-            shift = math.frexp(top)[1]
-            scaled = problem.reduce(lambda a, b: _scaled64(xp, X[a:b, ...], -shift), blocks)
-            center = rescale(scaled / n, shift)
+            scaled = problem.reduce(lambda a, b: _scaled64(xp, X[a:b, ...], -top), ranges)
+            center = rescale(scaled / n, top)
     mean = xp.astype(xp.astype(center, X.dtype), xp.float64)  # a value of X's dtype
 
-    # max |x − mean|, from values scaled by a power of two, so that it cannot overflow
-    top = math.frexp(_largest(backend, lambda a, b: xp.max(xp.abs(X[a:b, ...])), blocks))[1]
-    spread = _largest(
-        backend, lambda a, b: xp.max(xp.abs(centred64(xp, X[a:b, ...], (mean, -top)))), blocks
+    # max |x − mean| from the extremes, scaled by a power of two so that nothing overflows
+    host_mean = np.ldexp(backend.to_numpy(mean), -top)
+    spread = float(
+        np.max(np.maximum(np.ldexp(high, -top) - host_mean, host_mean - np.ldexp(low, -top)))
     )
     exponent = _scale_exponent(math.frexp(spread)[1] + top if spread else None, xp.finfo(X.dtype))
     problem = dataclasses.replace(
         problem, mean=mean, scale_exponent=exponent, deterministic=deterministic
     )
-    if backend.keeps_working_copy:
-        working = list(backend.map_chunks(lambda a, b: problem.rows(a, b), blocks))
-        problem = dataclasses.replace(problem, X_working=xp.concat(working, axis=0))
 
-    # mean(var(X)) as E[w²] − E[w]² per feature of the working rows, in float64
-    def moments(a: int, b: int) -> Array:
+    # one more pass: the working copy (where the backend keeps one) and mean(var(X)) as
+    # E[w²] − E[w]² per feature of the working rows, in float64
+    def moments(a: int, b: int) -> tuple[int, int, Array, Array | None]:
         rows = centred64(xp, X[a:b, ...], problem.origin)
-        return xp.concat([rows, xp.sum(rows * rows, axis=1)[:, None]], axis=1)
+        terms = xp.concat([rows, xp.sum(rows * rows, axis=1)[:, None]], axis=1)
+        kept = xp.astype(rows, X.dtype) if backend.keeps_working_copy else None
+        return a, b, problem.block_sums(a, b, terms), kept
 
-    sums = backend.to_numpy(problem.reduce(moments, blocks))
+    passed = list(backend.map_chunks(moments, ranges))
+    if backend.keeps_working_copy:
+        working = xp.concat([kept for *_, kept in passed], axis=0)
+        problem = dataclasses.replace(problem, X_working=working)
+    sums = backend.to_numpy(fold(((a, b, terms) for a, b, terms, _ in passed), fold_rows))
     column_means = sums[:d] / n
     variance = max(float(sums[d]) / (n * d) - float(column_means @ column_means) / d, 0.0)
     problem = dataclasses.replace(problem, variance=variance)
@@ -282,13 +300,12 @@ def make_problem(
     return problem
 
 
+def _fold_with(combine: Callable[[Array, Array], Array], parts: list[Array]) -> Array:
+    total = parts[0]
+    for part in parts[1:]:
+        total = combine(total, part)
+    return total
+
+
 def _scaled64(xp: Any, X: Array, exponent: int) -> Array:
     return rescale(xp.astype(X, xp.float64), exponent)
-
-
-def _largest(backend: Backend, work: Callable[[int, int], Array], blocks: list[Any]) -> float:
-    """The largest of ``work(a, b)`` over the blocks (compared on the device, read once)."""
-    found: Any = None
-    for part in backend.map_chunks(work, blocks):
-        found = part if found is None else backend.xp.maximum(found, part)
-    return float(found)
