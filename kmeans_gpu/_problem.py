@@ -260,11 +260,12 @@ def make_problem(
         return a, b, sums, xp.max(rows, axis=0), xp.min(rows, axis=0)
 
     found = list(backend.map_chunks(extremes, ranges))
-    high = backend.to_numpy(_fold_with(xp.maximum, [part[3] for part in found]))
-    low = backend.to_numpy(_fold_with(xp.minimum, [part[4] for part in found]))
+    high = backend.to_numpy(_fold_with(xp.maximum, [part[3] for part in found])).astype(float)
+    low = backend.to_numpy(_fold_with(xp.minimum, [part[4] for part in found])).astype(float)
     top = math.frexp(float(max(np.max(np.abs(high)), np.max(np.abs(low)))))[1]
     if center is None:
-        center = fold(((a, b, sums) for a, b, sums, _, _ in found), fold_rows) / n
+        total: Array = fold(((a, b, sums) for a, b, sums, _, _ in found), fold_rows)
+        center = total / n
         if not bool(xp.all(xp.isfinite(center))):  # the float64 sum overflowed: scale
             scaled = problem.reduce(lambda a, b: _scaled64(xp, X[a:b, ...], -top), ranges)
             center = rescale(scaled / n, top)
@@ -272,9 +273,8 @@ def make_problem(
 
     # max |x − mean| from the extremes, scaled by a power of two so that nothing overflows
     host_mean = np.ldexp(backend.to_numpy(mean), -top)
-    spread = float(
-        np.max(np.maximum(np.ldexp(high, -top) - host_mean, host_mean - np.ldexp(low, -top)))
-    )
+    above, below = np.ldexp(high, -top) - host_mean, host_mean - np.ldexp(low, -top)
+    spread = float(np.max(np.maximum(above, below)))
     exponent = _scale_exponent(math.frexp(spread)[1] + top if spread else None, xp.finfo(X.dtype))
     problem = dataclasses.replace(
         problem, mean=mean, scale_exponent=exponent, deterministic=deterministic

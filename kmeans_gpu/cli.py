@@ -1,8 +1,11 @@
 """The ``kmeans-gpu`` command (also ``python -m kmeans_gpu``).
 
-``animate`` renders the seed's scene (or a data file), live or to a file; ``fit``
-clusters a data file; ``demo`` prints a clustering of the seed's scene. Errors print one
-line and exit with code 2.
+``animate`` renders the blog post's scene (or a data file), live or to a file; ``fit``
+clusters a data file; ``demo`` prints a clustering of the blog post's scene.
+
+Exit codes: 0 done; 2 a usage error (bad arguments, input files or values), one line;
+1 a failure while working (ffmpeg failed, a full disk, a writer missing), one line, or an
+internal error (a bug), with its traceback; 130 Ctrl-C, one line.
 """
 
 from __future__ import annotations
@@ -10,19 +13,28 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
+#: exit codes: a failure while working (a save ffmpeg could not finish, a full disk, a
+#: writer missing), and internal errors (bugs, reported with their traceback)
+EXIT_FAILURE = 1
+#: bad arguments, bad input files, bad values typed
 EXIT_USAGE = 2
+#: Ctrl-C
+EXIT_INTERRUPTED = 130
+RUNTIME_FAILURES = (OSError, RuntimeError, MemoryError, subprocess.SubprocessError)
 
 
 class CommandError(Exception):
-    """A problem to report in one line, exit code 2."""
+    """A usage problem (arguments, input files, values) to report in one line, exit 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -173,7 +185,12 @@ def _animate(args: argparse.Namespace) -> int:
             "no display to show the animation on; render it to a file instead with "
             "--save [PATH] (.mp4 or .gif)"
         )
-    import viz  # first: without matplotlib it says which extra to install
+    try:
+        import viz  # first: without matplotlib it says which extra to install
+    except ImportError as exc:
+        if exc.name not in (None, "matplotlib"):
+            raise  # a module of ours or a required dependency: not the user's to fix
+        raise CommandError(str(exc)) from None
 
     if args.save is not None:
         import matplotlib
@@ -186,7 +203,8 @@ def _animate(args: argparse.Namespace) -> int:
     rng = np.random.RandomState(args.seed)
     if args.save is None:
         return _interactive(args, rng)
-    target, _, _ = viz.check_target(args.save)
+    # before computing: a known suffix, an existing directory, the writer installed
+    viz.check_target(args.save or None)
     points = _scene(args, rng)
     start = _start(args, points, rng)
     scene = make_scene(points, max_points=args.max_points, random_state=rng, backend=args.backend)
@@ -201,7 +219,7 @@ def _animate(args: argparse.Namespace) -> int:
     )
     saved = viz.save(
         frames,
-        target,
+        args.save or None,  # None: a timestamped name, _1, _2, … when taken
         points=scene,
         fps=args.fps,
         dpi=args.dpi,
@@ -212,15 +230,31 @@ def _animate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_window(fig: Any) -> bool:
+    """Whether matplotlib shows this figure in a window (it falls back to Agg, which
+    cannot, when no GUI toolkit is installed)."""
+    return fig.canvas.required_interactive_framework is not None
+
+
 def _interactive(args: argparse.Namespace, rng: np.random.RandomState) -> int:
     import matplotlib.pyplot as plt
 
     import viz
 
+    data = load_points(args.data) if args.data else None
+    fig = plt.figure(figsize=(8, 7))
+    if not _has_window(fig):
+        plt.close(fig)
+        raise CommandError(
+            f"matplotlib has no interactive backend here (it chose {plt.get_backend()!r}): "
+            "install tkinter (e.g. the python3-tk package) or a Qt binding, or render to "
+            "a file with --save [PATH]"
+        )
     low, high = args.bounds
+    where = f" of {Path(args.data).name}" if args.data else ""
     session = viz.InteractiveSession(
         k=args.k,
-        data=load_points(args.data) if args.data else None,
+        data=data,
         scene={
             "num_clusters": args.clusters,
             "pts_per_cluster": args.points_per_cluster,
@@ -233,16 +267,14 @@ def _interactive(args: argparse.Namespace, rng: np.random.RandomState) -> int:
         max_iter=args.max_iter,
         interval=args.interval,
         fps=args.fps,
+        dpi=args.dpi,
         random_state=rng,
         trails=args.trails,
         inertia_inset=args.inertia,
+        fig=fig,
+        title=f"kmeans-gpu: K-means{where}, k = {args.k}",
     )
-    if args.menu:
-        plt.ion()
-        plt.show(block=False)
-        viz.run_menu(session, pause=plt.pause)
-    else:
-        plt.show()
+    session.run(menu=args.menu)
     return 0
 
 
@@ -390,11 +422,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args))
     except KeyboardInterrupt:
         sys.stderr.write(f"kmeans-gpu {args.command}: interrupted\n")
-        return 130
-    except (CommandError, ValueError, TypeError, ImportError, OSError, RuntimeError) as exc:
-        message = " ".join(str(exc).split())
-        sys.stderr.write(f"kmeans-gpu {args.command}: error: {message}\n")
-        return EXIT_USAGE
+        return EXIT_INTERRUPTED
+    except (CommandError, ValueError) as exc:  # the arguments, the data, a value typed
+        return _error(args.command, exc, EXIT_USAGE)
+    except (NotImplementedError, RecursionError) as exc:  # RuntimeErrors that are bugs
+        return _internal_error(args.command, exc)
+    except RUNTIME_FAILURES as exc:  # the machine, the disk, ffmpeg, the install
+        return _error(args.command, exc, EXIT_FAILURE)
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] in ("kmeans_gpu", "viz"):
+            return _internal_error(args.command, exc)
+        return _error(args.command, exc, EXIT_FAILURE)  # a dependency missing or broken
+    except Exception as exc:  # a bug: never reported as a usage error
+        return _internal_error(args.command, exc)
+
+
+def _error(command: str, exc: BaseException, code: int) -> int:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    sys.stderr.write(f"kmeans-gpu {command}: error: {message}\n")
+    return code
+
+
+def _internal_error(command: str, exc: BaseException) -> int:
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    message = " ".join(str(exc).split())
+    sys.stderr.write(
+        f"kmeans-gpu {command}: internal error: {type(exc).__name__}: {message} (a bug in "
+        "kmeans-gpu; please report it with the traceback above)\n"
+    )
+    return EXIT_FAILURE
 
 
 if __name__ == "__main__":

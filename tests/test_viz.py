@@ -200,11 +200,13 @@ def _key(fig, key):
 
 
 def test_interactive_session_buttons_and_keys(tmp_path):
+    out = io.StringIO()
     session = viz.InteractiveSession(
         k=5,
         random_state=0,
         save_dir=str(tmp_path),
         scene={"num_clusters": 5, "pts_per_cluster": 30},
+        out=out,
     )
     fig = session.figure
     points, frames = session.points, session.frames
@@ -220,14 +222,10 @@ def test_interactive_session_buttons_and_keys(tmp_path):
     _key(fig, " ")
     assert session.paused
 
-    old_animation = session.animation
-    stopped = []
-    original_pause = old_animation.pause
-    old_animation.pause = lambda: (stopped.append(True), original_pause())
-    _click(by_name["New centroids (2)"])
-    assert stopped == [True]
+    _click(by_name["New centroids (2)"])  # a new run, playing
     assert session.points is points and session.frames is not frames
-    assert session.animation is not old_animation and session.frame.iteration == 0
+    assert not session.paused
+    assert session.frame.iteration == 0
     _key(fig, "1")
     assert session.points is not points
 
@@ -235,9 +233,11 @@ def test_interactive_session_buttons_and_keys(tmp_path):
     saved = [p for p in tmp_path.iterdir() if p.name.endswith("_KMeans2D.mp4")]
     assert len(saved) == 1
     assert imageio_ffmpeg.count_frames_and_secs(str(saved[0]))[0] == len(session.frames)
+    assert out.getvalue() == f"Saved {len(session.frames)} frames to {saved[0]}\n"
 
     _click(by_name["Exit (4)"])
     assert session.closed and not plt.fignum_exists(fig.number)
+    assert session.failure is None
 
 
 def test_given_data_keeps_its_points(rng):

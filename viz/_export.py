@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -20,11 +21,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+from kmeans_gpu import _config
+
 from ._render import ClusterAnimation, FrameSource, animate, check_frames
 
 logger = logging.getLogger("viz")
 
-FFMPEG_ENV = "KMEANS_GPU_FFMPEG"
+FFMPEG_ENV = _config.FFMPEG
 FFMPEG_HELP = (
     "no ffmpeg found to write .mp4: pip install 'kmeans-gpu[viz]' (imageio-ffmpeg ships "
     f"one), install ffmpeg with your package manager, or set {FFMPEG_ENV}=/path/to/ffmpeg; "
@@ -52,7 +55,7 @@ def find_ffmpeg(explicit: str | os.PathLike[str] | None = None) -> str:
         When a path given explicitly or in the environment is not an executable, or
         when none of the places has one.
     """
-    for origin, value in (("ffmpeg argument", explicit), (FFMPEG_ENV, os.environ.get(FFMPEG_ENV))):
+    for origin, value in (("ffmpeg argument", explicit), (FFMPEG_ENV, _config.ffmpeg_path())):
         if value:
             found = _executable(os.fspath(value))
             if found is None:
@@ -115,9 +118,34 @@ WRITERS: dict[str, WriterSpec] = {
 }
 
 
-def default_filename(now: datetime | None = None) -> str:
-    """The seed's timestamped name, zero-padded: ``YYYYMMDDHHMMSS_KMeans2D.mp4``."""
-    return f"{(now or datetime.now()):%Y%m%d%H%M%S}_KMeans2D.mp4"
+def default_filename(now: datetime | None = None, number: int = 0) -> str:
+    """The blog post's timestamped name, zero-padded: ``YYYYMMDDHHMMSS_KMeans2D.mp4``,
+    or ``YYYYMMDDHHMMSS_KMeans2D_<number>.mp4`` for a ``number`` above 0."""
+    suffix = f"_{number}" if number else ""
+    return f"{(now or datetime.now()):%Y%m%d%H%M%S}_KMeans2D{suffix}.mp4"
+
+
+def reserve_default_path(
+    directory: str | os.PathLike[str] = ".", now: datetime | None = None
+) -> Path:
+    """Create, empty, the first free one of ``default_filename(now)``, then ``_1``,
+    ``_2``, … in ``directory``, and return its path.
+
+    The name is taken with an exclusive create (``O_EXCL``), so two saves in the same
+    second, in this process or another, never get the same file. :func:`save` renames
+    the finished file over it.
+    """
+    stamp = now or datetime.now()
+    number = 0
+    while True:
+        path = Path(directory, default_filename(stamp, number))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            number += 1
+            continue
+        os.close(fd)
+        return path
 
 
 @contextlib.contextmanager
@@ -137,6 +165,16 @@ def atomic_path(target: Path) -> Iterator[Path]:
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _ffmpeg_failure(exc: subprocess.CalledProcessError) -> str:
+    output = exc.stderr or exc.output or ""
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    program = exc.cmd[0] if isinstance(exc.cmd, (list, tuple)) and exc.cmd else exc.cmd
+    detail = f": {lines[-1]}" if lines else ""
+    return f"ffmpeg ({program}) failed with exit status {exc.returncode}{detail}"
 
 
 @dataclass(frozen=True)
@@ -159,15 +197,24 @@ def _progress_bar(total: int, enabled: bool | None) -> Any:
     return tqdm(total=total, unit="frame", desc="rendering", leave=False)
 
 
+def _wants_default_name(path: str | os.PathLike[str] | None) -> bool:
+    return not path or Path(path).is_dir()
+
+
 def check_target(
     path: str | os.PathLike[str] | None, ffmpeg: str | os.PathLike[str] | None = None
 ) -> tuple[Path, WriterSpec, dict[str, Any]]:
     """Check, before anything is computed or rendered, that ``path`` can be written:
     a known suffix, an existing directory, and the format's writer installed.
 
-    Returns the path (the default name when None), the writer and its settings.
+    Returns the path, the writer and its settings. For None (or an existing directory)
+    the path is the default name in the current directory (or that one); :func:`save`
+    then takes the first free one of it, ``_1``, ``_2``, ….
     """
-    target = Path(path if path else default_filename())
+    if _wants_default_name(path):
+        target = Path(path or ".", default_filename())
+    else:
+        target = Path(cast(Any, path))
     spec = WRITERS.get(target.suffix.lower())
     if spec is None:
         raise ValueError(
@@ -198,10 +245,13 @@ def save(
         What :func:`viz.animate` returned, or the frames themselves (then ``points`` is
         required). A generator function is run once to a list.
     path : path, default=None
-        The format follows the suffix; None is ``YYYYMMDDHHMMSS_KMeans2D.mp4`` in the
-        current directory.
+        The format follows the suffix. None, or an existing directory, is
+        ``YYYYMMDDHHMMSS_KMeans2D.mp4`` in the current directory (or that one), with
+        ``_1``, ``_2``, … added when the name is taken (see :func:`reserve_default_path`).
     fps : int, default=1
+        Frames per second of the file.
     dpi : int, default=100
+        Resolution: the frames are rcParams' ``figure.figsize`` times ``dpi`` pixels.
     progress : bool, default=None
         A progress bar (tqdm) while frames render; None shows it on a terminal only.
     ffmpeg : path, default=None
@@ -220,8 +270,33 @@ def save(
         For an unknown suffix or a missing directory, before anything is rendered.
     WriterUnavailableError
         When the format's writer is missing, before anything is rendered.
+    RuntimeError
+        When ffmpeg fails (the message has its exit status and last line of output).
     """
     target, spec, rc = check_target(path, ffmpeg)
+    if _wants_default_name(path):
+        target = reserve_default_path(target.parent)
+        try:
+            return _render(
+                animation, target, spec, rc, fps, dpi, progress, points, animate_options
+            )
+        except BaseException:
+            target.unlink(missing_ok=True)  # the empty file that held the name
+            raise
+    return _render(animation, target, spec, rc, fps, dpi, progress, points, animate_options)
+
+
+def _render(
+    animation: ClusterAnimation | FrameSource,
+    target: Path,
+    spec: WriterSpec,
+    rc: dict[str, Any],
+    fps: int,
+    dpi: int,
+    progress: bool | None,
+    points: Any,
+    animate_options: dict[str, Any],
+) -> Saved:
     if isinstance(animation, ClusterAnimation):
         source, points = animation.frames_source, animation.scene
         animate_options = {**animation.options, **animate_options}
@@ -230,15 +305,19 @@ def save(
         if points is None:
             raise ValueError("points are needed to render frames")
     frames = list(source()) if callable(source) else list(source)
-    import matplotlib.pyplot as plt
+    import matplotlib as mpl
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots()
+    # an Agg figure outside pyplot: saving from a live window opens no second window
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    rendered = animate(
+        frames, points, ax=fig.subplots(), repeat=False, blit=False, **animate_options
+    )
+    writer = spec.make(fps)
     try:
-        rendered = animate(frames, points, ax=ax, repeat=False, blit=False, **animate_options)
-        writer = spec.make(fps)
         with _progress_bar(len(frames), progress) as bar, atomic_path(target) as temporary:
-            import matplotlib as mpl
-
             with mpl.rc_context(cast(Any, rc)):
                 rendered.save(
                     temporary,
@@ -246,7 +325,11 @@ def save(
                     dpi=dpi,
                     progress_callback=None if bar is None else (lambda i, n: bar.update(1)),
                 )
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(_ffmpeg_failure(exc)) from exc
     finally:
-        plt.close(fig)
+        # a save that failed before its first frame leaves no "Animation was deleted
+        # without rendering anything" warning after the one-line error
+        cast(Any, rendered)._draw_was_started = True
     logger.info("wrote %d frames to %s", len(frames), target)
     return Saved(target, len(frames))

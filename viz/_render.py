@@ -11,6 +11,7 @@ from matplotlib.animation import FuncAnimation
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.colors import hsv_to_rgb
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from kmeans_gpu import Frame
 from kmeans_gpu.display import Projection, Scene
@@ -21,6 +22,13 @@ FrameSource = Sequence[Frame] | Callable[[], Iterator[Frame]]
 def cluster_colors(n_clusters: int) -> list[tuple[float, float, float]]:
     """The seed's colours: ``hsv_to_rgb(k / K, 0.8, 0.8)`` for cluster k."""
     return [tuple(hsv_to_rgb((k / n_clusters, 0.8, 0.8))) for k in range(n_clusters)]
+
+
+def _short_number(value: float, position: int | None = None) -> str:
+    """A short tick label: ``1200``, ``0.05``, ``1.2e10``."""
+    if value == 0 or 1e-2 <= abs(value) < 1e4:
+        return f"{value:.4g}"
+    return f"{value:.3g}".replace("e+0", "e").replace("e+", "e").replace("e-0", "e-")
 
 
 def set_axis_limits(ax: Axes, points: np.ndarray, pad: float = 0.05) -> None:
@@ -94,8 +102,21 @@ class Renderer:
             inset.set_xlim(0, max(1, n_frames - 1))
             low, high = inertia_range
             inset.set_ylim(low - 0.05 * (high - low + 1e-300), high + 0.05 * (high - low + 1e-300))
-            inset.set_title("inertia", fontsize="small")
+            inset.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+            inset.yaxis.set_major_locator(MaxNLocator(nbins=3))
+            # "1.2e10" on each tick: an offset text above the inset would leave the axes
+            inset.yaxis.set_major_formatter(FuncFormatter(_short_number))
             inset.tick_params(labelsize="x-small")
+            # the name inside the inset: a title above it would leave the axes
+            inset.text(
+                0.97,
+                0.93,
+                "inertia",
+                transform=inset.transAxes,
+                ha="right",
+                va="top",
+                fontsize="small",
+            )
             self.inertia_line = inset.plot([], [], color="k", lw=1.0)[0]
         set_axis_limits(ax, self.points)
         if projection is not None and projection.is_pca:
