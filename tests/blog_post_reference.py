@@ -1,5 +1,5 @@
-"""The seed's code (the blog post's KMeansND.py and animKMeans2D.py), kept as the
-reference the seed API is tested against. Only ``np.int`` (gone from NumPy) became
+"""The blog post's code (its KMeansND.py and animKMeans2D.py), kept as the reference
+the blog post's API is tested against. Only ``np.int`` (gone from NumPy) became
 ``int`` and the scene parameters became arguments."""
 
 import numpy as np

@@ -315,7 +315,7 @@ def test_on_several_gpus_the_work_runs_where_the_data_are():
 
 @pytest.mark.gpu
 def test_cupy_fit_holds_at_most_a_quarter_of_the_data_or_the_workspace():
-    """Issue 5's memory budget on the device: extra GPU memory during a fit at most 25 %
+    """The memory budget on the device: extra GPU memory during a fit at most 25 %
     of the data's size or the configured workspace, whichever is larger."""
     from kmeans_gpu.backends import _cupy_has_device
 

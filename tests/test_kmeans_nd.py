@@ -1,4 +1,5 @@
-"""The seed's API behaves as the seed's own code (tests/blog_post_reference.py) does."""
+"""The blog post's API behaves as the blog post's own code (tests/blog_post_reference.py)
+does."""
 
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ def scene():
     return points, centroids
 
 
-def test_generate_clusters_is_the_seeds(scene):
+def test_generate_clusters_is_the_blog_posts(scene):
     np.random.seed(11)
     expected = ref.generateClusters(12, 100, 0.01, (-4, 4), (-4, 4))
     np.random.seed(11)
-    ours = kg.generate_clusters()  # the seed's defaults, drawn from NumPy's global RNG
+    ours = kg.generate_clusters()  # the blog post's defaults, drawn from NumPy's global RNG
     np.testing.assert_array_equal(ours, expected)
     again = kg.generate_clusters(3, 10, 0.05, ((0, 1), (0, 2), (5, 9)), random_state=2)
     assert again.shape == (30, 3)
@@ -34,7 +35,7 @@ def test_generate_clusters_is_the_seeds(scene):
     )
 
 
-def test_initialize_centroids_is_the_seeds(scene, backend):
+def test_initialize_centroids_is_the_blog_posts(scene, backend):
     points, _ = scene
     np.random.seed(5)
     expected = ref.initializeCentroids(10, points)
@@ -50,12 +51,12 @@ def test_initialize_centroids_is_the_seeds(scene, backend):
         kg.initialize_centroids(points.shape[0] + 1, points)
 
 
-def test_assign_and_recalc_are_the_seeds(scene, backend):
+def test_assign_and_recalc_are_the_blog_posts(scene, backend):
     points, centroids = scene
     expected = ref.assignPointsToCentroids(centroids, points)
     labels = kg.assign_points_to_centroids(backend.asarray(centroids), backend.asarray(points))
     np.testing.assert_array_equal(backend.to_numpy(labels), expected)
-    # cluster 3 left empty: it keeps its centroid, as in the seed
+    # cluster 3 left empty: it keeps its centroid, as in the blog post
     expected_labels = np.where(expected == 3, 0, expected)
     want = ref.recalcCentroids(centroids, points, expected_labels)
     got = kg.recalc_centroids(
@@ -65,7 +66,7 @@ def test_assign_and_recalc_are_the_seeds(scene, backend):
     np.testing.assert_array_equal(backend.to_numpy(got)[3], centroids[3])
 
 
-def test_kmeansnd_get_centroids_is_the_seeds(scene, backend):
+def test_kmeansnd_get_centroids_is_the_blog_posts(scene, backend):
     points, centroids = scene
     want_c, want_l, want_it = ref.KMeansND(centroids, points).getCentroids()
     got_c, got_l, got_it = kg.KMeansND(
@@ -76,7 +77,7 @@ def test_kmeansnd_get_centroids_is_the_seeds(scene, backend):
     np.testing.assert_allclose(backend.to_numpy(got_c), want_c, rtol=1e-12, atol=1e-12)
 
 
-def test_kmeansnd_generator_is_the_seeds(scene):
+def test_kmeansnd_generator_is_the_blog_posts(scene):
     points, centroids = scene
     want = list(ref.KMeansND(centroids, points).getGeneratorFunc()())
     gen_func = kg.KMeansND(centroids, points).get_generator_func()
@@ -110,7 +111,7 @@ def test_dimension_mismatch_is_clear(scene):
     with pytest.raises(DimensionMismatchError, match=message):
         kg.KMeansND(np.zeros((2, 3)), points)
     assert issubclass(DimensionMismatchError, ValueError)
-    assert issubclass(DimensionMismatchError, RuntimeError)  # what the seed raised
+    assert issubclass(DimensionMismatchError, RuntimeError)  # what the blog post raised
     with pytest.raises(ValueError, match="Dimension mismatch"):
         kg.assign_points_to_centroids(np.zeros((2, 3)), points)
 
