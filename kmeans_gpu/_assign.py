@@ -207,7 +207,7 @@ def _settle(
     settled = []
     for a in range(0, count, piece):
         which = at[a : min(a + piece, count)]
-        near_rows = xp.take(rows, which, axis=0)
+        near_rows = problem.backend.take_rows(rows, which)
         scores = centers.sq[None, :] + near_rows @ (-2.0 * centers.working).T
         within = xp.min(scores, axis=1) + xp.take(margin, which)
         row, column = xp.nonzero(scores <= within[:, None])
@@ -226,7 +226,7 @@ def _closest(problem: Problem, centers: Centers, at: Array, row: Array, column: 
     distances = xp.concat(
         [
             backend.sq_distances(
-                xp.take(problem.X, rows_of_pairs[a : min(a + step, pairs)], axis=0),
+                problem.given_rows(rows_of_pairs[a : min(a + step, pairs)]),
                 centers.caller,
                 column[a : min(a + step, pairs)],
                 problem.scale_exponent,
@@ -286,14 +286,14 @@ def distances(problem: Problem, centers: Centers) -> Array:
 
     def chunk(start: int, stop: int) -> Array:
         X = problem.X[start:stop, ...]
-        rows = centred64(xp, X, problem.origin)
-        rows_sq = xp.sum(rows * rows, axis=1)
+        rows = backend.rows64(X, problem.origin)
+        rows_sq = backend.row_sq64(rows)
         d2 = rows_sq[:, None] + center_sq[None, :] - 2.0 * (rows @ center_rows.T)
         reach = xp.sqrt(rows_sq) + largest
         close = d2 <= (delta * 2.0 ** (shown + 1)) * (reach * reach)[:, None]
         row, column = xp.nonzero(close)
         if int(row.shape[0]):
-            exact = backend.sq_distances(xp.take(X, row, axis=0), centers.caller, column, s)
+            exact = backend.sq_distances(backend.take_rows(X, row), centers.caller, column, s)
             flat = xp.reshape(d2, (-1,))
             index = xp.astype(row, xp.int64) * centers.n_clusters + xp.astype(column, xp.int64)
             d2 = xp.reshape(_replace_at(xp, flat, index, exact), d2.shape)

@@ -12,25 +12,37 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import check_estimator
 
-from kmeans_gpu import KMeans, kmeans, kmeans_plusplus
+from kmeans_gpu import KMeans, MiniBatchKMeans, kmeans, kmeans_plusplus
 from kmeans_gpu._lloyd import lloyd, run_to_end
 from kmeans_gpu._problem import make_problem
 from kmeans_gpu.backends import get_backend
 
 EXPECTED_FAILURES = {
-    # The same two scikit-learn declares for its own KMeans: weights of k are not
-    # equivalent to k repeated samples, because the random initialisation differs.
-    "check_sample_weight_equivalence_on_dense_data": "random init sees a different sample",
-    "check_sample_weight_equivalence_on_sparse_data": "sparse input is refused",
+    # The same two scikit-learn declares for its own KMeans and MiniBatchKMeans: weights
+    # of k are not equivalent to k repeated samples, because the random draws (the
+    # initialisation, the batches) see a different sample.
+    "check_sample_weight_equivalence_on_dense_data": "random draws see a different sample",
+    "check_sample_weight_equivalence_on_sparse_data": "random draws see a different sample",
 }
 
 
-def test_check_estimator():
+@pytest.mark.parametrize("estimator", [KMeans, MiniBatchKMeans])
+def test_check_estimator(estimator):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check_estimator(
-            KMeans(n_clusters=2, n_init=2, max_iter=5), expected_failed_checks=EXPECTED_FAILURES
+            estimator(n_clusters=2, n_init=2, max_iter=5),
+            expected_failed_checks=EXPECTED_FAILURES,
         )
+
+
+@pytest.mark.parametrize("estimator", [KMeans, MiniBatchKMeans])
+def test_check_param_validation(estimator):
+    """Every parameter has a constraint, and a bad one gets scikit-learn's message from
+    every fit method."""
+    from sklearn.utils.estimator_checks import check_param_validation
+
+    check_param_validation(estimator.__name__, estimator(n_clusters=2))
 
 
 def test_dtypes(backend, rng):
