@@ -346,7 +346,7 @@ default="k-means++"
         old = xp.astype(centers, xp.float64)
         counts = backend.asarray(self._counts, device=dev)
         new = _moved(batch, old, counts, stats)
-        shift = xp.sum((new - old) ** 2) if with_shift else xp.zeros((), dtype=xp.float64)
+        shift = xp.sum((new - old) ** 2) if with_shift else xp.zeros((), device=dev)
         read = backend.to_numpy(
             xp.concat([xp.stack([stats.inertia, shift]), xp.astype(stats.weights, xp.float64)])
         )

@@ -181,7 +181,7 @@ class NumpyBackend(Backend):
         ``(start, stop, scores)``, the scores ``(k, m)`` when ``transposed`` else
         ``(m, k)``, in a reused buffer. ``(−2c)·x`` is exactly ``−2(c·x)``."""
         n, k = X.shape[0], centers.shape[0]
-        scaled = -2.0 * centers
+        scaled = self._operand(-2.0 * centers)
         block = max(16, block_bytes // (k * X.dtype.itemsize))
         for start in range(0, n, block):
             stop = min(start + block, n)
@@ -198,6 +198,10 @@ class NumpyBackend(Backend):
                 if add_squares:
                     scores += centers_sq
             yield start, stop, scores
+
+    def _operand(self, centers: Array) -> Array:
+        """The centres as :meth:`_product` takes them (made once per pass)."""
+        return centers
 
     def _product(self, rows: Array, centers: Array, out: np.ndarray, transposed: bool) -> None:
         """``out = centers · rowsᵀ`` (``transposed``) or ``rows · centersᵀ``."""

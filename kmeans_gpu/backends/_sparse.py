@@ -92,14 +92,15 @@ class SparseBackend(NumpyBackend):
     def cross(self, a: Array, rows: Array) -> Array:
         if not sp.issparse(rows):
             return super().cross(a, rows)
-        return np.ascontiguousarray((rows @ a.T).T)
+        return np.ascontiguousarray((rows @ np.ascontiguousarray(a.T)).T)
 
     # -- the pass over the data -------------------------------------------------------
+    def _operand(self, centers: Array) -> Array:
+        # transposed, C-ordered once: SciPy would copy a transposed view on every block
+        return np.ascontiguousarray(centers.T)
+
     def _product(self, rows: Array, centers: Array, out: np.ndarray, transposed: bool) -> None:
-        if not sp.issparse(rows):
-            super()._product(rows, centers, out, transposed)
-            return
-        product = rows @ centers.T  # sparse · dense: a dense (m, k) array
+        product = rows @ centers  # sparse · dense (d, k): a dense (m, k) array
         out[...] = product.T if transposed else product
 
     def cluster_sums(
