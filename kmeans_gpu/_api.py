@@ -120,7 +120,7 @@ def prepare(
     X, placement = check_array(X, backend=backend)
     weights = check_sample_weight(sample_weight, int(X.shape[0]), X, placement)
     compute = placement.compute
-    options = {
+    options: dict[str, Any] = {
         "working_memory": working_memory,
         "deterministic": deterministic,
         "working_copy": working_copy,
@@ -347,7 +347,7 @@ default="k-means++"
         to CuPy when a CUDA device is present, else NumPy.
     empty_cluster : {"relocate", "keep"}, default="relocate"
         What an empty cluster does: move to the points farthest from their centres
-        (scikit-learn), or keep its centre (the seed's behaviour).
+        (scikit-learn), or keep its centre (the blog post's behaviour).
     verbose : bool, default=False
         Print scikit-learn's progress lines ("Initialization complete", "Iteration i,
         inertia ...", how the run converged) on standard output, and log every

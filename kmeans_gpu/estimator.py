@@ -191,7 +191,7 @@ default="k-means++"
         bounds but reaches the same result, which is what is returned either way.
     empty_cluster : {"relocate", "keep"}, default="relocate"
         An empty cluster moves to the points farthest from their centres (as in
-        scikit-learn) or keeps its centre (as in the seed's ``KMeansND``).
+        scikit-learn) or keeps its centre (as in the blog post's ``KMeansND``).
     backend : {"auto", "numpy", "cupy"} or Backend, default="auto"
         Where to compute. ``"auto"`` keeps arrays on their own library (NumPy, CuPy or
         another array API library) and sends other input (lists...) to CuPy when a CUDA
