@@ -1,8 +1,9 @@
 """kmeans-gpu: K-means written once against the Python array API.
 
-It runs on CuPy (CUDA GPUs), on NumPy, and on any array that follows the array API
-standard. Importing this package imports neither CuPy nor matplotlib; ``KMeans``
-(which builds on scikit-learn's estimator base classes) is imported on first use.
+It runs on CuPy (CUDA GPUs), on NumPy (dense, or SciPy sparse), and on any array that
+follows the array API standard. Importing this package imports neither CuPy, matplotlib
+nor scikit-learn; ``KMeans`` and ``MiniBatchKMeans`` (which build on scikit-learn's
+estimator base classes) are imported on first use.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .kmeans_nd import (
 
 if TYPE_CHECKING:
     from .estimator import KMeans
+    from .minibatch import MiniBatchKMeans
 
 __version__ = "0.1.0"
 
@@ -33,6 +35,7 @@ __all__ = [
     "Frame",
     "KMeans",
     "KMeansND",
+    "MiniBatchKMeans",
     "assign_points_to_centroids",
     "available_backends",
     "generate_clusters",
@@ -46,7 +49,7 @@ __all__ = [
 
 logging.getLogger("kmeans_gpu").addHandler(logging.NullHandler())
 
-_LAZY = {"KMeans": "kmeans_gpu.estimator"}
+_LAZY = {"KMeans": "kmeans_gpu.estimator", "MiniBatchKMeans": "kmeans_gpu.minibatch"}
 
 
 def __getattr__(name: str) -> Any:

@@ -29,14 +29,15 @@ from .backends import Array, Backend, on_device_of
 logger = logging.getLogger("kmeans_gpu")
 
 
-def resolve_n_init(n_init: Any, init: Any) -> int:
-    """scikit-learn's rule: ``"auto"`` is 1 run for k-means++ and explicit centres, 10
-    for ``"random"`` and callables; explicit centres always run once."""
+def resolve_n_init(n_init: Any, init: Any, default: int = 10) -> int:
+    """scikit-learn's rule: ``"auto"`` is 1 run for k-means++ and explicit centres,
+    ``default`` (10 for K-means, 3 for mini-batches) for ``"random"`` and callables;
+    explicit centres always run once."""
     explicit = not isinstance(init, str) and not callable(init)
     if isinstance(n_init, str):
         if n_init != "auto":
             raise ValueError(f"n_init must be 'auto' or an integer >= 1, got {n_init!r}")
-        return 1 if explicit or init == "k-means++" else 10
+        return 1 if explicit or init == "k-means++" else default
     n_init = check_positive_int(n_init, "n_init")
     if explicit and n_init != 1:
         warnings.warn(
@@ -47,6 +48,22 @@ def resolve_n_init(n_init: Any, init: Any) -> int:
         )
         return 1
     return n_init
+
+
+ALGORITHMS = ("lloyd", "elkan")
+
+
+def check_algorithm(algorithm: Any, n_clusters: Any) -> str:
+    """scikit-learn's ``algorithm`` values; both run the same exact Lloyd iterations."""
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be 'lloyd' or 'elkan', got {algorithm!r}")
+    if algorithm == "elkan" and n_clusters == 1:
+        warnings.warn(
+            "algorithm='elkan' doesn't make sense for a single cluster. Using 'lloyd' instead.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return "lloyd"
 
 
 def check_empty_cluster(empty_cluster: Any) -> str:
@@ -90,6 +107,7 @@ def prepare(
     what: str = "X",
     origin_at_centers: bool = True,
     deterministic: bool = False,
+    working_copy: bool = True,
 ) -> tuple[Problem, Placement, Array | None]:
     """Validate X and its weights and build the solver's view of them.
 
@@ -97,17 +115,25 @@ def prepare(
     default the origin is their mean rather than X's (for predict, transform, score):
     each row's answer does not depend on the other rows. ``owner`` and ``what`` name the
     centres' holder and the data in the error for a feature-count mismatch.
+    ``working_copy``: as :func:`make_problem`.
     """
     X, placement = check_array(X, backend=backend)
     weights = check_sample_weight(sample_weight, int(X.shape[0]), X, placement)
     compute = placement.compute
+    options: dict[str, Any] = {
+        "working_memory": working_memory,
+        "deterministic": deterministic,
+        "working_copy": working_copy,
+    }
     if centers is None:
-        problem = make_problem(
-            compute, X, weights, working_memory=working_memory, deterministic=deterministic
-        )
-        return problem, placement, None
+        return make_problem(compute, X, weights, **options), placement, None
     C, _ = check_array(
-        centers, backend=compute, name="centers", dtype=X.dtype, device=compute.device(X)
+        centers,
+        backend=compute,
+        name="centers",
+        dtype=X.dtype,
+        device=compute.device(X),
+        accept_sparse=False,
     )
     if int(C.shape[1]) != int(X.shape[1]):
         raise DimensionMismatchError(
@@ -116,11 +142,7 @@ def prepare(
         )
     xp = compute.xp
     origin = xp.mean(xp.astype(C, xp.float64), axis=0) if origin_at_centers else None
-    problem = make_problem(
-        compute, X, weights, working_memory=working_memory, center=origin,
-        deterministic=deterministic,
-    )  # fmt: skip
-    return problem, placement, C
+    return make_problem(compute, X, weights, center=origin, **options), placement, C
 
 
 @dataclass(frozen=True)
@@ -199,6 +221,36 @@ def setup(
     )
 
 
+def say(message: str) -> None:
+    """One line of progress on standard output, where scikit-learn's ``verbose`` prints."""
+    print(message)  # noqa: T201
+
+
+def _run(job: Setup) -> Result:
+    """One Lloyd run of ``job``; with ``verbose``, printing scikit-learn's progress lines
+    (its wording and 0-based iteration numbers)."""
+    _, steps = job.start(track_inertia=job.verbose)
+    if not job.verbose:
+        return run_to_end(steps)
+    problem = job.problem
+    say("Initialization complete")
+    tolerance = problem.inertia_from_working(problem.tolerance(job.tol))
+    while True:
+        try:
+            step = next(steps)
+        except StopIteration as stop:
+            result: Result = stop.value
+            return result
+        i = step.iteration - 1
+        assert step.inertia is not None
+        say(f"Iteration {i}, inertia {problem.inertia_from_working(float(step.inertia))}.")
+        if step.n_changed == 0:
+            say(f"Converged at iteration {i}: strict convergence.")
+        elif step.converged:
+            shift = problem.inertia_from_working(step.center_shift)
+            say(f"Converged at iteration {i}: center shift {shift} within tolerance {tolerance}.")
+
+
 def fit(X: Any, n_clusters: Any, **params: Any) -> Fitted:
     """Run ``n_init`` Lloyd runs (parameters as :func:`setup`) and keep the best, on
     the device that holds X (where there are several)."""
@@ -207,7 +259,7 @@ def fit(X: Any, n_clusters: Any, **params: Any) -> Fitted:
         problem = job.problem
         best: Result | None = None
         for run in range(job.runs):
-            result = run_to_end(job.start()[1])
+            result = _run(job)
             if job.verbose:
                 logger.info(
                     "init %d/%d: inertia %.6g after %d iterations",
@@ -260,15 +312,18 @@ def kmeans(
     verbose: bool = False,
     working_memory: int | None = None,
     deterministic: bool = False,
+    copy_x: bool = True,
+    algorithm: str = "lloyd",
 ) -> tuple[Array, Array, float, int]:
     """Cluster X with Lloyd's K-means.
 
     Parameters
     ----------
-    X : array of shape (n_samples, n_features)
+    X : array or sparse matrix of shape (n_samples, n_features)
         The data: a NumPy or CuPy array, any array that follows the Python array API
-        standard, or anything ``numpy.asarray`` accepts. float32 and float64 are kept;
-        other real types become float64.
+        standard, a SciPy sparse matrix (computed sparse, on the NumPy backend), or
+        anything ``numpy.asarray`` accepts. float32 and float64 are kept; other real
+        types become float64.
     n_clusters : int
         The number of clusters, ``1 <= n_clusters <= n_samples``.
     sample_weight : array of shape (n_samples,), default=None
@@ -292,9 +347,11 @@ default="k-means++"
         to CuPy when a CUDA device is present, else NumPy.
     empty_cluster : {"relocate", "keep"}, default="relocate"
         What an empty cluster does: move to the points farthest from their centres
-        (scikit-learn), or keep its centre (the seed's behaviour).
+        (scikit-learn), or keep its centre (the blog post's behaviour).
     verbose : bool, default=False
-        Log every iteration at INFO level on the ``kmeans_gpu`` logger.
+        Print scikit-learn's progress lines ("Initialization complete", "Iteration i,
+        inertia ...", how the run converged) on standard output, and log every
+        iteration at INFO level on the ``kmeans_gpu`` logger.
     working_memory : int, default=None
         Bytes for one chunk's distance block (default: the backend's, 32 MiB on the
         CPU, a quarter of free device memory up to 1 GiB on CuPy); the solver never holds
@@ -305,6 +362,11 @@ default="k-means++"
         ``True`` they come from a one-hot matrix product per chunk, which costs far
         more (on an H200, 1M × 128 rows, k = 1,024: 38.6 ms against 1.1 ms per
         iteration). NumPy is always deterministic.
+    copy_x : bool, default=True
+        Accepted for scikit-learn compatibility; X is never modified either way.
+    algorithm : {"lloyd", "elkan"}, default="lloyd"
+        Accepted for scikit-learn compatibility: both run the same exact Lloyd
+        iterations (Elkan's bounds would give the same result).
 
     Returns
     -------
@@ -315,8 +377,13 @@ default="k-means++"
     n_iter : int
         Lloyd iterations of the best run.
 
-    Outputs are of X's array type (NumPy for lists).
+    Outputs are of X's array type (NumPy for lists and sparse matrices). Unlike
+    scikit-learn's ``k_means``, which returns 3 values unless ``return_n_iter=True``,
+    this always returns 4.
     """
+    check_algorithm(algorithm, n_clusters)
+    if not isinstance(copy_x, bool | np.bool_):
+        raise TypeError(f"copy_x must be True or False, got {copy_x!r}")
     fitted = fit(
         X,
         n_clusters,
@@ -341,6 +408,7 @@ def kmeans_plusplus(
     n_clusters: int,
     *,
     sample_weight: Any = None,
+    x_squared_norms: Any = None,
     random_state: Any = None,
     n_local_trials: int | None = None,
     backend: str | Backend = "auto",
@@ -349,10 +417,14 @@ def kmeans_plusplus(
 
     Parameters
     ----------
-    X : array of shape (n_samples, n_features)
+    X : array or sparse matrix of shape (n_samples, n_features)
     n_clusters : int
     sample_weight : array of shape (n_samples,), default=None
         Points are drawn with probability proportional to ``weight · D(x)²``.
+    x_squared_norms : array of shape (n_samples,), default=None
+        Accepted for scikit-learn compatibility and checked for its length; its values
+        are not used: the distances come from the norms of the rows as the solver
+        holds them (centred on their mean, for accuracy), computed once per call.
     random_state : int, RandomState, Generator or None, default=None
     n_local_trials : int, default=None
         Candidates tried per centre; ``2 + floor(ln n_clusters)`` when None.
@@ -361,17 +433,24 @@ def kmeans_plusplus(
     Returns
     -------
     centers : array of shape (n_clusters, n_features)
-        Rows of X.
+        Rows of X (dense, for a sparse X).
     indices : array of shape (n_clusters,)
         Their row numbers in X.
     """
     with on_device_of(X):
         problem, placement, _ = prepare(X, sample_weight, backend)
         n_clusters = check_n_clusters(n_clusters, problem.n_samples)
+        if x_squared_norms is not None:
+            length = int(np.shape(x_squared_norms)[0]) if np.ndim(x_squared_norms) else 0
+            if length != problem.n_samples:
+                raise ValueError(
+                    f"The length of x_squared_norms {length} should be equal to the "
+                    f"length of n_samples {problem.n_samples}."
+                )
         if n_local_trials is not None:
             n_local_trials = check_positive_int(n_local_trials, "n_local_trials")
         indices = kmeans_plusplus_working(
             problem, n_clusters, check_random_state(random_state), n_local_trials
         )
-        centers = problem.backend.xp.take(problem.X, indices, axis=0)
+        centers = problem.dense_rows(indices)
     return placement.to_output(centers), placement.to_output(indices)

@@ -217,7 +217,7 @@ def _closest(problem: Problem, centers: Centers, at: Array, row: Array, column: 
     distances = xp.concat(
         [
             backend.sq_distances(
-                xp.take(problem.X, rows_of_pairs[a:b], axis=0),
+                problem.given_rows(rows_of_pairs[a:b]),
                 centers.caller,
                 column[a:b],
                 problem.scale_exponent,
@@ -270,14 +270,14 @@ def distances(problem: Problem, centers: Centers) -> Array:
 
     def chunk(start: int, stop: int) -> Array:
         X = problem.X[start:stop, ...]
-        rows = centred64(xp, X, problem.origin)
-        rows_sq = xp.sum(rows * rows, axis=1)
+        rows = backend.rows64(X, problem.origin)
+        rows_sq = backend.row_sq64(rows)
         d2 = rows_sq[:, None] + center_sq[None, :] - 2.0 * (rows @ center_rows.T)
         reach = xp.sqrt(rows_sq) + largest
         close = d2 <= (delta * 2.0 ** (shown + 1)) * (reach * reach)[:, None]
         row, column = xp.nonzero(close)
         if int(row.shape[0]):
-            exact = backend.sq_distances(xp.take(X, row, axis=0), centers.caller, column, s)
+            exact = backend.sq_distances(backend.take_rows(X, row), centers.caller, column, s)
             flat = xp.reshape(d2, (-1,))
             index = xp.astype(row, xp.int64) * centers.n_clusters + xp.astype(column, xp.int64)
             backend.write_at(flat, index, exact)

@@ -68,7 +68,11 @@ def kmeans_plusplus_working(
 
     def distances(centers: Array, centers_sq: Array, a: int, b: int) -> Array:
         """Squared distances of the rows ``a:b`` to working rows ``centers``, ``(m, b - a)``."""
-        d2 = centers_sq[:, None] + x_sq[None, a:b] - 2.0 * (centers @ problem.rows(a, b).T)
+        d2 = (
+            centers_sq[:, None]
+            + x_sq[None, a:b]
+            - 2.0 * backend.cross(centers, problem.rows(a, b))
+        )
         return clamp(xp, d2, low=0.0)
 
     def update(index: Array) -> Array:
@@ -159,11 +163,18 @@ def check_centers(centers: Any, problem: Problem, n_clusters: int, what: str) ->
         name=what,
         dtype=problem.dtype,
         device=problem.device,
+        accept_sparse=False,
     )
-    if tuple(C.shape) != (n_clusters, problem.n_features):
+    shape = tuple(C.shape)
+    if shape[0] != n_clusters:
         raise ValueError(
-            f"The shape of {what} {tuple(C.shape)} does not match "
-            f"(n_clusters, n_features) = ({n_clusters}, {problem.n_features})"
+            f"The shape of the initial centers {shape} does not match the number of "
+            f"clusters {n_clusters} ({what})."
+        )
+    if shape[1] != problem.n_features:
+        raise ValueError(
+            f"The shape of the initial centers {shape} does not match the number of "
+            f"features of the data {problem.n_features} ({what})."
         )
     return C
 
@@ -172,12 +183,10 @@ def initial_centers(
     problem: Problem, init: Any, n_clusters: int, random_state: np.random.RandomState
 ) -> Array:
     """Initial centres in the caller's units (rows of X for the random methods)."""
-    take = problem.backend.xp.take
     if isinstance(init, str) and init == "k-means++":
-        rows = kmeans_plusplus_working(problem, n_clusters, random_state)
-        return take(problem.X, rows, axis=0)
+        return problem.dense_rows(kmeans_plusplus_working(problem, n_clusters, random_state))
     if isinstance(init, str) and init == "random":
-        return take(problem.X, random_rows(problem, n_clusters, random_state), axis=0)
+        return problem.dense_rows(random_rows(problem, n_clusters, random_state))
     if callable(init):
         centers = init(problem.X, n_clusters, random_state=random_state)
         return check_centers(centers, problem, n_clusters, "the centers returned by init")

@@ -113,7 +113,7 @@ def _relocate(
     if float(xp.max(found)) == 0.0:  # fewer distinct points than clusters
         return stats
     far = backend.farthest(found, n_empty)
-    far_rows = xp.take(problem.X, far, axis=0)
+    far_rows = problem.given_rows(far)
     far_w = None if problem.weights is None else xp.take(problem.weights, far)
     is_empty = stats.weights == 0
     empty = xp.astype(xp.nonzero(is_empty)[0], xp.int32)

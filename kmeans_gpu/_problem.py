@@ -81,11 +81,33 @@ class Problem:
         return self.working(self.X[start:stop, ...])
 
     def take(self, indices: Array) -> Array:
-        """Working rows at ``indices``."""
-        take = self.backend.xp.take
+        """Working rows at ``indices``, as a dense array (a few rows)."""
+        backend = self.backend
         if self.X_working is not None:
-            return take(self.X_working, indices, axis=0)
-        return self.working(take(self.X, indices, axis=0))
+            return backend.dense(backend.take_rows(self.X_working, indices))
+        return self.working(backend.dense(backend.take_rows(self.X, indices)))
+
+    def given_rows(self, indices: Array) -> Array:
+        """Rows of X at ``indices``, as given (sparse rows stay sparse)."""
+        return self.backend.take_rows(self.X, indices)
+
+    def dense_rows(self, indices: Array) -> Array:
+        """Rows of X at ``indices`` as a dense array of X's dtype (a few rows)."""
+        return self.backend.dense(self.given_rows(indices))
+
+    def subset(self, indices: Array, weighted: bool = True) -> Problem:
+        """The problem of the rows at ``indices`` (repeats allowed), with this one's
+        origin, scale and variance; their weights unless not ``weighted`` (then every
+        row weighs 1)."""
+        backend = self.backend
+        weights = None
+        if weighted and self.weights is not None:
+            weights = backend.xp.take(self.weights, indices)
+        working = None
+        if self.X_working is not None:
+            working = backend.take_rows(self.X_working, indices)
+        X = backend.take_rows(self.X, indices)
+        return dataclasses.replace(self, X=X, weights=weights, X_working=working)
 
     def part(self, start: int, stop: int) -> Problem:
         """The rows ``start:stop`` as a problem of their own, with the same origin."""
@@ -112,13 +134,13 @@ class Problem:
         """``‖x‖²`` of every working row ``(n_samples,)``, in X's dtype: computed block by
         block the first time it is asked for (the near-tie margins, k-means++), and kept
         for the fit."""
-        xp = self.backend.xp
+        backend = self.backend
 
         def block(start: int, stop: int) -> Array:
-            rows = self.rows(start, stop)
-            return xp.vecdot(rows, rows)
+            return backend.row_norms(self.rows(start, stop))
 
-        return xp.concat(list(self.backend.map_chunks(block, self.row_blocks(self.n_features))))
+        parts = list(backend.map_chunks(block, self.row_blocks(self.n_features)))
+        return backend.xp.concat(parts)
 
     def tolerance(self, tol: float) -> float:
         """scikit-learn's rule: ``tol`` times the mean per-feature variance."""
@@ -234,12 +256,15 @@ def make_problem(
     working_memory: int | None = None,
     center: Array | None = None,
     deterministic: bool = False,
+    working_copy: bool = True,
 ) -> Problem:
     """Centre (and if needed rescale) a validated X; X itself is not modified.
 
     ``center`` (float64) replaces X's mean as the origin: a point fixed by a fitted
     model (the mean of its centres) makes each row's answer independent of the other
-    rows of X. Every pass over X here runs block by block, in a fixed order.
+    rows of X. Every pass over X here runs block by block, in a fixed order. Without
+    ``working_copy`` no working copy of X is kept, even on a backend that would (the
+    rows are made when used: for data read a batch at a time).
 
     Raises
     ------
@@ -250,6 +275,8 @@ def make_problem(
     n, d = int(X.shape[0]), int(X.shape[1])
     workspace = working_memory or backend.default_working_memory()
     problem = Problem(backend, X, weights, xp.zeros(d, dtype=xp.float64), 0, 0.0, workspace)
+    if backend.sparse:
+        return _sparse_problem(dataclasses.replace(problem, deterministic=deterministic))
     ranges = problem.row_blocks(4 * d)
     fold_rows = backend.sum_block_rows
 
@@ -280,16 +307,18 @@ def make_problem(
         problem, mean=mean, scale_exponent=exponent, deterministic=deterministic
     )
 
+    keep = backend.keeps_working_copy and working_copy
+
     # one more pass: the working copy (where the backend keeps one) and mean(var(X)) as
     # E[w²] − E[w]² per feature of the working rows, in float64
     def moments(a: int, b: int) -> tuple[int, int, Array, Array | None]:
         rows = centred64(xp, X[a:b, ...], problem.origin)
         terms = xp.concat([rows, xp.sum(rows * rows, axis=1)[:, None]], axis=1)
-        kept = xp.astype(rows, X.dtype) if backend.keeps_working_copy else None
+        kept = xp.astype(rows, X.dtype) if keep else None
         return a, b, problem.block_sums(a, b, terms), kept
 
     passed = list(backend.map_chunks(moments, ranges))
-    if backend.keeps_working_copy:
+    if keep:
         working = xp.concat([kept for *_, kept in passed], axis=0)
         problem = dataclasses.replace(problem, X_working=working)
     sums = backend.to_numpy(fold(((a, b, terms) for a, b, terms, _ in passed), fold_rows))
@@ -305,6 +334,31 @@ def _fold_with(combine: Callable[[Array, Array], Array], parts: list[Array]) -> 
     for part in parts[1:]:
         total = combine(total, part)
     return total
+
+
+def _sparse_problem(problem: Problem) -> Problem:
+    """The problem of a CSR matrix: origin 0 (centring would fill it), rows scaled by a
+    power of two only when their magnitudes need it, and mean(var(X)) from the stored
+    values, ``Σ (x − μ)²`` per feature adding ``μ²`` once for each implicit zero."""
+    from .backends._sparse import scaled
+
+    X, n, d = problem.X, problem.n_samples, problem.n_features
+    top = float(np.max(np.abs(X.data))) if X.nnz else 0.0
+    exponent = _scale_exponent(math.frexp(top)[1] if top else None, np.finfo(X.dtype))
+    values = rescale(X.data.astype(np.float64), exponent)
+    means = np.bincount(X.indices, weights=values, minlength=d) / n
+    spread = values - means[X.indices]
+    stored = np.bincount(X.indices, minlength=d)
+    squares = np.bincount(X.indices, weights=spread * spread, minlength=d)
+    variance = float(np.mean((squares + (n - stored) * means * means) / n))
+    problem = dataclasses.replace(
+        problem,
+        scale_exponent=exponent,
+        variance=variance,
+        X_working=scaled(X, exponent, X.dtype),
+    )
+    problem.inertia_from_working(variance * n * d)  # X's own spread must be representable
+    return problem
 
 
 def _scaled64(xp: Any, X: Array, exponent: int) -> Array:

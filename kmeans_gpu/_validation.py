@@ -78,9 +78,7 @@ def resolve_backend(X: Any, backend: str | Backend, device: Any = None) -> tuple
     and the placement.
     """
     if _is_sparse(X):
-        raise TypeError(
-            "Sparse input is not supported: pass a dense array (for example X.toarray())"
-        )
+        return X, _sparse_placement(X, backend)
     found = backend_for_array(X)
     is_array = found is not None
     if found is None:
@@ -100,6 +98,48 @@ def resolve_backend(X: Any, backend: str | Backend, device: Any = None) -> tuple
         device = source.device(X)
     dlpack = compute is not source and compute.name == "cupy" and _on_cuda(X)
     return X, Placement(source, source.device(X), compute, device, dlpack)
+
+
+def _sparse_placement(X: Any, backend: str | Backend) -> Placement:
+    """Where a sparse matrix is computed: SciPy's on the NumPy backend; CuPy's are
+    refused (not supported yet)."""
+    if type(X).__module__.startswith("cupyx"):
+        raise TypeError(
+            "CuPy sparse matrices (cupyx.scipy.sparse) are not supported: pass a dense "
+            "CuPy array, or a SciPy sparse matrix (computed on the NumPy backend)"
+        )
+    name = backend.name if isinstance(backend, Backend) else backend
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string or a Backend, got {type(backend).__name__}")
+    if name not in ("auto", "numpy"):
+        raise ValueError(
+            f"sparse input is computed on the NumPy backend, not backend={name!r}: pass "
+            "backend='numpy' (or 'auto'), or a dense array"
+        )
+    from .backends._sparse import make_backend
+
+    return Placement(get_backend("numpy"), "cpu", make_backend(), "cpu")
+
+
+def _check_sparse(X: Any, name: str) -> Any:
+    """A validated copy or view of a SciPy sparse X as a canonical CSR array of float32
+    or float64 (other real types become float64)."""
+    from .backends._sparse import as_csr
+
+    if len(X.shape) != 2:
+        raise ValueError(f"Expected a 2-D sparse matrix for {name}, got shape {X.shape}")
+    _check_shape(X.shape, name)
+    kind = np.dtype(X.dtype).kind
+    if kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}")
+    if kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got a sparse matrix of dtype {X.dtype}")
+    X = as_csr(X)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    if not np.isfinite(X.data).all():
+        raise ValueError(f"Input {name} contains NaN or infinity")
+    return X
 
 
 def _host_array(X: Any) -> np.ndarray:
@@ -134,13 +174,20 @@ def check_array(
     name: str = "X",
     dtype: Any = None,
     device: Any = None,
+    accept_sparse: bool = True,
 ) -> tuple[Array, Placement]:
     """Validate X and put a float copy of it (or X itself) on the compute backend.
 
     Returns ``(X, placement)``; X is 2-D, finite, float32 or float64 (or ``dtype``, a
-    dtype of the compute backend), and has at least one row and one column.
+    dtype of the compute backend), and has at least one row and one column. A SciPy
+    sparse X (when ``accept_sparse``) comes back as a canonical CSR array for the
+    sparse NumPy backend.
     """
+    if _is_sparse(X) and not accept_sparse:
+        raise TypeError(f"{name} must be a dense array, got a sparse matrix")
     X, placement = resolve_backend(X, backend, device)
+    if placement.compute.sparse and _is_sparse(X):
+        return _check_sparse(X, name), placement
     source = placement.source
     xp = source.xp
     target = _float_dtype_of(X, xp, name)
@@ -163,17 +210,7 @@ def check_array(
                 else ""
             )
         )
-    n, d = X.shape
-    if n == 0:
-        raise ValueError(
-            f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 "
-            f"is required: {name} is empty"
-        )
-    if d == 0:
-        raise ValueError(
-            f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 "
-            f"is required: {name} has no features"
-        )
+    _check_shape(X.shape, name)
     if dtype is None and X.dtype != target:
         X = xp.astype(X, target)
     X = placement.to_compute(X)
@@ -182,6 +219,20 @@ def check_array(
     if not _all_finite(placement.compute.xp, X):
         raise ValueError(f"Input {name} contains NaN or infinity")
     return X, placement
+
+
+def _check_shape(shape: Any, name: str) -> None:
+    n, d = shape
+    if n == 0:
+        raise ValueError(
+            f"Found array with 0 sample(s) (shape={tuple(shape)}) while a minimum of 1 "
+            f"is required: {name} is empty"
+        )
+    if d == 0:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={tuple(shape)}) while a minimum of 1 "
+            f"is required: {name} has no features"
+        )
 
 
 def _all_finite(xp: Any, X: Array) -> bool:

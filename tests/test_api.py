@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import warnings
 
 import numpy as np
@@ -12,25 +13,37 @@ from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import check_estimator
 
-from kmeans_gpu import KMeans, kmeans, kmeans_plusplus
+from kmeans_gpu import KMeans, MiniBatchKMeans, kmeans, kmeans_plusplus
 from kmeans_gpu._lloyd import lloyd, run_to_end
 from kmeans_gpu._problem import make_problem
 from kmeans_gpu.backends import get_backend
 
 EXPECTED_FAILURES = {
-    # The same two scikit-learn declares for its own KMeans: weights of k are not
-    # equivalent to k repeated samples, because the random initialisation differs.
-    "check_sample_weight_equivalence_on_dense_data": "random init sees a different sample",
-    "check_sample_weight_equivalence_on_sparse_data": "sparse input is refused",
+    # The same two scikit-learn declares for its own KMeans and MiniBatchKMeans: weights
+    # of k are not equivalent to k repeated samples, because the random draws (the
+    # initialisation, the batches) see a different sample.
+    "check_sample_weight_equivalence_on_dense_data": "random draws see a different sample",
+    "check_sample_weight_equivalence_on_sparse_data": "random draws see a different sample",
 }
 
 
-def test_check_estimator():
+@pytest.mark.parametrize("estimator", [KMeans, MiniBatchKMeans])
+def test_check_estimator(estimator):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check_estimator(
-            KMeans(n_clusters=2, n_init=2, max_iter=5), expected_failed_checks=EXPECTED_FAILURES
+            estimator(n_clusters=2, n_init=2, max_iter=5),
+            expected_failed_checks=EXPECTED_FAILURES,
         )
+
+
+@pytest.mark.parametrize("estimator", [KMeans, MiniBatchKMeans])
+def test_check_param_validation(estimator):
+    """Every parameter has a constraint, and a bad one gets scikit-learn's message from
+    every fit method."""
+    from sklearn.utils.estimator_checks import check_param_validation
+
+    check_param_validation(estimator.__name__, estimator(n_clusters=2))
 
 
 def test_dtypes(backend, rng):
@@ -333,3 +346,57 @@ def test_cupy_fit_holds_at_most_a_quarter_of_the_data_or_the_workspace():
         )
         assert 0 < peak <= max(X.nbytes // 4, workspace), (workspace, peak)
         assert labels.shape == (2_000_000,) and centers.shape == (256, 64)
+
+
+@pytest.mark.parametrize("tol", [0.0, 1e-2])
+def test_verbose_prints_sklearns_lines(rng, capsys, tol):
+    X = rng.normal(size=(500, 3))
+    KMeans(4, init="random", n_init=1, random_state=0, tol=tol, verbose=1).fit(X)
+    out = capsys.readouterr().out
+    assert out.startswith("Initialization complete\nIteration 0, inertia ")
+    if tol == 0:
+        assert re.search(r"Converged at iteration \d+: strict convergence\.", out)
+    else:
+        assert re.search(r"Converged at iteration \d+: center shift \S+ within tolerance", out)
+    *_, n_iter = kmeans(X, 4, init="random", n_init=1, random_state=0, tol=tol)
+    assert out.count("Iteration ") == n_iter
+    assert KMeans(4, random_state=0).fit(X) and capsys.readouterr().out == ""
+
+
+def test_elkan_and_copy_x_give_the_lloyd_result(rng):
+    X = rng.normal(size=(300, 4))
+    lloyd = KMeans(5, random_state=0).fit(X)
+    for params in ({"algorithm": "elkan"}, {"copy_x": False}):
+        other = KMeans(5, random_state=0, **params).fit(X)
+        np.testing.assert_array_equal(other.cluster_centers_, lloyd.cluster_centers_)
+        np.testing.assert_array_equal(other.labels_, lloyd.labels_)
+    centers, *_ = kmeans(X, 5, random_state=0, algorithm="elkan", copy_x=False)
+    np.testing.assert_array_equal(centers, lloyd.cluster_centers_)
+    with pytest.warns(RuntimeWarning, match="algorithm='elkan' doesn't make sense"):
+        KMeans(1, algorithm="elkan").fit(X)
+
+
+def test_kmeans_plusplus_checks_x_squared_norms(rng):
+    X = rng.normal(size=(50, 3))
+    norms = (X * X).sum(axis=1)
+    _, with_norms = kmeans_plusplus(X, 4, x_squared_norms=norms, random_state=0)
+    _, without = kmeans_plusplus(X, 4, random_state=0)
+    np.testing.assert_array_equal(with_norms, without)
+    with pytest.raises(ValueError, match="The length of x_squared_norms 49 should be equal"):
+        kmeans_plusplus(X, 4, x_squared_norms=norms[:-1])
+
+
+@pytest.mark.parametrize("estimator", [KMeans, MiniBatchKMeans])
+def test_feature_names_of_a_data_frame(estimator, rng):
+    """Fitted on a data frame, the estimator knows its column names and refuses a frame
+    whose columns differ, where it would otherwise give wrong labels silently."""
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"a": [0.0, 0.1, 10.0, 10.1], "b": [5.0, 5.1, 5.0, 5.1]})
+    est = estimator(2, random_state=0).fit(df)
+    assert list(est.feature_names_in_) == ["a", "b"]
+    np.testing.assert_array_equal(est.predict(df), est.labels_)
+    with pytest.raises(ValueError, match="The feature names should match"):
+        est.predict(df[["b", "a"]])
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        est.predict(df.to_numpy())
+    assert not hasattr(estimator(2, random_state=0).fit(df.to_numpy()), "feature_names_in_")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from kmeans_gpu import KMeans, kmeans, kmeans_plusplus
-from kmeans_gpu.backends import BackendUnavailableError
+from kmeans_gpu import KMeans, MiniBatchKMeans, kmeans, kmeans_plusplus
+from kmeans_gpu.backends import Backend, BackendUnavailableError
 
 
 @pytest.fixture
@@ -47,6 +47,9 @@ def test_bad_data_on_array_api_backend(backend):
         KMeans(1).fit(complex_)
 
 
+SHAPE = r"The shape of the initial centers \(\d+, \d+\) does not match the number of"
+
+
 @pytest.mark.parametrize(
     ("params", "error", "match"),
     [
@@ -55,8 +58,8 @@ def test_bad_data_on_array_api_backend(backend):
         ({"n_clusters": 2.5}, TypeError, "n_clusters must be an integer"),
         ({"init": "kmeans++"}, ValueError, "unknown init 'kmeans\\+\\+'"),
         ({"init": 3}, TypeError, "init must be"),
-        ({"init": np.zeros((3, 3))}, ValueError, "shape of init"),
-        ({"init": np.zeros((2, 4))}, ValueError, "shape of init"),
+        ({"init": np.zeros((3, 3))}, ValueError, SHAPE + " clusters 2 .init."),
+        ({"init": np.zeros((2, 4))}, ValueError, SHAPE + " features of the data 3 .init."),
         ({"init": np.zeros(2)}, ValueError, "2-D"),
         ({"init": lambda X, k, random_state: X[:1]}, ValueError, "centers returned by init"),
         ({"max_iter": 0}, ValueError, "max_iter must be >= 1"),
@@ -66,12 +69,73 @@ def test_bad_data_on_array_api_backend(backend):
         ({"backend": "tpu"}, ValueError, "unknown backend 'tpu'; valid backends are"),
         ({"empty_cluster": "drop"}, ValueError, "empty_cluster must be one of"),
         ({"random_state": "seed"}, ValueError, "random_state"),
+        ({"algorithm": "full"}, ValueError, "algorithm must be 'lloyd' or 'elkan'"),
     ],
 )
-def test_bad_parameters(X, params, error, match):
+def test_bad_parameters_of_the_functional_api(X, params, error, match):
     params = {"n_clusters": 2, **params}
     with pytest.raises(error, match=match):
-        KMeans(**params).fit(X)
+        kmeans(X, **params)
+
+
+@pytest.mark.parametrize("estimator", [KMeans, MiniBatchKMeans])
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"n_clusters": 0}, "The 'n_clusters' parameter of {} must be an int in the range"),
+        ({"n_clusters": 2.5}, "The 'n_clusters' parameter of {} must be an int"),
+        ({"n_clusters": 41}, "n_samples=40 should be >= n_clusters=41"),
+        ({"init": "kmeans++"}, "The 'init' parameter of {} must be a str among"),
+        ({"init": 3}, "The 'init' parameter of {} must be"),
+        ({"init": np.zeros((3, 3))}, SHAPE + " clusters 2"),
+        ({"init": np.zeros((2, 4))}, SHAPE + " features of the data 3"),
+        ({"init": np.zeros(2)}, "2-D"),
+        ({"init": lambda X, k, random_state: X[:1]}, SHAPE + " clusters 2"),
+        ({"max_iter": 0}, "The 'max_iter' parameter of {} must be an int in the range"),
+        ({"n_init": 0}, "The 'n_init' parameter of {} must be"),
+        ({"n_init": "many"}, "The 'n_init' parameter of {} must be"),
+        ({"tol": -1.0}, "The 'tol' parameter of {} must be a float in the range"),
+        ({"backend": "tpu"}, "The 'backend' parameter of {} must be a str among"),
+        ({"random_state": "seed"}, "The 'random_state' parameter of {} must be"),
+        ({"working_memory": 0}, "The 'working_memory' parameter of {} must be"),
+    ],
+)
+def test_bad_parameters_in_scikit_learns_words(X, estimator, params, match):
+    """The estimators validate their parameters as scikit-learn's do (its messages)."""
+    params = {"n_clusters": 2, **params}
+    with pytest.raises((ValueError, TypeError), match=match.format(estimator.__name__)):
+        estimator(**params).fit(X)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"empty_cluster": "drop"}, "The 'empty_cluster' parameter of KMeans must be"),
+        ({"algorithm": "full"}, "The 'algorithm' parameter of KMeans must be a str among"),
+        ({"copy_x": "yes"}, "The 'copy_x' parameter of KMeans must be"),
+        ({"deterministic": 2}, "The 'deterministic' parameter of KMeans must be"),
+    ],
+)
+def test_bad_kmeans_only_parameters(X, params, match):
+    with pytest.raises(ValueError, match=match):
+        KMeans(2, **params).fit(X)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"batch_size": 0}, "The 'batch_size' parameter of MiniBatchKMeans must be"),
+        ({"reassignment_ratio": -1.0}, "The 'reassignment_ratio' parameter of MiniBatchKMeans"),
+        ({"max_no_improvement": -1}, "The 'max_no_improvement' parameter of MiniBatchKMeans"),
+        ({"init_size": 0}, "The 'init_size' parameter of MiniBatchKMeans must be"),
+        ({"compute_labels": "no"}, "The 'compute_labels' parameter of MiniBatchKMeans must"),
+    ],
+)
+def test_bad_minibatch_parameters(X, params, match):
+    with pytest.raises(ValueError, match=match):
+        MiniBatchKMeans(2, **params).fit(X)
+    with pytest.raises(ValueError, match=match):
+        MiniBatchKMeans(2, **params).partial_fit(X)
 
 
 @pytest.mark.parametrize(
@@ -103,10 +167,37 @@ def test_predict_errors(X):
         est.predict(np.full((2, 3), np.nan))
 
 
-def test_sparse_refused(X):
-    sparse = pytest.importorskip("scipy.sparse")
-    with pytest.raises(TypeError, match="Sparse input is not supported"):
-        KMeans(2).fit(sparse.csr_matrix(X))
+def test_sparse_input_off_numpy_is_refused(X):
+    """SciPy sparse matrices run on the NumPy backend only; CuPy's sparse matrices are
+    not supported (refused by their module, without CuPy)."""
+    from scipy import sparse
+
+    for backend in ("cupy", Backend(np, "array_api_strict")):
+        with pytest.raises(ValueError, match="sparse input is computed on the NumPy backend"):
+            kmeans(sparse.csr_matrix(X), 2, backend=backend)
+    with pytest.raises(ValueError, match="sparse input is computed on the NumPy backend"):
+        KMeans(2, backend="cupy").fit(sparse.csr_matrix(X))
+    cupyx_like = type("csr_matrix", (), {"__module__": "cupyx.scipy.sparse._csr"})()
+    with pytest.raises(TypeError, match=r"CuPy sparse matrices \(cupyx.scipy.sparse\) are"):
+        kmeans(cupyx_like, 2)
+    with pytest.raises(TypeError, match="init must be a dense array"):
+        kmeans(X, 2, init=sparse.csr_matrix(X[:2]))
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "match"),
+    [
+        (lambda X: X.astype(np.complex128), ValueError, "Complex data not supported"),
+        (lambda X: X.multiply(np.nan), ValueError, "NaN or infinity"),
+        (lambda X: X[:0], ValueError, "0 sample"),
+        (lambda X: X[:, :0], ValueError, "0 feature"),
+    ],
+)
+def test_bad_sparse_data(X, data, error, match):
+    from scipy import sparse
+
+    with pytest.raises(error, match=match):
+        KMeans(1).fit(data(sparse.csr_array(X)))
 
 
 def test_cupy_unavailable_says_how_to_install(monkeypatch, X):

@@ -100,6 +100,9 @@ class Backend:
     #: the blocks, so that they do not depend on the chunks (None: one sum per chunk,
     #: chunks added in order).
     sum_block_rows: int | None = None
+    #: Whether the data are a sparse matrix (``_sparse``): the row operations below
+    #: then take and return sparse rows, and the origin of the working rows is 0.
+    sparse = False
 
     def __init__(self, xp: Any, name: str) -> None:
         self.xp = xp
@@ -171,6 +174,31 @@ class Backend:
             x[start:stop] = xp.where(
                 hit, xp.astype(xp.take(values, found), x.dtype), x[start:stop]
             )
+
+    # -- rows of the data -------------------------------------------------------------
+    def take_rows(self, X: Array, indices: Array) -> Array:
+        """Rows ``indices`` of ``X`` (of the data's kind: sparse rows stay sparse)."""
+        return self.xp.take(X, indices, axis=0)
+
+    def dense(self, X: Array) -> Array:
+        """Rows of the data as a dense array (a few rows: centres, candidates)."""
+        return X
+
+    def row_norms(self, rows: Array) -> Array:
+        """``‖x‖²`` of every row, in the rows' dtype."""
+        return self.xp.vecdot(rows, rows)
+
+    def rows64(self, X: Array, origin: tuple[Array, int]) -> Array:
+        """Rows of the data as float64 working rows (``centred64``)."""
+        return centred64(self.xp, X, origin)
+
+    def row_sq64(self, rows: Array) -> Array:
+        """``‖x‖²`` of every float64 row of :meth:`rows64`."""
+        return self.xp.sum(rows * rows, axis=1)
+
+    def cross(self, a: Array, rows: Array) -> Array:
+        """``a · rowsᵀ`` ``(m, n)`` for dense ``a`` ``(m, d)`` and rows ``(n, d)``."""
+        return a @ rows.T
 
     # -- the pass over the data -------------------------------------------------------
     def scores(self, X: Array, centers: Array, centers_sq: Array) -> Array:

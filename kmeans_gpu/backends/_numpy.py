@@ -184,23 +184,34 @@ class NumpyBackend(Backend):
         ``(start, stop, scores)``, the scores ``(k, m)`` when ``transposed`` else
         ``(m, k)``, in a reused buffer. ``(−2c)·x`` is exactly ``−2(c·x)``."""
         n, k = X.shape[0], centers.shape[0]
-        scaled = -2.0 * centers
-        block = max(16, block_bytes // (k * X.itemsize))
+        scaled = self._operand(-2.0 * centers)
+        block = max(16, block_bytes // (k * X.dtype.itemsize))
         for start in range(0, n, block):
             stop = min(start + block, n)
             rows = X[start:stop]
             scores = self._scratch("scores", (stop - start) * k, X.dtype)
             if transposed:
                 scores = scores.reshape(k, stop - start)
-                np.matmul(scaled, rows.T, out=scores)
+                self._product(rows, scaled, scores, transposed=True)
                 if add_squares:
                     scores += centers_sq[:, None]
             else:
                 scores = scores.reshape(stop - start, k)
-                np.matmul(rows, scaled.T, out=scores)
+                self._product(rows, scaled, scores, transposed=False)
                 if add_squares:
                     scores += centers_sq
             yield start, stop, scores
+
+    def _operand(self, centers: Array) -> Array:
+        """The centres as :meth:`_product` takes them (made once per pass)."""
+        return centers
+
+    def _product(self, rows: Array, centers: Array, out: np.ndarray, transposed: bool) -> None:
+        """``out = centers · rowsᵀ`` (``transposed``) or ``rows · centersᵀ``."""
+        if transposed:
+            np.matmul(centers, rows.T, out=out)
+        else:
+            np.matmul(rows, centers.T, out=out)
 
     def _nearest_two_buffers(
         self, m: int, dtype: Any
