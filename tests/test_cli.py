@@ -630,3 +630,31 @@ def test_animate_draws_in_the_palette_asked_for(palette, tmp_path, monkeypatch, 
         assert count(hsv_red) > 20 and count(okabe_orange) == 0
     else:
         assert count(okabe_orange) > 20 and count(hsv_red) == 0
+
+
+def test_every_command_runs_on_the_cupy_backend(tmp_path, monkeypatch, capsys):
+    """demo, fit and animate --save with --backend cupy, on the host stand-in for CuPy
+    (tests/fake_cupy.py): results come to the host through the backend, and the
+    animation is computed (and titled) on CuPy."""
+    import viz
+    from tests import fake_cupy
+
+    titles = []
+    real_save = viz.save
+
+    def spy(*args, **options):
+        titles.append(options["title"])
+        return real_save(*args, **options)
+
+    monkeypatch.setattr(viz, "save", spy)
+    with fake_cupy.stand_in(monkeypatch):
+        np.save(tmp_path / "x.npy", np.random.RandomState(0).normal(size=(100, 2)))
+        scene = ("--seed", "1", "--k", "3", "--clusters", "3", "--backend", "cupy")
+        assert _main(monkeypatch, tmp_path, "demo", *scene) == 0
+        assert _main(monkeypatch, tmp_path, "fit", "x.npy", "--k", "3", "--backend", "cupy") == 0
+        argv = ("animate", *scene, "--init", "k-means++", "--dpi", "30", "--save", "a.gif")
+        assert _main(monkeypatch, tmp_path, *argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("backend: cupy") == 2 and re.search(r"Saved \d+ frames to a\.gif\n$", out)
+    assert titles == ["K-means: k = 3, n = 300 (cupy)"]
+    assert np.load(tmp_path / "labels.npy").shape == (100,)
