@@ -22,6 +22,7 @@ import errno
 import logging
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -375,10 +376,13 @@ def write_arrays(arrays: dict[Path, np.ndarray]) -> None:
                 dir=target.parent, prefix=f".{target.stem}.", suffix=".partial.npy"
             )
             temporaries.append((Path(name), target))
-            with os.fdopen(fd, "wb") as stream:
-                np.save(stream, array, allow_pickle=False)
-                stream.flush()
-                os.fsync(stream.fileno())
+            try:
+                with os.fdopen(fd, "wb") as stream:
+                    np.save(stream, array, allow_pickle=False)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+            except OSError as exc:
+                raise _write_error(exc, target, array.nbytes) from exc
             os.chmod(name, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
         with _signals_deferred():
             for temporary, target in temporaries:
@@ -386,6 +390,16 @@ def write_arrays(arrays: dict[Path, np.ndarray]) -> None:
     finally:
         for temporary, _ in temporaries:
             temporary.unlink(missing_ok=True)
+
+
+def _write_error(exc: OSError, target: Path, size: int) -> OSError:
+    """``exc`` as one line naming ``target``; NumPy's short write (``ndarray.tofile``)
+    carries no errno, so a disk with less room than the array is named full."""
+    code, reason = exc.errno, exc.strerror or str(exc)
+    if code is None and shutil.disk_usage(target.parent).free < size:
+        code, reason = errno.ENOSPC, os.strerror(errno.ENOSPC)
+    message = f"cannot write {os.fspath(target)}: {reason}"
+    return OSError(message) if code is None else OSError(code, message)
 
 
 def _missing_directories(path: Path) -> list[Path]:

@@ -429,10 +429,13 @@ def test_fit_refuses_an_out_that_is_a_file(blobs, tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("failing", ["centroids", "labels"])
-def test_a_full_disk_leaves_the_old_outputs(blobs, tmp_path, monkeypatch, capsys, failing):
-    """The write fails half-way (ENOSPC): exit 1, one line, the earlier outputs as
-    they were and no temporary file; the directories it made are removed."""
+@pytest.mark.parametrize("how", ["errno", "numpy"])
+def test_a_full_disk_leaves_the_old_outputs(blobs, tmp_path, monkeypatch, capsys, failing, how):
+    """The write fails half-way, with ENOSPC or as NumPy's short write (no errno, a
+    disk with less room than the array): exit 1, one line naming the file, the earlier
+    outputs as they were and no temporary file; the directories it made are removed."""
     import errno
+    import shutil
 
     _old_outputs(tmp_path / "out")
     real_save = np.save
@@ -442,13 +445,18 @@ def test_a_full_disk_leaves_the_old_outputs(blobs, tmp_path, monkeypatch, capsys
         calls.append(array.shape)
         if len(calls) == (1 if failing == "centroids" else 2):
             file.write(b"\x93NUMPY half")
-            raise OSError(errno.ENOSPC, "No space left on device")
+            if how == "errno":
+                raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError("480 requested and 112 written")
         real_save(file, array, **options)
 
     monkeypatch.setattr(np, "save", full_disk)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=0))
     assert _main(monkeypatch, tmp_path, *FIT, "--out", "out") == 1
     assert capsys.readouterr().err == (
-        "kmeans-gpu fit: error: [Errno 28] No space left on device\n"
+        f"kmeans-gpu fit: error: [Errno 28] cannot write out/{failing}.npy: No space left "
+        "on device\n"
     )
     assert sorted(os.listdir(tmp_path / "out")) == ["centroids.npy", "labels.npy"]
     assert _unchanged(tmp_path / "out")
