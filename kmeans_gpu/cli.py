@@ -842,7 +842,12 @@ def _add_verbose(parser: argparse.ArgumentParser, *, top: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = _Parser(prog="kmeans-gpu", description="K-means on CuPy (CUDA GPUs) or NumPy.")
+    parser = _Parser(
+        prog="kmeans-gpu",
+        description="K-means on CuPy (CUDA GPUs) or NumPy.",
+        epilog="Exit codes: 0 done; 1 a failure while working (one line) or a bug (with its "
+        "traceback); 2 a usage error (one line); 130 Ctrl-C; 143 SIGTERM; 129 SIGHUP.",
+    )
     parser.add_argument("--version", action="version", version=f"kmeans-gpu {__version__}")
     _add_verbose(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
