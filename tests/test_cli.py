@@ -465,7 +465,7 @@ def test_a_full_disk_leaves_the_old_outputs(blobs, tmp_path, monkeypatch, capsys
     assert sorted(os.listdir(tmp_path)) == ["out", "x.npy"]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_signal_during_the_write_leaves_the_old_outputs(
     blobs, tmp_path, monkeypatch, capsys, signum
 ):
@@ -480,13 +480,16 @@ def test_a_signal_during_the_write_leaves_the_old_outputs(
     monkeypatch.setattr(np, "save", interrupted)
     code = _main(monkeypatch, tmp_path, *FIT)
     err = capsys.readouterr().err
-    if signum == signal.SIGTERM:
-        assert (code, err) == (143, "kmeans-gpu fit: terminated (SIGTERM)\n")
-    else:
-        assert (code, err) == (130, "kmeans-gpu fit: interrupted\n")
+    expected = {
+        signal.SIGTERM: (143, "kmeans-gpu fit: terminated (SIGTERM)\n"),
+        signal.SIGHUP: (129, "kmeans-gpu fit: terminated (SIGHUP)\n"),
+        signal.SIGINT: (130, "kmeans-gpu fit: interrupted\n"),
+    }
+    assert (code, err) == expected[signum]
     assert sorted(os.listdir(tmp_path)) == ["centroids.npy", "labels.npy", "x.npy"]
     assert _unchanged(tmp_path)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
 
 
 def test_a_signal_between_the_renames_waits_for_both(blobs, tmp_path, monkeypatch, capsys):
