@@ -213,6 +213,23 @@ def test_a_failed_save_leaves_no_file_and_keeps_the_window(tmp_path, monkeypatch
     assert sorted(os.listdir(tmp_path)) == []
 
 
+def test_the_plot_says_what_it_shows(tmp_path, monkeypatch):
+    """The title names k, n and the backend; the palette reaches the plot and the
+    saved file (through the same title and palette)."""
+    session = _session(tmp_path, palette="colorblind", backend="numpy", ffmpeg_timeout=5)
+    assert session.ax.get_title() == "K-means: k = 4, n = 100 (numpy)"
+    assert (session.ax.get_xlabel(), session.ax.get_ylabel()) == ("x", "y")
+    colour = matplotlib.colors.to_rgb(session.renderer.cluster_lines[0].get_color())
+    assert colour == matplotlib.colors.to_rgb(viz._render.OKABE_ITO[0])
+    asked = []
+    monkeypatch.setattr(_interactive, "save", lambda *args, **options: asked.append(options))
+    session.save()
+    assert asked[0]["palette"] == "colorblind" and asked[0]["timeout"] == 5
+    assert asked[0]["title"] == "K-means: k = 4, n = 100 (numpy)"
+    with pytest.raises(ValueError, match="palette must be one of"):
+        _session(tmp_path, palette="jet")
+
+
 def test_window_saves_honour_dpi_and_fps(tmp_path):
     session = _session(tmp_path, dpi=50, fps=4)
     saved = session.perform("save")
@@ -782,12 +799,21 @@ def test_the_menu_exits_on_4(launch):
 
 
 @pytest.mark.xvfb
-@pytest.mark.parametrize("menu", [False, True], ids=["window", "menu"])
-def test_the_first_ctrl_c_exits_130(launch, menu):
+@pytest.mark.parametrize(
+    ("menu", "signum"),
+    [(False, signal.SIGINT), (True, signal.SIGINT), (False, signal.SIGTERM)],
+    ids=["window", "menu", "window-sigterm"],
+)
+def test_the_first_ctrl_c_exits_130(launch, menu, signum):
+    """Ctrl-C exits 130; SIGTERM ends the window the same way and exits 143."""
     args = (*SCENE_ARGS, "--interval", "20") + (("--menu",) if menu else ())
     window = launch(*args, stdin=subprocess.PIPE if menu else None)
-    time.sleep(0.5)  # frames being drawn: Ctrl-C lands in a Tk callback
-    window.proc.send_signal(signal.SIGINT)
-    assert window.finish(timeout=15) == 130
+    time.sleep(0.5)  # frames being drawn: the signal lands in a Tk callback
+    window.proc.send_signal(signum)
+    expected = {
+        signal.SIGINT: (130, "kmeans-gpu animate: interrupted"),
+        signal.SIGTERM: (143, "kmeans-gpu animate: terminated (SIGTERM)"),
+    }[signum]
+    assert window.finish(timeout=15) == expected[0]
     problems = [line for line in window.err if not line.startswith("INFO ")]
-    assert problems == ["kmeans-gpu animate: interrupted"]
+    assert problems == [expected[1]]

@@ -286,3 +286,97 @@ def test_viz_imports_no_cupy():
     code = "import sys, viz; print('cupy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# -- the look: legible centres, a title, palettes ---------------------------------------
+
+
+def test_centres_stand_out_above_everything(run):
+    """Larger centres with a black edge and a white halo, above the points, the
+    trails and the inertia inset; the blog post's 'x' points and 'o' centres stay."""
+    from matplotlib.patheffects import Stroke
+
+    points, _, frames = run
+    anim = viz.animate(frames, points, trails=True, inertia_inset=True)
+    renderer = anim.renderer
+    (inset,) = renderer.ax.child_axes
+    for centre in renderer.centroid_lines:
+        assert centre.get_marker() == "o" and centre.get_markersize() >= 10
+        assert centre.get_markeredgecolor() == "k" and centre.get_markeredgewidth() >= 1.5
+        (halo, _) = centre.get_path_effects()
+        assert isinstance(halo, Stroke) and halo._gc["foreground"] == "w"
+        assert halo._gc["linewidth"] > centre.get_markeredgewidth()
+        assert centre.get_zorder() > max(
+            line.get_zorder() for line in renderer.cluster_lines + renderer.trail_lines
+        )
+        assert centre.get_zorder() > inset.get_zorder()
+    assert renderer.text.get_zorder() > renderer.centroid_lines[0].get_zorder()
+    assert inset.patch.get_alpha() < 1  # points beneath the inset still show
+
+
+def test_title_and_axis_labels(run, rng):
+    points, _, frames = run
+    renderer = viz.animate(frames, points).renderer
+    assert renderer.ax.get_title() == "K-means: k = 6, n = 240"
+    assert (renderer.ax.get_xlabel(), renderer.ax.get_ylabel()) == ("x", "y")
+    assert viz.animate(frames, points, title="").renderer.ax.get_title() == ""
+    X = rng.normal(size=(300, 5))
+    scene = make_scene(X, max_points=100, random_state=0)
+    title = viz.scene_title(4, 300, backend="numpy", n_drawn=100, projection=scene.projection)
+    assert title == "K-means: k = 4, n = 300 (numpy)\n100 drawn, 2-D PCA projection of 5 features"
+    assert viz.scene_title(12, 1200, backend="cupy") == "K-means: k = 12, n = 1,200 (cupy)"
+
+
+def test_palettes():
+    hsv = viz.cluster_colors(12)
+    assert hsv == viz.cluster_colors(12, "hsv")
+    assert hsv[1] == pytest.approx(tuple(hsv_to_rgb((1 / 12, 0.8, 0.8))))
+    assert viz.cluster_markers(12) == [("x", "o")] * 12
+    safe = viz.cluster_colors(20, "colorblind")
+    okabe_ito = [matplotlib.colors.to_rgb(c) for c in viz._render.OKABE_ITO]
+    assert safe[:8] == okabe_ito and safe[8:16] == okabe_ito and safe[16:] == okabe_ito[:4]
+    markers = viz.cluster_markers(40, "colorblind")
+    assert markers[0] == ("x", "o") and markers[7] == ("x", "o")
+    assert len(set(zip(safe, markers[:20], strict=True))) == 20  # every cluster told apart
+    assert len(set(markers[:32])) == 4 and markers[32] == markers[0]
+    with pytest.raises(ValueError, match="palette must be one of 'hsv', 'colorblind'"):
+        viz.cluster_colors(3, "rainbow")
+
+
+def test_the_colorblind_palette_reaches_the_artists(run):
+    points, _, frames = run
+    points = np.tile(points, (2, 1))
+    big = list(kg.iter_frames(points, points[::24][:10]))
+    renderer = viz.animate(big, points, palette="colorblind").renderer
+    assert renderer.cluster_lines[8].get_marker() == "+"
+    assert renderer.centroid_lines[8].get_marker() == "s"
+    assert matplotlib.colors.to_rgb(renderer.cluster_lines[8].get_color()) == pytest.approx(
+        matplotlib.colors.to_rgb(viz._render.OKABE_ITO[0])
+    )
+    with pytest.raises(ValueError, match="palette must be one of"):
+        viz.animate(frames, points[:240], palette="viridis")
+
+
+def test_save_checks_its_values_and_says_saved(run, tmp_path):
+    points, _, frames = run
+    for options, message in [
+        ({"fps": 0}, "fps must be a positive integer, got 0"),
+        ({"fps": 2.5}, "fps must be a positive integer, got 2.5"),
+        ({"dpi": 0}, "dpi must be a positive number, got 0"),
+        ({"dpi": float("nan")}, "dpi must be a positive number"),
+        ({"timeout": -1}, "timeout must be a positive number, got -1"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            viz.save(frames, tmp_path / "x.gif", points=points, **options)
+    assert _files(tmp_path) == []
+    saved = viz.save(frames[:2], tmp_path / "x.gif", points=points, dpi=30)
+    assert saved.message == f"Saved 2 frames to {tmp_path / 'x.gif'}"
+
+
+def test_a_save_replaces_a_symlink_and_never_follows_it(run, tmp_path):
+    points, _, frames = run
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "x.gif").symlink_to(victim)
+    viz.save(frames[:2], tmp_path / "x.gif", points=points, dpi=30)
+    assert victim.read_text() == "keep me" and not (tmp_path / "x.gif").is_symlink()

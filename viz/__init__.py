@@ -14,7 +14,9 @@ except ImportError as exc:  # say which extra brings it
     ) from exc
 
 from ._export import (
+    FFMPEG_TIMEOUT,
     WRITERS,
+    FFmpegError,
     Saved,
     WriterUnavailableError,
     check_target,
@@ -23,11 +25,23 @@ from ._export import (
     save,
 )
 from ._interactive import InteractiveSession, run_menu
-from ._render import ClusterAnimation, Renderer, animate, cluster_colors, set_axis_limits
+from ._render import (
+    PALETTES,
+    ClusterAnimation,
+    Renderer,
+    animate,
+    cluster_colors,
+    cluster_markers,
+    scene_title,
+    set_axis_limits,
+)
 
 __all__ = [
+    "FFMPEG_TIMEOUT",
+    "PALETTES",
     "WRITERS",
     "ClusterAnimation",
+    "FFmpegError",
     "InteractiveSession",
     "Renderer",
     "Saved",
@@ -35,9 +49,11 @@ __all__ = [
     "animate",
     "check_target",
     "cluster_colors",
+    "cluster_markers",
     "default_filename",
     "find_ffmpeg",
     "run_menu",
     "save",
+    "scene_title",
     "set_axis_limits",
 ]

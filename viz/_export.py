@@ -4,22 +4,33 @@ Writers are found through a small registry keyed by file suffix, each with an
 availability check that runs before anything is rendered. The file is written beside
 its target under a temporary name and renamed when complete, so an error or Ctrl-C
 leaves neither a half-written file nor the temporary one.
+
+ffmpeg runs in a process group of its own, so Ctrl-C at a terminal reaches Python
+alone, which stops ffmpeg (the group) and removes the temporary file. ffmpeg is bounded
+in time: when it takes no frame for ``timeout`` seconds, or has not finished that long
+after the last one, it is stopped and the save fails with one line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
+
+import matplotlib as mpl
+from matplotlib.animation import FFMpegWriter
 
 from kmeans_gpu import _config
 
@@ -35,8 +46,16 @@ FFMPEG_HELP = (
 )
 
 
+#: seconds ffmpeg may take to accept one frame, or to finish after the last one
+FFMPEG_TIMEOUT = 60.0
+
+
 class WriterUnavailableError(RuntimeError):
     """No program or library to write this format here; the message says how to get one."""
+
+
+class FFmpegError(RuntimeError):
+    """ffmpeg failed, hung (and was stopped) or wrote no mp4; the message is one line."""
 
 
 def _executable(path: str) -> str | None:
@@ -79,21 +98,169 @@ def find_ffmpeg(explicit: str | os.PathLike[str] | None = None) -> str:
 @dataclass(frozen=True)
 class WriterSpec:
     """How to write one format: ``check`` (before rendering) finds what the writer needs
-    and returns the matplotlib settings to write with; ``make`` builds the writer."""
+    and returns the matplotlib settings to write with; ``make(fps, timeout)`` builds the
+    writer."""
 
     name: str
     check: Callable[[Any], dict[str, Any]]
-    make: Callable[[int], Any]
+    make: Callable[[int, float], Any]
 
 
 def _mp4_check(ffmpeg: Any) -> dict[str, Any]:
     return {"animation.ffmpeg_path": find_ffmpeg(ffmpeg)}
 
 
-def _mp4_writer(fps: int) -> Any:
-    from matplotlib.animation import FFMpegWriter
+class BoundedFFMpegWriter(FFMpegWriter):
+    """matplotlib's pipe writer to ffmpeg, bounded in time and stopped on any error.
 
-    return FFMpegWriter(fps=fps, codec="h264", extra_args=["-pix_fmt", "yuv420p"])
+    ffmpeg starts in a session (and process group) of its own, its output goes to a
+    temporary file (it can never block on a full pipe), and a watchdog stops the group
+    when a frame is not taken within ``timeout`` seconds; the end waits at most as long.
+    Any error or interrupt while frames are written stops ffmpeg before it propagates.
+    A failure of ffmpeg itself (an exit status, a hang, a file that is no mp4) is an
+    :class:`FFmpegError` with one line.
+    """
+
+    _proc: subprocess.Popen[bytes]
+
+    def __init__(self, fps: int, *, timeout: float = FFMPEG_TIMEOUT) -> None:
+        super().__init__(fps=fps, codec="h264", extra_args=["-pix_fmt", "yuv420p"])
+        self.timeout = timeout
+        self._errors: IO[bytes] | None = None
+        self._hung: str | None = None
+
+    @contextlib.contextmanager
+    def saving(self, fig: Any, outfile: Any, dpi: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        """Start ffmpeg, yield for the frames, then finish; on any exception (Ctrl-C
+        included) stop ffmpeg first, and say why when ffmpeg was the cause."""
+        with mpl.rc_context({"savefig.bbox": None}):
+            try:
+                self.setup(fig, outfile, dpi, *args, **kwargs)
+            except BaseException:
+                self._close_errors()
+                raise
+            try:
+                yield self
+            except BaseException as exc:
+                status = self._stop()
+                failure = self._failure(status, during_frames=True)
+                self._close_errors()
+                if failure is not None and not isinstance(exc, KeyboardInterrupt):
+                    raise FFmpegError(failure) from exc
+                raise
+            try:
+                self.finish()
+            finally:
+                self._close_errors()
+
+    def _run(self) -> None:
+        command = cast(Any, self)._args()
+        logger.info("running %s", subprocess.list2cmdline(command))
+        self._errors = tempfile.TemporaryFile()
+        try:
+            self._proc = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=self._errors,
+                start_new_session=hasattr(os, "killpg"),
+            )
+        except OSError as exc:  # not a program this system can run
+            raise FFmpegError(f"cannot run ffmpeg ({command[0]}): {exc.strerror}") from exc
+
+    def grab_frame(self, **savefig_kwargs: Any) -> None:
+        hung = f"took no frame for {self.timeout:g} s"
+        watchdog = threading.Timer(self.timeout, self._expire, args=(hung,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            super().grab_frame(**savefig_kwargs)
+        finally:
+            watchdog.cancel()
+
+    def finish(self) -> None:
+        """Close ffmpeg's input and wait for it (``timeout`` seconds at most); check its
+        exit status and that it wrote an mp4."""
+        with contextlib.suppress(BrokenPipeError):  # ffmpeg gone: its status says why
+            self._input().close()
+        try:
+            self._proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self._expire(f"had not finished {self.timeout:g} s after the last frame")
+        status = self._proc.wait()
+        failure = self._failure(status, during_frames=False)
+        if failure is not None:
+            raise FFmpegError(failure)
+        with open(self.outfile, "rb") as written:
+            head = written.read(8)
+        if head[4:8] != b"ftyp":  # the first box of every mp4 ffmpeg writes
+            raise FFmpegError(
+                f"ffmpeg ({self._program()}) exited normally but did not write an mp4 "
+                f"({os.path.getsize(self.outfile)} bytes that are not one)"
+            )
+
+    def _input(self) -> IO[bytes]:
+        assert self._proc.stdin is not None
+        return self._proc.stdin
+
+    def _program(self) -> str:
+        return str(cast(Any, self._proc.args)[0])
+
+    def _expire(self, hung: str) -> None:
+        """The watchdog: ffmpeg ``hung``; stop it (a blocked write then fails)."""
+        self._hung = hung
+        self._kill()
+
+    def _kill(self) -> None:
+        """SIGKILL to ffmpeg's process group: ffmpeg and anything it started."""
+        try:
+            if hasattr(os, "killpg"):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            elif self._proc.poll() is None:
+                self._proc.kill()
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is gone already
+
+    def _stop(self) -> int | None:
+        """Stop ffmpeg; returns its exit status if it had ended by itself, else None."""
+        status = self._proc.poll()
+        self._kill()
+        with contextlib.suppress(OSError):
+            self._input().close()
+        self._proc.wait()
+        return status
+
+    def _failure(self, status: int | None, *, during_frames: bool) -> str | None:
+        """What went wrong with ffmpeg, in one line, or None when nothing did."""
+        program = self._program()
+        if self._hung is not None:
+            return f"ffmpeg ({program}) {self._hung}: stopped it"
+        if status is None or (status == 0 and not during_frames):
+            return None
+        detail = self._last_error_line()
+        detail = f": {detail}" if detail else ""
+        if status == 0:
+            return f"ffmpeg ({program}) exited before it took every frame{detail}"
+        if status < 0:
+            return f"ffmpeg ({program}) was killed by signal {-status}{detail}"
+        return f"ffmpeg ({program}) failed with exit status {status}{detail}"
+
+    def _last_error_line(self) -> str:
+        if self._errors is None:
+            return ""
+        self._errors.seek(max(0, self._errors.seek(0, os.SEEK_END) - 8192))
+        text = self._errors.read().decode(errors="replace")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return " ".join(lines[-1].split())[:300] if lines else ""
+
+    def _close_errors(self) -> None:
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
+
+
+def _mp4_writer(fps: int, timeout: float) -> Any:
+    return BoundedFFMpegWriter(fps, timeout=timeout)
 
 
 def _gif_check(ffmpeg: Any) -> dict[str, Any]:
@@ -106,7 +273,7 @@ def _gif_check(ffmpeg: Any) -> dict[str, Any]:
     return {}
 
 
-def _gif_writer(fps: int) -> Any:
+def _gif_writer(fps: int, timeout: float) -> Any:
     from matplotlib.animation import PillowWriter
 
     return PillowWriter(fps=fps)
@@ -167,22 +334,28 @@ def atomic_path(target: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
-def _ffmpeg_failure(exc: subprocess.CalledProcessError) -> str:
-    output = exc.stderr or exc.output or ""
-    if isinstance(output, bytes):
-        output = output.decode(errors="replace")
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    program = exc.cmd[0] if isinstance(exc.cmd, (list, tuple)) and exc.cmd else exc.cmd
-    detail = f": {lines[-1]}" if lines else ""
-    return f"ffmpeg ({program}) failed with exit status {exc.returncode}{detail}"
-
-
 @dataclass(frozen=True)
 class Saved:
     """What :func:`save` wrote."""
 
     path: Path
     n_frames: int
+
+    @property
+    def message(self) -> str:
+        """``Saved N frames to PATH``: what the command, the window and the menu say."""
+        return f"Saved {self.n_frames} frames to {self.path}"
+
+
+def check_positive(value: Any, name: str, *, integer: bool = False) -> Any:
+    """``value`` if it is a positive finite number (an integer with ``integer``), else
+    a ValueError that names ``name``."""
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    valid = isinstance(value, kinds) and not isinstance(value, bool)
+    if not valid or not math.isfinite(value) or value <= 0:
+        kind = "integer" if integer else "number"
+        raise ValueError(f"{name} must be a positive {kind}, got {value!r}")
+    return value
 
 
 def _progress_bar(total: int, enabled: bool | None) -> Any:
@@ -231,9 +404,10 @@ def save(
     path: str | os.PathLike[str] | None = None,
     *,
     fps: int = 1,
-    dpi: int = 100,
+    dpi: float = 100,
     progress: bool | None = None,
     ffmpeg: str | os.PathLike[str] | None = None,
+    timeout: float = FFMPEG_TIMEOUT,
     points: Any = None,
     **animate_options: Any,
 ) -> Saved:
@@ -249,15 +423,19 @@ def save(
         ``YYYYMMDDHHMMSS_KMeans2D.mp4`` in the current directory (or that one), with
         ``_1``, ``_2``, … added when the name is taken (see :func:`reserve_default_path`).
     fps : int, default=1
-        Frames per second of the file.
-    dpi : int, default=100
+        Frames per second of the file (a positive integer).
+    dpi : float, default=100
         Resolution: the frames are rcParams' ``figure.figsize`` times ``dpi`` pixels.
     progress : bool, default=None
         A progress bar (tqdm) while frames render; None shows it on a terminal only.
     ffmpeg : path, default=None
         The ffmpeg to use (see :func:`find_ffmpeg` for where else it is looked for).
+    timeout : float, default=60
+        Seconds ffmpeg may take to accept a frame, or to finish after the last one,
+        before it is stopped and the save fails.
     points, **animate_options
-        Passed to :func:`viz.animate` when ``animation`` is frames.
+        Passed to :func:`viz.animate` when ``animation`` is frames (``palette``,
+        ``title``, ``trails``, ``inertia_inset``).
 
     Returns
     -------
@@ -267,32 +445,39 @@ def save(
     Raises
     ------
     ValueError
-        For an unknown suffix or a missing directory, before anything is rendered.
+        For an unknown suffix, a missing directory or a bad ``fps``, ``dpi`` or
+        ``timeout``, before anything is rendered.
     WriterUnavailableError
         When the format's writer is missing, before anything is rendered.
-    RuntimeError
-        When ffmpeg fails (the message has its exit status and last line of output).
+    FFmpegError
+        When ffmpeg fails (the message has its exit status and last line of output),
+        hangs (it is stopped after ``timeout`` seconds) or writes no mp4.
+    OSError
+        When the file cannot be written (a full disk, no permission).
+    KeyboardInterrupt
+        On Ctrl-C; ffmpeg is stopped and nothing is left behind.
     """
+    check_positive(fps, "fps", integer=True)
+    check_positive(dpi, "dpi")
+    check_positive(timeout, "timeout")
     target, spec, rc = check_target(path, ffmpeg)
-    if _wants_default_name(path):
-        target = reserve_default_path(target.parent)
-        try:
-            return _render(
-                animation, target, spec, rc, fps, dpi, progress, points, animate_options
-            )
-        except BaseException:
-            target.unlink(missing_ok=True)  # the empty file that held the name
-            raise
-    return _render(animation, target, spec, rc, fps, dpi, progress, points, animate_options)
+    writer = spec.make(fps, timeout)
+    if not _wants_default_name(path):
+        return _render(animation, target, writer, rc, dpi, progress, points, animate_options)
+    target = reserve_default_path(target.parent)
+    try:
+        return _render(animation, target, writer, rc, dpi, progress, points, animate_options)
+    except BaseException:
+        target.unlink(missing_ok=True)  # the empty file that held the name
+        raise
 
 
 def _render(
     animation: ClusterAnimation | FrameSource,
     target: Path,
-    spec: WriterSpec,
+    writer: Any,
     rc: dict[str, Any],
-    fps: int,
-    dpi: int,
+    dpi: float,
     progress: bool | None,
     points: Any,
     animate_options: dict[str, Any],
@@ -305,7 +490,6 @@ def _render(
         if points is None:
             raise ValueError("points are needed to render frames")
     frames = list(source()) if callable(source) else list(source)
-    import matplotlib as mpl
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -315,7 +499,6 @@ def _render(
     rendered = animate(
         frames, points, ax=fig.subplots(), repeat=False, blit=False, **animate_options
     )
-    writer = spec.make(fps)
     try:
         with _progress_bar(len(frames), progress) as bar, atomic_path(target) as temporary:
             with mpl.rc_context(cast(Any, rc)):
@@ -325,8 +508,6 @@ def _render(
                     dpi=dpi,
                     progress_callback=None if bar is None else (lambda i, n: bar.update(1)),
                 )
-    except subprocess.CalledProcessError as exc:
-        raise RuntimeError(_ffmpeg_failure(exc)) from exc
     finally:
         # a save that failed before its first frame leaves no "Animation was deleted
         # without rendering anything" warning after the one-line error

@@ -26,8 +26,8 @@ import numpy as np
 import kmeans_gpu as kg
 from kmeans_gpu.display import Scene, make_scene
 
-from ._export import Saved, save
-from ._render import Renderer, renderer_for
+from ._export import FFMPEG_TIMEOUT, Saved, save
+from ._render import TEXT_Z, Renderer, check_palette, renderer_for, scene_title
 
 logger = logging.getLogger("viz")
 
@@ -113,8 +113,9 @@ class InteractiveSession:
         ``generate_clusters`` arguments for the generated scene.
     init : {"random", "k-means++"}, default="random"
         "random" is the blog post's ``initializeCentroids``.
-    backend : str, default="auto"
-        Where to compute.
+    backend : str or Backend, default="auto"
+        Where to compute (as for :func:`kmeans_gpu.iter_frames`); its name is in the
+        plot's title.
     max_points : int or None, default=100_000
         Most points drawn.
     max_iter : int, default=300
@@ -125,6 +126,9 @@ class InteractiveSession:
         Seconds the last frame of a run stays on screen before the loop restarts.
     fps, dpi : int, default=1 and 100
         Frames per second and resolution of saved files.
+    ffmpeg_timeout : float, default=60
+        Seconds ffmpeg may take to accept a frame of a save, or to finish it, before it
+        is stopped and the save fails (see :func:`viz.save`).
     save_dir : str, default="."
         Where saved files go, named ``YYYYMMDDHHMMSS_KMeans2D.mp4`` (``_1``, ``_2``, …
         when taken).
@@ -132,6 +136,8 @@ class InteractiveSession:
         The random stream; a ``RandomState`` is used as is.
     trails, inertia_inset : bool, default=False
         Renderer options.
+    palette : {"hsv", "colorblind"}, default="hsv"
+        Cluster colours (see :func:`viz.cluster_colors`).
     fig : matplotlib Figure, default=None
         Where to draw; a new 800×700 pyplot figure by default.
     title : str, default=None
@@ -147,17 +153,19 @@ class InteractiveSession:
         data: Any = None,
         scene: dict[str, Any] | None = None,
         init: str = "random",
-        backend: str = "auto",
+        backend: Any = "auto",
         max_points: int | None = 100_000,
         max_iter: int = 300,
         interval: int = 500,
         hold: float = 2.0,
         fps: int = 1,
         dpi: int = 100,
+        ffmpeg_timeout: float = FFMPEG_TIMEOUT,
         save_dir: str = ".",
         random_state: Any = None,
         trails: bool = False,
         inertia_inset: bool = False,
+        palette: str = "hsv",
         fig: Any = None,
         title: str | None = None,
         out: TextIO | None = None,
@@ -178,10 +186,12 @@ class InteractiveSession:
         self.hold = float(hold)
         self.fps = fps
         self.dpi = dpi
+        self.ffmpeg_timeout = ffmpeg_timeout
         self.save_dir = save_dir
         self.rng = _random_state(random_state)
         self.trails = trails
         self.inertia_inset = inertia_inset
+        self.palette = check_palette(palette)
         self.out = out
         self.err = err
         self.figure = fig if fig is not None else plt.figure(figsize=(8, 7))
@@ -277,8 +287,11 @@ class InteractiveSession:
             points=self.display,
             fps=self.fps,
             dpi=self.dpi,
+            timeout=self.ffmpeg_timeout,
             trails=self.trails,
             inertia_inset=self.inertia_inset,
+            palette=self.palette,
+            title=self.renderer.ax.get_title() if self.renderer is not None else None,
         )
 
     def close(self) -> None:
@@ -349,9 +362,7 @@ class InteractiveSession:
         finally:
             self._acting = False
         if isinstance(result, Saved):
-            self._write(
-                out or self.out or sys.stdout, f"Saved {result.n_frames} frames to {result.path}"
-            )
+            self._write(out or self.out or sys.stdout, result.message)
         return result
 
     def choose(self, selection: str, out: TextIO | None = None) -> None:
@@ -551,9 +562,17 @@ class InteractiveSession:
             self.display,
             trails=self.trails,
             inertia_inset=self.inertia_inset,
+            palette=self.palette,
+            title=scene_title(
+                self.k,
+                int(self.points.shape[0]),
+                backend=self._backend_name(),
+                n_drawn=int(self.display.points.shape[0]),
+                projection=self.display.projection,
+            ),
         )
         self.status = self.ax.text(
-            0.99, 0.01, "", transform=self.ax.transAxes, ha="right", zorder=4
+            0.99, 0.01, "", transform=self.ax.transAxes, ha="right", zorder=TEXT_Z
         )
         self.index = -1
         self.paused = False
@@ -565,6 +584,16 @@ class InteractiveSession:
         self._show_state()
         self.layout()
         self.figure.canvas.draw_idle()
+
+    def _backend_name(self) -> str:
+        """The backend the frames are computed on: the one given, or for "auto" the
+        points' own library (as :func:`kmeans_gpu.iter_frames` does)."""
+        if not isinstance(self.backend, str):
+            return str(self.backend.name)
+        try:
+            return kg.get_backend(self.points if self.backend == "auto" else self.backend).name
+        except TypeError:  # points of no array library: "auto" chooses by the machine
+            return kg.get_backend(self.backend).name
 
     def _fail(self, exc: BaseException) -> None:
         self.failure = exc

@@ -10,7 +10,8 @@ import numpy as np
 from matplotlib.animation import FuncAnimation
 from matplotlib.artist import Artist
 from matplotlib.axes import Axes
-from matplotlib.colors import hsv_to_rgb
+from matplotlib.colors import hsv_to_rgb, to_rgb
+from matplotlib.patheffects import Normal, Stroke
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from kmeans_gpu import Frame
@@ -19,9 +20,89 @@ from kmeans_gpu.display import Projection, Scene
 FrameSource = Sequence[Frame] | Callable[[], Iterator[Frame]]
 
 
-def cluster_colors(n_clusters: int) -> list[tuple[float, float, float]]:
-    """The seed's colours: ``hsv_to_rgb(k / K, 0.8, 0.8)`` for cluster k."""
-    return [tuple(hsv_to_rgb((k / n_clusters, 0.8, 0.8))) for k in range(n_clusters)]
+#: the palettes :func:`cluster_colors` knows
+PALETTES = ("hsv", "colorblind")
+#: Okabe and Ito's eight colours, told apart with every common colour-vision deficiency
+OKABE_ITO = (
+    "#E69F00",  # orange
+    "#56B4E9",  # sky blue
+    "#009E73",  # bluish green
+    "#F0E442",  # yellow
+    "#0072B2",  # blue
+    "#D55E00",  # vermilion
+    "#CC79A7",  # reddish purple
+    "#000000",  # black
+)
+#: (point, centre) markers of each round of the colour-blind palette's colours:
+#: clusters k and k + 8 share a colour and differ in shape
+COLORBLIND_MARKERS = (("x", "o"), ("+", "s"), (".", "D"), ("1", "^"))
+#: centre marker size, black edge width and white halo width, in points (the blog
+#: post's centres were matplotlib's default 6-point 'o' with a 1-point edge)
+CENTRE_SIZE, CENTRE_EDGE, CENTRE_HALO = 11.0, 1.5, 2.0
+#: drawing order: points (matplotlib's 2), trails, the inertia inset (an inset's 5),
+#: centres above it all, then the text
+TRAIL_Z, CENTRE_Z, TEXT_Z = 2.5, 6.0, 7.0
+#: opacity of the inertia inset's background: points beneath it still show
+INSET_ALPHA = 0.75
+
+
+def check_palette(palette: str) -> str:
+    """``palette`` if it is one of :data:`PALETTES`, else a ValueError naming them."""
+    if palette not in PALETTES:
+        raise ValueError(
+            f"palette must be one of {', '.join(map(repr, PALETTES))}, got {palette!r}"
+        )
+    return palette
+
+
+def cluster_colors(n_clusters: int, palette: str = "hsv") -> list[tuple[float, float, float]]:
+    """The colour of each cluster.
+
+    Parameters
+    ----------
+    n_clusters : int
+    palette : {"hsv", "colorblind"}, default="hsv"
+        ``"hsv"`` is the blog post's ``hsv_to_rgb(k / K, 0.8, 0.8)`` for cluster k:
+        evenly spaced hues, whose neighbours grow hard to tell apart beyond 10 or so
+        clusters. ``"colorblind"`` is Okabe and Ito's eight colours, distinct with
+        every common colour-vision deficiency, repeated every 8 clusters (with another
+        marker shape each round, see :func:`cluster_markers`).
+    """
+    if check_palette(palette) == "hsv":
+        return [tuple(hsv_to_rgb((k / n_clusters, 0.8, 0.8))) for k in range(n_clusters)]
+    return [to_rgb(OKABE_ITO[k % len(OKABE_ITO)]) for k in range(n_clusters)]
+
+
+def cluster_markers(n_clusters: int, palette: str = "hsv") -> list[tuple[str, str]]:
+    """The (point, centre) markers of each cluster: the blog post's ``("x", "o")`` for
+    every cluster with ``"hsv"``; with ``"colorblind"``, another pair for each round of
+    8 colours, ``x``/``o``, ``+``/square, ``.``/diamond, tri/triangle (beyond 32
+    clusters the pairs repeat)."""
+    if check_palette(palette) == "hsv":
+        return [("x", "o")] * n_clusters
+    rounds = len(COLORBLIND_MARKERS)
+    return [COLORBLIND_MARKERS[(k // len(OKABE_ITO)) % rounds] for k in range(n_clusters)]
+
+
+def scene_title(
+    n_clusters: int,
+    n_points: int,
+    *,
+    backend: str | None = None,
+    n_drawn: int | None = None,
+    projection: Projection | None = None,
+) -> str:
+    """The plot's title: ``K-means: k = 12, n = 1,200 (numpy)``, with a second line
+    when only a sample is drawn or the view is a PCA projection."""
+    title = f"K-means: k = {n_clusters:,}, n = {n_points:,}"
+    if backend:
+        title += f" ({backend})"
+    notes = []
+    if n_drawn is not None and n_drawn < n_points:
+        notes.append(f"{n_drawn:,} drawn")
+    if projection is not None and projection.is_pca:
+        notes.append(f"2-D PCA projection of {projection.mean.shape[0]} features")
+    return title + ("\n" + ", ".join(notes) if notes else "")
 
 
 def _short_number(value: float, position: int | None = None) -> str:
@@ -32,7 +113,7 @@ def _short_number(value: float, position: int | None = None) -> str:
 
 
 def set_axis_limits(ax: Axes, points: np.ndarray, pad: float = 0.05) -> None:
-    """Limits from the data's span with 5 % padding each side, as the seed's
+    """Limits from the data's span with 5 % padding each side, as the blog post's
     ``setAxisLimits``."""
     low, high = points.min(axis=0), points.max(axis=0)
     span = np.where(high > low, high - low, 1.0)
@@ -41,11 +122,15 @@ def set_axis_limits(ax: Axes, points: np.ndarray, pad: float = 0.05) -> None:
 
 
 class Renderer:
-    """Draws frames of a K-means run in the seed's style.
+    """Draws frames of a K-means run in the blog post's style, made legible.
 
-    One ``Line2D`` of 'x' markers per cluster, one 'o' centroid with a black edge per
-    cluster above them, and the ``i = N`` text inside the axes; every artist is created
-    here and only its data change per frame, so blitting works.
+    One ``Line2D`` of 'x' markers per cluster and one 'o' centroid per cluster in the
+    cluster's colour, as the blog post drew them; the centroids larger, with a black
+    edge and a white halo, above the points, the trails and the inertia inset, so a
+    centre stands out even inside a dense cluster of its own colour. The ``i = N``
+    text sits inside the axes; the title says k, n (and the backend, when given) and
+    the axes are labelled. Every artist is created here and only its data change per
+    frame, so blitting works.
 
     Parameters
     ----------
@@ -60,6 +145,16 @@ class Renderer:
     inertia_inset : bool, default=False
         An inset plotting inertia per iteration; needs ``n_frames`` and
         ``inertia_range`` to fix its limits.
+    n_frames : int, default=None
+        Number of frames (the inset's x range).
+    inertia_range : (float, float), default=None
+        Smallest and largest inertia of the frames (the inset's y range).
+    palette : {"hsv", "colorblind"}, default="hsv"
+        Cluster colours (and, for "colorblind", marker shapes); see
+        :func:`cluster_colors`.
+    title : str, default=None
+        The axes' title; None is :func:`scene_title` of the clusters and the points
+        drawn, "" none.
     """
 
     def __init__(
@@ -73,6 +168,8 @@ class Renderer:
         inertia_inset: bool = False,
         n_frames: int | None = None,
         inertia_range: tuple[float, float] | None = None,
+        palette: str = "hsv",
+        title: str | None = None,
     ) -> None:
         self.ax = ax
         self.points = np.asarray(points, dtype=np.float64)
@@ -80,18 +177,37 @@ class Renderer:
             raise ValueError(f"points must have shape (n, 2), got {self.points.shape}")
         self.n_clusters = int(n_clusters)
         self.projection = projection
-        colors = cluster_colors(self.n_clusters)
-        self.cluster_lines = [ax.plot([], [], ls="None", marker="x", color=c)[0] for c in colors]
+        colors = cluster_colors(self.n_clusters, palette)
+        markers = cluster_markers(self.n_clusters, palette)
+        self.cluster_lines = [
+            ax.plot([], [], ls="None", marker=point, color=c)[0]
+            for c, (point, _) in zip(colors, markers, strict=True)
+        ]
         self.trail_lines = (
-            [ax.plot([], [], ls="-", lw=1.0, alpha=0.6, color=c, zorder=2.5)[0] for c in colors]
+            [
+                ax.plot([], [], ls="-", lw=1.0, alpha=0.6, color=c, zorder=TRAIL_Z)[0]
+                for c in colors
+            ]
             if trails
             else []
         )
+        halo = [Stroke(linewidth=CENTRE_EDGE + 2 * CENTRE_HALO, foreground="w"), Normal()]
         self.centroid_lines = [
-            ax.plot([], [], ls="None", marker="o", markeredgecolor="k", color=c, zorder=3)[0]
-            for c in colors
+            ax.plot(
+                [],
+                [],
+                ls="None",
+                marker=centre,
+                markersize=CENTRE_SIZE,
+                markeredgewidth=CENTRE_EDGE,
+                markeredgecolor="k",
+                color=c,
+                zorder=CENTRE_Z,
+                path_effects=halo,
+            )[0]
+            for c, (_, centre) in zip(colors, markers, strict=True)
         ]
-        self.text = ax.text(0.01, 0.01, "", transform=ax.transAxes, zorder=4)
+        self.text = ax.text(0.01, 0.01, "", transform=ax.transAxes, zorder=TEXT_Z)
         self._trail: list[np.ndarray] = []
         self._inertia: list[tuple[int, float]] = []
         self.inertia_line = None
@@ -99,6 +215,7 @@ class Renderer:
             if n_frames is None or inertia_range is None:
                 raise ValueError("inertia_inset needs the frames as a list (to fix its limits)")
             inset = ax.inset_axes((0.66, 0.7, 0.32, 0.27))
+            inset.patch.set_alpha(INSET_ALPHA)
             inset.set_xlim(0, max(1, n_frames - 1))
             low, high = inertia_range
             inset.set_ylim(low - 0.05 * (high - low + 1e-300), high + 0.05 * (high - low + 1e-300))
@@ -119,10 +236,12 @@ class Renderer:
             )
             self.inertia_line = inset.plot([], [], color="k", lw=1.0)[0]
         set_axis_limits(ax, self.points)
-        if projection is not None and projection.is_pca:
-            ax.set_xlabel(projection.axis_labels[0])
-            ax.set_ylabel(projection.axis_labels[1])
-            ax.set_title("K-means, shown in its 2-D PCA projection")
+        x_label, y_label = ("x", "y") if projection is None else projection.axis_labels
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        if title is None:
+            title = scene_title(self.n_clusters, len(self.points), projection=projection)
+        ax.set_title(title)
 
     @property
     def artists(self) -> list[Artist]:
@@ -177,7 +296,14 @@ class Renderer:
 
 
 def renderer_for(
-    ax: Axes, frames: FrameSource, scene: Scene, *, trails: bool, inertia_inset: bool
+    ax: Axes,
+    frames: FrameSource,
+    scene: Scene,
+    *,
+    trails: bool,
+    inertia_inset: bool,
+    palette: str = "hsv",
+    title: str | None = None,
 ) -> Renderer:
     """A renderer sized for these frames: the number of clusters from the first frame,
     the inset's limits from all of them (a list only)."""
@@ -200,6 +326,8 @@ def renderer_for(
         inertia_inset=inertia_inset,
         n_frames=n_frames,
         inertia_range=inertia_range,
+        palette=palette,
+        title=title,
     )
 
 
@@ -248,6 +376,8 @@ def animate(
     blit: bool = True,
     trails: bool = False,
     inertia_inset: bool = False,
+    palette: str = "hsv",
+    title: str | None = None,
     fig: Any = None,
     ax: Axes | None = None,
 ) -> ClusterAnimation:
@@ -268,6 +398,12 @@ def animate(
         Draw each centroid's path.
     inertia_inset : bool, default=False
         Inset of inertia per iteration (frames must be a list).
+    palette : {"hsv", "colorblind"}, default="hsv"
+        The blog post's hues, or colours (and marker shapes) told apart with colour-vision
+        deficiencies; see :func:`cluster_colors`.
+    title : str, default=None
+        The axes' title; None is ``K-means: k = …, n = …`` (see :func:`scene_title`),
+        "" none.
     fig, ax : matplotlib Figure and Axes, default=None
         Where to draw; a new figure by default.
 
@@ -279,6 +415,7 @@ def animate(
     import matplotlib.pyplot as plt
 
     source = check_frames(frames)
+    check_palette(palette)
     scene = as_scene(points)
     if ax is None:
         if fig is None:
@@ -286,7 +423,15 @@ def animate(
         else:
             ax = fig.subplots()
     fig = ax.figure
-    renderer = renderer_for(ax, source, scene, trails=trails, inertia_inset=inertia_inset)
+    renderer = renderer_for(
+        ax,
+        source,
+        scene,
+        trails=trails,
+        inertia_inset=inertia_inset,
+        palette=palette,
+        title=title,
+    )
     anim = ClusterAnimation(
         fig,
         renderer.draw,
@@ -300,5 +445,11 @@ def animate(
     anim.frames_source = source
     anim.scene = scene
     anim.renderer = renderer
-    anim.options = {"interval": interval, "trails": trails, "inertia_inset": inertia_inset}
+    anim.options = {
+        "interval": interval,
+        "trails": trails,
+        "inertia_inset": inertia_inset,
+        "palette": palette,
+        "title": renderer.ax.get_title(),
+    }
     return anim
