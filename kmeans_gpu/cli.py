@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import io
 import logging
 import math
 import os
@@ -487,6 +488,12 @@ class IterationProgress(logging.Filter):
         return self.show
 
 
+def _quiet_unless(verbose: bool) -> contextlib.AbstractContextManager[Any]:
+    """The solver's progress lines (scikit-learn's, on standard output) only with
+    ``-v``; a progress bar counts its records otherwise."""
+    return contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+
+
 @contextlib.contextmanager
 def _fit_progress(verbose: bool, runs: int) -> Iterator[bool]:
     """Whether to run the solver with ``verbose``: for ``-v`` (its records logged) or
@@ -777,7 +784,7 @@ def _fit(args: argparse.Namespace) -> int:
     backend = get_backend(args.backend)
     runs = args.n_init if args.n_init != "auto" else (1 if args.init == "k-means++" else 10)
     began = time.perf_counter()
-    with _fit_progress(args.verbose, runs) as verbose:
+    with _fit_progress(args.verbose, runs) as verbose, _quiet_unless(args.verbose):
         centers, labels, inertia, n_iter = kmeans(
             points,
             args.k,
