@@ -1,7 +1,8 @@
 """kmeans-gpu: K-means written once against the Python array API.
 
 It runs on CuPy (CUDA GPUs), on NumPy, and on any array that follows the array API
-standard. Importing this package imports neither CuPy nor matplotlib; ``KMeans``
+standard, and on Dask arrays of those. Importing this package imports neither CuPy, nor
+Dask, nor matplotlib; ``KMeans``
 (which builds on scikit-learn's estimator base classes) is imported on first use.
 """
 
@@ -12,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ._api import kmeans, kmeans_plusplus
+from ._kmeans_parallel import kmeans_parallel
 from .backends import available_backends, get_backend
 from .frames import Frame, iter_frames
 from .kmeans_nd import (
@@ -40,6 +42,7 @@ __all__ = [
     "initialize_centroids",
     "iter_frames",
     "kmeans",
+    "kmeans_parallel",
     "kmeans_plusplus",
     "recalc_centroids",
 ]

@@ -265,18 +265,13 @@ def make_problem(
     problem = dataclasses.replace(
         problem, mean=mean, scale_exponent=exponent, deterministic=deterministic
     )
-    if backend.keeps_working_copy:
+    if backend.keeps_working_copy and not maps_a_file(X):
         working = list(backend.map_chunks(lambda a, b: problem.rows(a, b), blocks))
         problem = dataclasses.replace(problem, X_working=xp.concat(working, axis=0))
 
     # mean(var(X)) as E[w²] − E[w]² per feature of the working rows, in float64
-    def moments(a: int, b: int) -> Array:
-        rows = centred64(xp, X[a:b, ...], problem.origin)
-        return xp.concat([rows, xp.sum(rows * rows, axis=1)[:, None]], axis=1)
-
-    sums = backend.to_numpy(problem.reduce(moments, blocks))
-    column_means = sums[:d] / n
-    variance = max(float(sums[d]) / (n * d) - float(column_means @ column_means) / d, 0.0)
+    sums = problem.reduce(lambda a, b: _moments(xp, X[a:b, ...], problem.origin), blocks)
+    variance = _variance(backend.to_numpy(sums), n, d)
     problem = dataclasses.replace(problem, variance=variance)
     problem.inertia_from_working(variance * n * d)  # X's own spread must be representable
     return problem
@@ -284,6 +279,33 @@ def make_problem(
 
 def _scaled64(xp: Any, X: Array, exponent: int) -> Array:
     return rescale(xp.astype(X, xp.float64), exponent)
+
+
+def _moments(xp: Any, X: Array, origin: tuple[Array, int]) -> Array:
+    """Per row, the float64 working row and its squared norm: the terms of the variance."""
+    rows = centred64(xp, X, origin)
+    return xp.concat([rows, xp.sum(rows * rows, axis=1)[:, None]], axis=1)
+
+
+def _variance(sums: Any, n: int, d: int) -> float:
+    """``mean(var(X))`` from the column sums of :func:`_moments` over ``n`` rows."""
+    column_means = sums[:d] / n
+    return max(float(sums[d]) / (n * d) - float(column_means @ column_means) / d, 0.0)
+
+
+def maps_a_file(X: Array) -> bool:
+    """Whether X is (a view of) a memory-mapped file: its rows are read from the file
+    as they are used, and no working copy of all of them is made."""
+    import mmap
+
+    import numpy as np
+
+    base = X
+    while base is not None:
+        if isinstance(base, np.memmap | mmap.mmap):
+            return True
+        base = getattr(base, "base", None)
+    return False
 
 
 def _largest(backend: Backend, work: Callable[[int, int], Array], blocks: list[Any]) -> float:

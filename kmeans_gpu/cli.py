@@ -30,10 +30,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def load_points(path: str | os.PathLike[str]) -> np.ndarray:
+def load_points(path: str | os.PathLike[str]) -> Any:
     """A 2-D float array from a ``.npy`` file (read without pickle) or a ``.csv`` file
-    (comma-separated numbers, an optional header line)."""
+    (comma-separated numbers, an optional header line); a dask array from a ``.zarr``
+    store or a folder of numbered ``.npy`` files (needs ``kmeans-gpu[dask]``)."""
     file = Path(path)
+    if file.is_dir():
+        return _load_stack(file)
     if not file.is_file():
         raise CommandError(f"no such data file: {os.fspath(file)}")
     suffix = file.suffix.lower()
@@ -55,6 +58,25 @@ def load_points(path: str | os.PathLike[str]) -> np.ndarray:
         )
     if data.dtype.kind not in "biuf":
         raise CommandError(f"{file.name}: expected numbers, got dtype {data.dtype}")
+    return data
+
+
+def _load_stack(folder: Path) -> Any:
+    try:
+        from ._dask import load_stack
+    except ImportError as exc:
+        raise CommandError(
+            f"{folder.name}: a folder of data needs Dask: pip install 'kmeans-gpu[dask]' ({exc})"
+        ) from None
+    try:
+        data = load_stack(folder)
+    except (ImportError, ValueError, OSError) as exc:
+        raise CommandError(f"{folder.name}: cannot read it: {exc}") from None
+    if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
+        raise CommandError(
+            f"{folder.name}: expected a 2-D array of shape (n_points, n_features), got "
+            f"shape {data.shape}"
+        )
     return data
 
 
@@ -92,7 +114,12 @@ def _add_scene_options(parser: argparse.ArgumentParser, *, data: bool) -> None:
         help="range of the cluster centres in x and y (default -4 4)",
     )
     if data:
-        scene.add_argument("--data", metavar="FILE", help="cluster this .npy or .csv file")
+        scene.add_argument(
+            "--data",
+            metavar="FILE",
+            help="cluster this .npy or .csv file (or, with Dask, a .zarr store or a folder "
+            "of numbered .npy files)",
+        )
     scene.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     scene.add_argument(
         "--init",
@@ -128,6 +155,10 @@ def _start(args: argparse.Namespace, points: Any, rng: np.random.RandomState) ->
 
     if args.init == "random":
         return initialize_centroids(args.k, points, random_state=rng)
+    if type(points).__module__.startswith("dask."):  # k-means‖, as init="k-means++" on Dask
+        from . import kmeans_parallel
+
+        return kmeans_parallel(points, args.k, random_state=rng, backend=args.backend)
     return kmeans_plusplus(points, args.k, random_state=rng, backend=args.backend)[0]
 
 
@@ -333,12 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="cluster a .npy or .csv file; write centroids.npy and labels.npy",
         description="Cluster the rows of DATA and write centroids.npy and labels.npy.",
     )
-    fit.add_argument("data", metavar="DATA", help="a .npy or .csv file of shape (n, d)")
+    fit.add_argument(
+        "data",
+        metavar="DATA",
+        help="a .npy or .csv file of shape (n, d), or a .zarr store or folder of numbered "
+        ".npy files (clustered with Dask)",
+    )
     fit.add_argument("--k", type=int, required=True, help="number of clusters")
     fit.add_argument("--out", default=".", help="directory for the .npy files (.)")
     fit.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"))
     fit.add_argument("--seed", type=int, default=None, help="random seed")
-    fit.add_argument("--init", choices=("k-means++", "random"), default="k-means++")
+    fit.add_argument("--init", choices=("k-means++", "k-means||", "random"), default="k-means++")
     fit.add_argument("--n-init", default="auto", help="runs from different starts (auto)")
     fit.add_argument("--max-iter", type=int, default=300)
     fit.add_argument("--tol", type=float, default=1e-4)

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _assign
 from ._api import fit, prepare, setup
 from ._problem import Problem
+from ._sharded import check_shown, is_dask_array
 from ._validation import Placement
 from .backends import Array, Backend, on_device_of
 from .frames import Frame, check_display_indices, stream
@@ -177,6 +178,7 @@ default="k-means++"
         ------
         Frame
         """
+        check_shown(X, display_indices)
         with on_device_of(X):
             job = setup(X, self.n_clusters, sample_weight=sample_weight, **self._solver_params())
         if job.runs != 1:
@@ -223,7 +225,12 @@ default="k-means++"
         Returns
         -------
         labels : array of shape (n_samples,), int32, of X's array type
+            (for a dask array: a lazy dask array in X's chunks)
         """
+        if is_dask_array(X):
+            from ._dask import predict
+
+            return predict(self, X)
         with on_device_of(X):
             problem, placement, centers = self._problem(X, "predict")
             labels = self._labels(problem, centers)
@@ -243,8 +250,13 @@ default="k-means++"
         Returns
         -------
         distances : array of shape (n_samples, n_clusters), of X's array type
-            Within the dtype's rounding of the exact distances, near a centre too.
+            Within the dtype's rounding of the exact distances, near a centre too. For
+            a dask array: a lazy dask array in X's row chunks.
         """
+        if is_dask_array(X):
+            from ._dask import transform
+
+            return transform(self, X)
         with on_device_of(X):
             problem, placement, centers = self._problem(X, "transform")
             distances = _assign.distances(problem, centers)
@@ -268,6 +280,10 @@ default="k-means++"
         score : float
             ``-Σ w ‖x − c‖²`` over the samples, each with its nearest centre.
         """
+        if is_dask_array(X):
+            from ._dask import score
+
+            return score(self, X, sample_weight)
         with on_device_of(X):
             problem, _, centers = self._problem(X, "score", sample_weight)
             labels = self._labels(problem, centers)
