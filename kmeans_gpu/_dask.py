@@ -1,14 +1,15 @@
 """K-means on a ``dask.array.Array``: the exact in-process fit, with the rows in shards.
 
-Imported only when a dask array comes in. With a default ``distributed`` client, the
-rows are rebalanced once per fit into one shard per worker (contiguous row ranges
-aligned to the backend's fixed blocks of sums, built from X's blocks and kept on the
-worker), and every pass over the data is one task per shard, pinned to its worker,
-that returns k × d-sized results; without one, Dask's local scheduler reads X's blocks
-into one shard in this process. Nothing here starts a cluster. The blocks compute with
-the backend ``backend=`` names (the blocks' own library by default: NumPy, or CuPy on
-GPU workers); the small k × d arithmetic and the convergence test run on the client in
-NumPy, and the fitted centres are host arrays.
+Imported only when a dask array comes in. With a ``distributed`` client (the one
+holding X's persisted blocks, else the default client), the rows are rebalanced once
+per fit into one shard per worker (contiguous row ranges aligned to the backend's fixed
+blocks of sums, built from X's blocks and kept on the worker), and every pass over the
+data is one task per shard, pinned to its worker, that returns k × d-sized results;
+without one, Dask's local scheduler reads X's blocks into one shard in this process.
+Nothing here starts a cluster. The blocks compute with the backend ``backend=`` names
+(the blocks' own library by default: NumPy, or CuPy on GPU workers); the small k × d
+arithmetic and the convergence test run on the client in NumPy, and the fitted
+centres are host arrays.
 """
 
 from __future__ import annotations
@@ -57,14 +58,18 @@ from .backends import Array, Backend, backend_for_array, get_backend
 LOCAL_SHARDS = 1
 
 
-def default_client() -> Any | None:
-    """The default ``distributed`` client, or None (Dask's local scheduler runs)."""
+def client_for(X: Any) -> Any | None:
+    """The ``distributed`` client that holds X's persisted blocks, else the default
+    client, else None (Dask's local scheduler runs)."""
     if "distributed" not in sys.modules:  # no client can exist without it
         return None
-    from distributed import default_client as find
+    from distributed import default_client, futures_of
 
+    held = futures_of(X)
+    if held:
+        return held[0].client
     try:
-        return find()
+        return default_client()
     except ValueError:
         return None
 
@@ -225,7 +230,7 @@ def build_shards(
     """X's rows (and weights) as shards: one per worker of the default client, made
     on it from X's blocks; else ``n_shards`` (default one) in this process."""
     n = int(X.shape[0])
-    client = default_client()
+    client = client_for(X)
     if client is None:
         ranges = plan_shards(n, compute.block, n_shards or LOCAL_SHARDS)
         parts = [X[a:b] for a, b in ranges]

@@ -445,3 +445,14 @@ def test_numpy_farthest_takes_ties_in_row_order():
     d = np.array([1.0, 3.0, 2.0, 3.0, 0.0, 3.0, 2.0])
     for n in range(1, 8):
         np.testing.assert_array_equal(numpy.farthest(d, n), np.argsort(-d, kind="stable")[:n])
+
+
+def test_the_dask_benchmark_runs(client):
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import dask_bench
+
+    doc = dask_bench.run(client, ["blog"], iterations=2, repeats=1, chunks=3, trips=6, peers=False)
+    rows = {r["contender"]: r for r in doc["fits"]}
+    assert rows["kmeans-gpu on Dask"]["inertia"] == rows["kmeans-gpu in-process"]["inertia"]
+    assert [r["wall_ms"] > 0 for r in doc["overhead"]] == [True] * 3
+    assert "| blog |" in dask_bench.markdown(doc)
