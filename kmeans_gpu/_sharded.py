@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -308,7 +309,8 @@ def _joined(backend: Backend, pieces: Sequence[Any], dtype: Any) -> Array:
         if not backend.owns(piece):
             owner = _owner(piece)
             piece = backend.asarray(owner.to_numpy(piece) if owner is not None else piece)
-        parts.append(xp.astype(piece, dtype))
+        parts.append(xp.astype(piece, dtype, copy=False))
+    # one piece is kept as it is (a block already in memory, or a memory-mapped file)
     return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
 
 
@@ -721,7 +723,8 @@ class ShardedRows:
 
     def finish(self, centers: Centers, labels: Labels, *, again: bool) -> tuple[Labels, float]:
         final = Labels()
-        keep = [t for t, ref in self._live.items() if ref() is not None]
+        self._live = {t: ref for t, ref in self._live.items() if ref() is not None}
+        keep = list(self._live)
         found = self.shards.map(
             finish, self.config, centers.caller, labels.ref, final.token, again, keep,
             each=self._each,
@@ -729,8 +732,6 @@ class ShardedRows:
         final.centers = centers.caller
         final.shown = self._shown([f[1] for f in found])
         final.distinct = np.unique(np.concatenate([f[2] for f in found]))
-        import weakref
-
         self._live[final.token] = weakref.ref(final)
         total = _folded([f[0] for f in found], self.block)
         return final, self.problem.inertia_from_working(float(total))

@@ -456,3 +456,39 @@ def test_the_dask_benchmark_runs(client):
     assert rows["kmeans-gpu on Dask"]["inertia"] == rows["kmeans-gpu in-process"]["inertia"]
     assert [r["wall_ms"] > 0 for r in doc["overhead"]] == [True] * 3
     assert "| blog |" in dask_bench.markdown(doc)
+
+
+@pytest.mark.gpu
+def test_cupy_blocks_on_gpu_workers():
+    """CuPy blocks on ``dask_cuda.LocalCUDACluster`` (one worker per GPU), else on the
+    local scheduler: the in-process CuPy fit, as float atomics allow."""
+    from kmeans_gpu.backends import _cupy_has_device
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import contextlib
+
+    import cupy as cp
+
+    X = blobs(400_000, d=16, k=8, dtype=np.float32)
+    init = X[np.random.default_rng(1).choice(len(X), 8, replace=False)]
+    want = KMeans(8, init=cp.asarray(init), tol=0, max_iter=10).fit(cp.asarray(X))
+    blocks = da.from_array(X, chunks=(60_000, -1)).map_blocks(cp.asarray)
+    with contextlib.ExitStack() as stack:
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            stack.enter_context(dask.config.set(scheduler="threads"))
+        else:
+            cuda = stack.enter_context(LocalCUDACluster(silence_logs=logging.ERROR))
+            client = stack.enter_context(distributed.Client(cuda, set_as_default=False))
+            stack.enter_context(client.as_current())
+            blocks = client.persist(blocks)
+        got = KMeans(8, init=init, tol=0, max_iter=10).fit(blocks)
+        labels = got.labels_.compute()
+    assert got.backend_ == "cupy" and isinstance(labels, cp.ndarray)
+    # centres a few roundings apart may put a row on the other side of a bisector
+    assert np.mean(cp.asnumpy(labels) == cp.asnumpy(want.labels_)) > 0.9999
+    assert got.n_iter_ == want.n_iter_
+    np.testing.assert_allclose(got.cluster_centers_, cp.asnumpy(want.cluster_centers_), rtol=1e-5)
+    assert got.inertia_ == pytest.approx(want.inertia_, rel=1e-9)
