@@ -10,7 +10,8 @@ Markdown tables:
   (NumPy), by kmeans-gpu on the cluster and by dask-ml's ``KMeans`` on the same
   persisted dask array, repetitions alternated; medians of whole fits, the final
   inertia recomputed in float64 from each one's centres (and the one it reports), and
-  the peak memory each worker added during a fit (after a warm-up fit);
+  the most memory each worker allocated at once during a fit, beyond what it held
+  (X's persisted blocks), traced by tracemalloc in a separate run;
 * what Dask adds to an iteration: a bare round trip of one no-op task per worker
   (pinned, gathered), against kmeans-gpu's iterations on data too small to cost
   anything (so an iteration is its round trip), with few and with many chunks; wall
@@ -42,26 +43,30 @@ def _noop(*args: Any) -> None:
     return None
 
 
-def _reset_peak() -> int:
-    """On a worker: reset the kernel's peak-RSS mark, return the RSS now (bytes)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _status("VmRSS")
+def _trace() -> int:
+    """On a worker: start tracing allocations (NumPy's included); the bytes held now."""
+    import tracemalloc
+
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    return tracemalloc.get_traced_memory()[0]
 
 
-def _status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
+def _traced_peak() -> int:
+    """On a worker: the most bytes held at once since :func:`_trace`; stop tracing."""
+    import tracemalloc
+
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
 
 
 def _worker_peaks(client: Any, run: Callable[[], Any]) -> tuple[Any, dict[str, int]]:
-    """``run()`` and the most memory each worker held during it beyond its RSS before."""
-    before = client.run(_reset_peak)
+    """``run()`` and the most memory each worker allocated at once during it, beyond
+    what it held before (tracemalloc: a slow run, not timed)."""
+    before = client.run(_trace)
     out = run()
-    after = client.run(_status, "VmHWM")
+    after = client.run(_traced_peak)
     return out, {w: max(0, after[w] - before[w]) for w in before}
 
 
@@ -222,9 +227,15 @@ def run(
 
 
 def markdown(doc: dict[str, Any]) -> str:
+    trim: dict[Any, str] = {
+        True: "Dask's MALLOC_TRIM_THRESHOLD_=65536",
+        False: "no MALLOC_TRIM_THRESHOLD_",
+        None: "workers as started",
+    }
     lines = [
-        f"{doc['workers']} worker processes of one thread; {doc['iterations']} iterations "
-        "from the same centres; medians of alternated repetitions.",
+        f"{doc['workers']} worker processes of one thread ({trim[doc.get('malloc_trim')]}); "
+        f"{doc['iterations']} iterations from the same centres; medians of alternated "
+        "repetitions.",
         "",
         "| workload | shape | contender | fit (ms) | ms / iteration | final inertia | "
         "its inertia_ | peak per worker (MiB) | data per worker (MiB) |",
@@ -253,10 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--chunks", type=int, default=8, help="chunks of X (8)")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument(
+        "--no-malloc-trim",
+        action="store_true",
+        help="start the workers without Dask's MALLOC_TRIM_THRESHOLD_=65536 (glibc then "
+        "keeps freed memory for reuse instead of mapping every large temporary afresh)",
+    )
     args = parser.parse_args(argv)
     import logging
     import warnings
 
+    import dask
     from distributed import Client, LocalCluster
 
     # the benchmark's own persist of X sends it in the graph, once
@@ -265,10 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.scheduler:
         client, cluster = Client(args.scheduler, set_as_default=False), None
     else:
-        cluster = LocalCluster(
-            n_workers=args.workers, threads_per_worker=1, processes=True,
-            dashboard_address=None, silence_logs=logging.ERROR,
-        )  # fmt: skip
+        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+        if args.no_malloc_trim:
+            environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            cluster = LocalCluster(
+                n_workers=args.workers, threads_per_worker=1, processes=True,
+                dashboard_address=None, silence_logs=logging.ERROR,
+            )  # fmt: skip
         client = Client(cluster, set_as_default=False)
     try:
         doc = run(
@@ -280,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         if cluster is not None:
             cluster.close()
     doc["machine"] = machine_info()
+    doc["malloc_trim"] = not args.no_malloc_trim
     for module in ("dask", "distributed", "dask_ml"):
         with contextlib.suppress(ImportError):
             doc["machine"]["versions"][module] = importlib.import_module(module).__version__

@@ -304,19 +304,21 @@ def kmeans(
     ----------
     X : array of shape (n_samples, n_features)
         The data: a NumPy or CuPy array, any array that follows the Python array API
-        standard, or anything ``numpy.asarray`` accepts. float32 and float64 are kept;
-        other real types become float64.
+        standard, a ``dask.array.Array`` of those (docs/dask.md), or anything
+        ``numpy.asarray`` accepts. float32 and float64 are kept; other real types
+        become float64.
     n_clusters : int
         The number of clusters, ``1 <= n_clusters <= n_samples``.
     sample_weight : array of shape (n_samples,), default=None
         Non-negative weights (not all zero). None weighs every sample 1.
-    init : {"k-means++", "random"}, array of shape (n_clusters, n_features) or callable, \
-default="k-means++"
-        Greedy k-means++, ``n_clusters`` distinct random samples, explicit centres, or
+    init : {"k-means++", "k-means||", "random"}, array of shape (n_clusters, n_features) \
+or callable, default="k-means++"
+        Greedy k-means++ (k-means‖ on a dask array), k-means‖ (:func:`kmeans_parallel`),
+        ``n_clusters`` distinct random samples, explicit centres, or
         ``init(X, n_clusters, random_state=RandomState)`` returning centres.
     n_init : int or "auto", default="auto"
         Runs from different initial centres; the lowest inertia wins. ``"auto"``: 1 for
-        k-means++ and explicit centres, 10 otherwise.
+        k-means++, k-means‖ and explicit centres, 10 otherwise.
     max_iter : int, default=300
         Most Lloyd iterations per run.
     tol : float, default=1e-4
@@ -352,7 +354,8 @@ default="k-means++"
     n_iter : int
         Lloyd iterations of the best run.
 
-    Outputs are of X's array type (NumPy for lists).
+    Outputs are of X's array type (NumPy for lists); for a dask array, the centres are
+    a host NumPy array and the labels a lazy dask array in X's row chunks.
     """
     fitted = fit(
         X,

@@ -161,8 +161,11 @@ def check_weights(sample_weight: Any, X: Any) -> tuple[Any, float | None]:
             raise ValueError(f"a scalar sample_weight must be finite and > 0, got {value}")
         return None, value
     if not is_dask_array(sample_weight):
+        host = np.asarray(backend_host(sample_weight))
+        if host.dtype.kind == "c":
+            raise ValueError("sample_weight must be real, got complex values")
         try:
-            host = np.asarray(backend_host(sample_weight), dtype=np.float64)
+            host = host.astype(np.float64)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"sample_weight must be numeric: {exc}") from exc
         sample_weight = da.from_array(host) if host.ndim == 1 else host
@@ -227,8 +230,9 @@ def build_shards(
     dtype: np.dtype,
     n_shards: int | None = None,
 ) -> Shards:
-    """X's rows (and weights) as shards: one per worker of the default client, made
-    on it from X's blocks; else ``n_shards`` (default one) in this process."""
+    """X's rows (and weights) as shards: one per worker of X's client
+    (:func:`client_for`), made on it from X's blocks; else ``n_shards`` (default
+    :data:`LOCAL_SHARDS`) in this process."""
     n = int(X.shape[0])
     client = client_for(X)
     if client is None:
@@ -283,7 +287,7 @@ def labels_array(
     if isinstance(shards, LocalShards):
         found = shards.map(final_labels, config, labels.ref)
         xp = shards.shards[0].backend.xp
-        whole = found[0] if len(found) == 1 else xp.concat(found)
+        whole = xp.concat(found)  # a copy: the shard's labels are never handed out
         return da.from_array(whole, chunks=(chunks,), asarray=False)
     assert isinstance(shards, DistributedShards)
     futures = [
@@ -363,6 +367,8 @@ class DaskSetup(Setup):
     data: ShardedRows | None = None
     source: Any = None
     block: int | None = None
+    #: every row's weight, on the host, for ``init="random"`` with weights
+    weights: np.ndarray | None = None
 
     def rows(self) -> Rows:
         assert self.data is not None
@@ -383,10 +389,7 @@ class DaskSetup(Setup):
                 self.shards, problem, self.data.config, self.block, k, self.rng
             )
         if isinstance(init, str) and init == "random":
-            weights = None
-            if self._weighted():
-                weights = np.concatenate(self.shards.map(weights_of))
-            chosen = random_rows(dataclasses.replace(problem, weights=weights), k, self.rng)
+            chosen = random_rows(dataclasses.replace(problem, weights=self.weights), k, self.rng)
             return fetch_rows(self.shards, np.asarray(chosen))[0]
         if callable(init):
             centers = init(self.source, k, random_state=self.rng)
@@ -394,10 +397,6 @@ class DaskSetup(Setup):
                 centers = centers.compute()
             return check_centers(_host(centers), problem, k, "the centers returned by init")
         return check_centers(_host(init), problem, k, "init")
-
-    def _weighted(self) -> bool:
-        first = self.shards.map(_has_weights)
-        return bool(first[0])
 
     def same_clustering(self, a: Array, b: Array) -> bool:
         assert self.data is not None
@@ -414,10 +413,6 @@ class DaskSetup(Setup):
 
     def shown(self, labels: Array, rows: Array | None) -> Array:
         return labels.shown
-
-
-def _has_weights(shard: Any) -> bool:
-    return shard.weights is not None
 
 
 def dask_setup(
@@ -452,6 +447,9 @@ def dask_setup(
         shards, client, n_features=int(X.shape[1]), dtype=dtype, block=compute.block,
         working_memory=working_memory, deterministic=deterministic,
     )  # fmt: skip
+    weighed = None
+    if sample_weight is not None and isinstance(init, str) and init == "random":
+        weighed = np.concatenate(shards.map(weights_of))  # the in-process draw needs them all
     placement = DaskPlacement(
         client, "cpu", _Named(client.xp, compute.name), shards=shards, config=config,
         chunks=tuple(int(c) for c in X.chunks[0]), meta=_label_meta(X),
@@ -470,6 +468,7 @@ def dask_setup(
         data=ShardedRows(shards, problem, config, compute.block),
         source=X,
         block=compute.block,
+        weights=weighed,
     )
 
 

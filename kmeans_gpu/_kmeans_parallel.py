@@ -205,10 +205,11 @@ def kmeans_parallel_shards(
     n_rounds: int = DEFAULT_ROUNDS,
     oversampling_factor: float = DEFAULT_OVERSAMPLING,
     recluster: Backend | None = None,
-) -> np.ndarray:
+    device: Any = None,
+) -> Any:
     """k-means‖ over ``shards`` (rows of ``problem``, set up as ``config``): the initial
-    centres as a host array of X's dtype. ``recluster``: the backend the candidates are
-    clustered on (None: NumPy)."""
+    centres, of X's dtype, on ``recluster``, the backend (and ``device``) the candidates
+    are clustered on (None: NumPy)."""
     key = int(random_state.randint(0, 2**31)) << 31 | int(random_state.randint(0, 2**31))
     ell = oversampling_factor * n_clusters
     cap = int(2 * ell) + 64
@@ -245,7 +246,7 @@ def kmeans_parallel_shards(
     if len(chosen) < n_clusters:  # few rows: add random others
         chosen = _filled(shards, key, chosen, n_clusters, problem.n_samples)
     weights = _folded(shards.map(candidate_weights, config, chosen), block)
-    return _recluster(chosen, weights, n_clusters, random_state, recluster)
+    return _recluster(chosen, weights, n_clusters, random_state, recluster, device)
 
 
 def _only(shards: Shards, i: int, function: Any, *args: Any) -> Any:
@@ -278,18 +279,23 @@ def _recluster(
     n_clusters: int,
     random_state: np.random.RandomState,
     backend: Backend | None,
+    device: Any = None,
 ) -> Any:
-    """Weighted greedy k-means++ then weighted Lloyd on the candidates."""
+    """Weighted greedy k-means++ then weighted Lloyd on the candidates, on ``backend``
+    (None: NumPy) and ``device``."""
     from sklearn.exceptions import ConvergenceWarning
 
     from ._api import fit
+    from .backends import get_backend
 
-    where: Any = backend if backend is not None else "numpy"
+    where = get_backend("numpy") if backend is None else backend
+    rows = where.asarray(candidates, device=device)
+    w = where.asarray(np.asarray(weights, dtype=np.float64), device=device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fitted = fit(
-            candidates, n_clusters, sample_weight=np.asarray(weights, dtype=np.float64),
-            init="k-means++", n_init=1, random_state=random_state, backend=where,
+            rows, n_clusters, sample_weight=w, init="k-means++", n_init=1,
+            random_state=random_state, backend=where,
         )  # fmt: skip
     return fitted.centers
 
@@ -306,12 +312,11 @@ def kmeans_parallel_problem(
     config = Config(problem.backend.to_numpy(problem.mean), problem.scale_exponent,
                     problem.workspace, problem.deterministic)  # fmt: skip
     shard = Shard.wrapping(problem, config)
-    centers = kmeans_parallel_shards(
+    return kmeans_parallel_shards(
         LocalShards([shard]), problem, config, problem.backend.sum_block_rows, n_clusters,
         random_state, n_rounds=n_rounds, oversampling_factor=oversampling_factor,
-        recluster=problem.backend,
+        recluster=problem.backend, device=problem.device,
     )  # fmt: skip
-    return problem.backend.asarray(centers, dtype=problem.dtype, device=problem.device)
 
 
 def check_rounds(n_rounds: Any, oversampling_factor: Any) -> tuple[int, float]:

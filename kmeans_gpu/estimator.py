@@ -23,7 +23,8 @@ from .frames import Frame, check_display_indices, stream
 
 
 class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
-    """K-means clustering by Lloyd's algorithm, on CuPy, NumPy or any array API library.
+    """K-means clustering by Lloyd's algorithm, on CuPy, NumPy or any array API library,
+    in this process or on Dask (a ``dask.array.Array``: see docs/dask.md).
 
     Given the same initial centres it gives scikit-learn's
     ``KMeans(algorithm="lloyd")`` result: the same labels and iteration count, centres
@@ -33,13 +34,14 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     ----------
     n_clusters : int, default=8
         The number of clusters.
-    init : {"k-means++", "random"}, array of shape (n_clusters, n_features) or callable, \
-default="k-means++"
-        How to choose the initial centres: greedy k-means++, ``n_clusters`` distinct
-        random samples, explicit centres, or ``init(X, n_clusters, random_state)``.
+    init : {"k-means++", "k-means||", "random"}, array of shape (n_clusters, n_features) \
+or callable, default="k-means++"
+        How to choose the initial centres: greedy k-means++ (k-means‖ on a dask array),
+        k-means‖, ``n_clusters`` distinct random samples, explicit centres, or
+        ``init(X, n_clusters, random_state)``.
     n_init : int or "auto", default="auto"
         Number of runs from different initial centres; the one of lowest inertia is kept.
-        ``"auto"`` is 1 for k-means++ and explicit centres, 10 otherwise.
+        ``"auto"`` is 1 for k-means++, k-means‖ and explicit centres, 10 otherwise.
     max_iter : int, default=300
         Most Lloyd iterations in one run.
     tol : float, default=1e-4
@@ -69,9 +71,11 @@ default="k-means++"
     Attributes
     ----------
     cluster_centers_ : array of shape (n_clusters, n_features)
-        The centres, of the training data's array type.
+        The centres, of the training data's array type (a host NumPy array for a dask
+        array).
     labels_ : array of shape (n_samples,)
-        The nearest centre of each training sample (int32).
+        The nearest centre of each training sample (int32); for a dask array, a lazy
+        dask array in its row chunks.
     inertia_ : float
         Sum of weighted squared distances of the samples to their nearest centre.
     n_iter_ : int

@@ -170,8 +170,9 @@ def iter_frames(
     Parameters
     ----------
     X : array of shape (n_samples, n_features)
-    init : array of shape (n_clusters, n_features), "k-means++", "random" or callable, \
-default="k-means++"
+        A dask array too (docs/dask.md).
+    init : array of shape (n_clusters, n_features), "k-means++", "k-means||", "random" \
+or callable, default="k-means++"
         Initial centroids, or how to draw them (then ``n_clusters`` is required).
     n_clusters : int, default=None
         Number of clusters; taken from ``init`` when it is an array.

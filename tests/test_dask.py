@@ -335,6 +335,18 @@ def test_kmeans_parallel_is_as_good_as_greedy_kmeans_plusplus():
         assert fast.inertia_ <= 1.03 * greedy.inertia_
 
 
+def test_kmeans_parallel_in_process_on_every_backend(backend):
+    """The same candidates and weights on every backend (the draws are the rows'), so
+    the same centres up to the recluster's backend arithmetic."""
+    X = blobs(6000, d=3, k=5)
+    want = kmeans_parallel(X, 5, random_state=4, backend="numpy")
+    got = kmeans_parallel(backend.asarray(X), 5, random_state=4)
+    assert backend.owns(got)
+    np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-10)
+    fit = KMeans(5, init="k-means||", random_state=4).fit(backend.asarray(X))
+    assert fit.inertia_ == pytest.approx(KMeans(5, init=want).fit(X).inertia_, rel=1e-10)
+
+
 def test_kmeans_parallel_with_fewer_candidates_than_clusters():
     X = np.repeat(np.arange(12.0)[:, None], 3, axis=1)  # 12 rows
     centers = kmeans_parallel(X, 10, n_rounds=1, oversampling_factor=0.1, random_state=0)
