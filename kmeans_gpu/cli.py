@@ -155,7 +155,9 @@ def _start(args: argparse.Namespace, points: Any, rng: np.random.RandomState) ->
 
     if args.init == "random":
         return initialize_centroids(args.k, points, random_state=rng)
-    if type(points).__module__.startswith("dask."):  # k-means‖, as init="k-means++" on Dask
+    from ._sharded import is_dask_array
+
+    if is_dask_array(points):  # k-means‖, what init="k-means++" means on Dask
         from . import kmeans_parallel
 
         return kmeans_parallel(points, args.k, random_state=rng, backend=args.backend)

@@ -301,8 +301,7 @@ class NumpyBackend(Backend):
         return np.asarray(fold(parts, self.sum_block_rows))
 
     def farthest(self, distances: Array, n: int) -> Array:
-        # the generic rule (ties to the lowest index) in linear time: shards' candidates
-        # merge into the choice made over all rows
+        # ties to the lowest index (the generic rule): shards' candidates merge exactly
         if n >= distances.shape[0]:
             return np.argsort(-distances, kind="stable")[:n]
         threshold = distances[np.argpartition(distances, -n)[-n]]
