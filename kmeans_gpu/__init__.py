@@ -1,9 +1,10 @@
 """kmeans-gpu: K-means written once against the Python array API.
 
-It runs on CuPy (CUDA GPUs), on NumPy (dense, or SciPy sparse), and on any array that
-follows the array API standard. Importing this package imports neither CuPy, matplotlib
-nor scikit-learn; ``KMeans`` and ``MiniBatchKMeans`` (which build on scikit-learn's
-estimator base classes) are imported on first use.
+It runs on CuPy (CUDA GPUs), on NumPy (dense, or SciPy sparse), on any array that
+follows the array API standard, and on Dask arrays of those. Importing this package
+imports neither CuPy, Dask, matplotlib nor scikit-learn; ``KMeans`` and
+``MiniBatchKMeans`` (which build on scikit-learn's estimator base classes) are imported
+on first use.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ._api import kmeans, kmeans_plusplus
+from ._kmeans_parallel import kmeans_parallel
 from .backends import available_backends, get_backend
 from .frames import Frame, iter_frames
 from .kmeans_nd import (
@@ -43,6 +45,7 @@ __all__ = [
     "initialize_centroids",
     "iter_frames",
     "kmeans",
+    "kmeans_parallel",
     "kmeans_plusplus",
     "recalc_centroids",
 ]

@@ -12,8 +12,9 @@ import numpy as np
 
 from ._assign import EXACT, Pass
 from ._init import check_init, initial_centers, kmeans_plusplus_working
-from ._lloyd import EMPTY_CLUSTER_POLICIES, Result, Step, lloyd, run_to_end
+from ._lloyd import EMPTY_CLUSTER_POLICIES, InProcess, Result, Rows, Step, lloyd, run_to_end
 from ._problem import Problem, make_problem
+from ._sharded import is_dask_array
 from ._validation import (
     DimensionMismatchError,
     Placement,
@@ -37,7 +38,7 @@ def resolve_n_init(n_init: Any, init: Any, default: int = 10) -> int:
     if isinstance(n_init, str):
         if n_init != "auto":
             raise ValueError(f"n_init must be 'auto' or an integer >= 1, got {n_init!r}")
-        return 1 if explicit or init == "k-means++" else default
+        return 1 if explicit or init in ("k-means++", "k-means||") else default
     n_init = check_positive_int(n_init, "n_init")
     if explicit and n_init != 1:
         warnings.warn(
@@ -161,9 +162,17 @@ class Setup:
     verbose: bool
     engine: Pass = EXACT
 
+    def rows(self) -> Rows:
+        """Where a run's data-sized work happens."""
+        return InProcess(self.problem, self.engine)
+
+    def initial_centers(self) -> Array:
+        """Initial centres in X's units and dtype."""
+        return initial_centers(self.problem, self.init, self.n_clusters, self.rng)
+
     def start(self, *, track_inertia: bool = False) -> tuple[Array, Generator[Step, None, Result]]:
         """Draw initial centres: ``(centres, the Lloyd run from them)``."""
-        centers = initial_centers(self.problem, self.init, self.n_clusters, self.rng)
+        centers = self.initial_centers()
         steps = lloyd(
             self.problem,
             centers,
@@ -173,8 +182,25 @@ class Setup:
             verbose=self.verbose,
             track_inertia=track_inertia,
             engine=self.engine,
+            rows=self.rows(),
         )
         return centers, steps
+
+    def same_clustering(self, a: Array, b: Array) -> bool:
+        """Whether two runs' labels are the same partition, relabelled."""
+        return _same_clustering(self.problem, a, b, self.n_clusters)
+
+    def distinct(self, labels: Array) -> int:
+        """How many clusters ``labels`` uses."""
+        return int(self.problem.backend.xp.unique_values(labels).shape[0])
+
+    def showing(self, display_indices: np.ndarray | None) -> Setup:
+        """This set-up for a frame stream that shows the rows ``display_indices``."""
+        return self
+
+    def shown(self, labels: Array, rows: Array | None) -> Array:
+        """The labels of the shown rows (``rows``, on the device; None: all)."""
+        return labels if rows is None else self.problem.backend.xp.take(labels, rows)
 
 
 def setup(
@@ -203,6 +229,15 @@ def setup(
     max_iter = check_positive_int(max_iter, "max_iter")
     tol = check_tol(tol)
     empty_cluster = check_empty_cluster(empty_cluster)
+    if is_dask_array(X):
+        from ._dask import dask_setup
+
+        return dask_setup(
+            X, n_clusters, sample_weight=sample_weight, init=init, runs=runs,
+            max_iter=max_iter, tol=tol, random_state=random_state, backend=backend,
+            empty_cluster=empty_cluster, verbose=bool(verbose), working_memory=working_memory,
+            deterministic=bool(deterministic), engine=engine,
+        )  # fmt: skip
     problem, placement, _ = prepare(
         X, sample_weight, backend, working_memory, deterministic=bool(deterministic)
     )
@@ -256,7 +291,6 @@ def fit(X: Any, n_clusters: Any, **params: Any) -> Fitted:
     the device that holds X (where there are several)."""
     with on_device_of(X):
         job = setup(X, n_clusters, **params)
-        problem = job.problem
         best: Result | None = None
         for run in range(job.runs):
             result = _run(job)
@@ -270,11 +304,11 @@ def fit(X: Any, n_clusters: Any, **params: Any) -> Fitted:
                 )
             if best is None or (
                 result.inertia < best.inertia
-                and not _same_clustering(problem, result.labels, best.labels, job.n_clusters)
+                and not job.same_clustering(result.labels, best.labels)
             ):
                 best = result
         assert best is not None
-        _warn_if_collapsed(problem, best.labels, job.n_clusters)
+        _warn_if_fewer(job.distinct(best.labels), job.n_clusters)
         return Fitted(
             centers=best.centers,
             labels=best.labels,
@@ -285,7 +319,10 @@ def fit(X: Any, n_clusters: Any, **params: Any) -> Fitted:
 
 
 def _warn_if_collapsed(problem: Problem, labels: Array, n_clusters: int) -> None:
-    distinct = int(problem.backend.xp.unique_values(labels).shape[0])
+    _warn_if_fewer(int(problem.backend.xp.unique_values(labels).shape[0]), n_clusters)
+
+
+def _warn_if_fewer(distinct: int, n_clusters: int) -> None:
     if distinct < n_clusters:
         from sklearn.exceptions import ConvergenceWarning
 
@@ -321,20 +358,21 @@ def kmeans(
     ----------
     X : array or sparse matrix of shape (n_samples, n_features)
         The data: a NumPy or CuPy array, any array that follows the Python array API
-        standard, a SciPy sparse matrix (computed sparse, on the NumPy backend), or
-        anything ``numpy.asarray`` accepts. float32 and float64 are kept; other real
-        types become float64.
+        standard, a SciPy sparse matrix (computed sparse, on the NumPy backend), a
+        ``dask.array.Array`` (docs/dask.md), or anything ``numpy.asarray`` accepts.
+        float32 and float64 are kept; other real types become float64.
     n_clusters : int
         The number of clusters, ``1 <= n_clusters <= n_samples``.
     sample_weight : array of shape (n_samples,), default=None
         Non-negative weights (not all zero). None weighs every sample 1.
-    init : {"k-means++", "random"}, array of shape (n_clusters, n_features) or callable, \
-default="k-means++"
-        Greedy k-means++, ``n_clusters`` distinct random samples, explicit centres, or
+    init : {"k-means++", "k-means||", "random"}, array of shape (n_clusters, n_features) \
+or callable, default="k-means++"
+        Greedy k-means++ (k-means‖ on a dask array), k-means‖ (:func:`kmeans_parallel`),
+        ``n_clusters`` distinct random samples, explicit centres, or
         ``init(X, n_clusters, random_state=RandomState)`` returning centres.
     n_init : int or "auto", default="auto"
         Runs from different initial centres; the lowest inertia wins. ``"auto"``: 1 for
-        k-means++ and explicit centres, 10 otherwise.
+        k-means++, k-means‖ and explicit centres, 10 otherwise.
     max_iter : int, default=300
         Most Lloyd iterations per run.
     tol : float, default=1e-4
@@ -377,9 +415,10 @@ default="k-means++"
     n_iter : int
         Lloyd iterations of the best run.
 
-    Outputs are of X's array type (NumPy for lists and sparse matrices). Unlike
-    scikit-learn's ``k_means``, which returns 3 values unless ``return_n_iter=True``,
-    this always returns 4.
+    Outputs are of X's array type (NumPy for lists and sparse matrices); for a dask
+    array, the centres are a host NumPy array and the labels a lazy dask array in X's
+    row chunks. Unlike scikit-learn's ``k_means``, which returns 3 values unless
+    ``return_n_iter=True``, this always returns 4.
     """
     check_algorithm(algorithm, n_clusters)
     if not isinstance(copy_x, bool | np.bool_):
@@ -437,6 +476,11 @@ def kmeans_plusplus(
     indices : array of shape (n_clusters,)
         Their row numbers in X.
     """
+    if is_dask_array(X):
+        raise TypeError(
+            "greedy k-means++ makes a pass over the data per centre: for a dask array use "
+            "kmeans_parallel (k-means‖, what init='k-means++' runs on Dask)"
+        )
     with on_device_of(X):
         problem, placement, _ = prepare(X, sample_weight, backend)
         n_clusters = check_n_clusters(n_clusters, problem.n_samples)

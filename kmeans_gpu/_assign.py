@@ -236,6 +236,11 @@ def _closest(problem: Problem, centers: Centers, at: Array, row: Array, column: 
 def inertia(problem: Problem, centers: Array, labels: Array) -> float:
     """Exact ``Σ w ‖x − c_label‖²`` of X against centres of X's units, in X's units,
     accumulated in float64 (each chunk's by the backend, chunks as :func:`fold` adds)."""
+    return problem.inertia_from_working(float(working_inertia(problem, centers, labels)))
+
+
+def working_inertia(problem: Problem, centers: Array, labels: Array) -> Array:
+    """:func:`inertia` in working units, as a 0-d float64 array."""
     backend, w, s = problem.backend, problem.weights, problem.scale_exponent
 
     def chunk(start: int, stop: int) -> tuple[int, int, Array]:
@@ -244,7 +249,7 @@ def inertia(problem: Problem, centers: Array, labels: Array) -> float:
         return start, stop, backend.inertia_of(X, centers, labels[start:stop], wc, s)
 
     parts = backend.map_chunks(chunk, problem.chunks(int(centers.shape[0])))
-    return problem.inertia_from_working(float(fold(parts, backend.sum_block_rows)))
+    return fold(parts, backend.sum_block_rows)
 
 
 def distances(problem: Problem, centers: Centers) -> Array:

@@ -18,7 +18,7 @@ from ._problem import Problem
 from .backends import Array
 from .backends._base import clamp
 
-INIT_NAMES = ("k-means++", "random")
+INIT_NAMES = ("k-means++", "k-means||", "random")
 
 
 def kmeans_plusplus_working(
@@ -138,8 +138,8 @@ def check_init(init: Any) -> str | Callable[..., Any] | Any:
     if isinstance(init, str):
         if init not in INIT_NAMES:
             raise ValueError(
-                f"unknown init {init!r}; use 'k-means++', 'random', an array of shape "
-                "(n_clusters, n_features) or a callable"
+                f"unknown init {init!r}; use 'k-means++', 'k-means||', 'random', an array of "
+                "shape (n_clusters, n_features) or a callable"
             )
         return init
     if callable(init):
@@ -147,7 +147,8 @@ def check_init(init: Any) -> str | Callable[..., Any] | Any:
     if hasattr(init, "shape") or isinstance(init, list | tuple):
         return init
     raise TypeError(
-        f"init must be 'k-means++', 'random', an array or a callable, got {type(init).__name__}"
+        "init must be 'k-means++', 'k-means||', 'random', an array or a callable, got "
+        f"{type(init).__name__}"
     )
 
 
@@ -187,6 +188,10 @@ def initial_centers(
         return problem.dense_rows(kmeans_plusplus_working(problem, n_clusters, random_state))
     if isinstance(init, str) and init == "random":
         return problem.dense_rows(random_rows(problem, n_clusters, random_state))
+    if isinstance(init, str) and init == "k-means||":
+        from ._kmeans_parallel import kmeans_parallel_problem
+
+        return kmeans_parallel_problem(problem, n_clusters, random_state)
     if callable(init):
         centers = init(problem.X, n_clusters, random_state=random_state)
         return check_centers(centers, problem, n_clusters, "the centers returned by init")

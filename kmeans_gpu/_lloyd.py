@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ._assign import EXACT, Centers, Pass, Statistics, assign, centers_for, inertia
 from ._problem import Problem
@@ -97,10 +97,20 @@ def center_shift(problem: Problem, new: Array, old: Array) -> Array:
     return xp.sum(diff * diff)
 
 
-def _relocate(
-    problem: Problem, current: Centers, labels: Array, stats: Statistics, n_empty: int
-) -> Statistics:
-    """Move each empty cluster onto one of the points farthest from their centres."""
+@dataclass(frozen=True)
+class Farthest:
+    """Rows farthest from their centres, the farthest first (ties: the lowest row):
+    their squared distances (float64, working units), the rows (X's units and dtype),
+    their weights (None: all one) and labels."""
+
+    distances: Array
+    rows: Array
+    weights: Array | None
+    labels: Array
+
+
+def farthest_rows(problem: Problem, current: Centers, labels: Array, n: int) -> Farthest:
+    """The ``n`` rows of ``problem`` farthest from their centres under ``labels``."""
     backend = problem.backend
     xp = backend.xp
     k, s = current.n_clusters, problem.scale_exponent
@@ -110,18 +120,85 @@ def _relocate(
         return backend.sq_distances(X, current.caller, labels[start:stop], s)
 
     found = xp.concat(list(backend.map_chunks(distances, problem.chunks(k))))
-    if float(xp.max(found)) == 0.0:  # fewer distinct points than clusters
+    far = backend.farthest(found, min(n, int(found.shape[0])))
+    weights = None if problem.weights is None else xp.take(problem.weights, far)
+    return Farthest(xp.take(found, far), problem.given_rows(far), weights, xp.take(labels, far))
+
+
+def _relocate(problem: Problem, current: Centers, stats: Statistics, far: Farthest) -> Statistics:
+    """Move each empty cluster onto one of the rows ``far``, in order."""
+    backend = problem.backend
+    xp = backend.xp
+    k = current.n_clusters
+    if float(xp.max(far.distances)) == 0.0:  # fewer distinct points than clusters
         return stats
-    far = backend.farthest(found, n_empty)
-    far_rows = problem.given_rows(far)
-    far_w = None if problem.weights is None else xp.take(problem.weights, far)
     is_empty = stats.weights == 0
     empty = xp.astype(xp.nonzero(is_empty)[0], xp.int32)
-    into, into_w = backend.cluster_sums(far_rows, problem.origin, empty, far_w, k)
-    out, out_w = backend.cluster_sums(far_rows, problem.origin, xp.take(labels, far), far_w, k)
+    into, into_w = backend.cluster_sums(far.rows, problem.origin, empty, far.weights, k)
+    out, out_w = backend.cluster_sums(far.rows, problem.origin, far.labels, far.weights, k)
     sums = xp.where(is_empty[:, None], into, stats.sums - out)
     weights = xp.where(is_empty, into_w, stats.weights - out_w)
     return Statistics(sums, weights, stats.changed, stats.inertia)  # the same labels
+
+
+class Rows(Protocol):
+    """Where the data-sized work of a run happens: :class:`InProcess` on the rows of a
+    problem in this process; ``kmeans_gpu._sharded`` on shards held by Dask workers.
+    Everything else of a run (centres, convergence) is the loop's, on its problem."""
+
+    def new_labels(self) -> Array:
+        """Where a pass writes its labels."""
+        ...
+
+    def run(
+        self, centers: Centers, labels: Array, *, previous: Array | None, with_inertia: bool
+    ) -> Statistics:
+        """One pass: the labels of every row into ``labels``, and the statistics."""
+        ...
+
+    def accepts(self, feedback: float) -> bool:
+        """Whether the pass whose statistics carried ``feedback`` stands."""
+        ...
+
+    def farthest(self, centers: Centers, labels: Array, n: int) -> Farthest:
+        """The ``n`` rows farthest from their centres, as :func:`farthest_rows`."""
+        ...
+
+    def finish(self, centers: Centers, labels: Array, *, again: bool) -> tuple[Array, float]:
+        """Labels exact for ``centers`` (``labels`` itself unless ``again``) and their
+        inertia in X's units."""
+        ...
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """The rows of ``problem``, in this process; ``engine`` is the pass over them."""
+
+    problem: Problem
+    engine: Pass = EXACT
+
+    def new_labels(self) -> Array:
+        xp = self.problem.backend.xp
+        return xp.empty(self.problem.n_samples, dtype=xp.int32, device=self.problem.device)
+
+    def run(
+        self, centers: Centers, labels: Array, *, previous: Array | None, with_inertia: bool
+    ) -> Statistics:
+        return self.engine(
+            self.problem, centers, labels, previous=previous, with_inertia=with_inertia
+        )
+
+    def accepts(self, feedback: float) -> bool:
+        return self.engine.accepts(feedback)
+
+    def farthest(self, centers: Centers, labels: Array, n: int) -> Farthest:
+        return farthest_rows(self.problem, centers, labels, n)
+
+    def finish(self, centers: Centers, labels: Array, *, again: bool) -> tuple[Array, float]:
+        if again:
+            labels = self.new_labels()
+            assign(self.problem, centers, labels, statistics=False)
+        return labels, inertia(self.problem, centers.caller, labels)
 
 
 def lloyd(
@@ -134,16 +211,18 @@ def lloyd(
     verbose: bool = False,
     track_inertia: bool = False,
     engine: Pass = EXACT,
+    rows: Rows | None = None,
 ) -> Generator[Step, None, Result]:
     """Run Lloyd's algorithm from ``centers`` (X's units and dtype), yielding every
     iteration; the generator's return value is the :class:`Result`.
 
     Arrays in a :class:`Step` are fresh arrays the loop does not write to again.
     ``track_inertia`` adds each step's inertia to the pass that computes its labels
-    (for the frame stream); ``engine`` is the pass over the data.
+    (for the frame stream); ``engine`` is the pass over the data; ``rows`` where the
+    data-sized work runs (default: ``InProcess(problem, engine)``).
     """
     xp = problem.backend.xp
-    n, dev = problem.n_samples, problem.device
+    data = InProcess(problem, engine) if rows is None else rows
     tolerance = problem.tolerance(tol)
     current = centers_for(problem, centers)
     previous: Array | None = None
@@ -151,10 +230,12 @@ def lloyd(
     shift = 0.0
     for i in range(max_iter):
         while True:
-            labels = xp.empty(n, dtype=xp.int32, device=dev)
-            stats = engine(problem, current, labels, previous=previous, with_inertia=track_inertia)
+            labels = data.new_labels()
+            stats = data.run(current, labels, previous=previous, with_inertia=track_inertia)
             new = _new_centers(problem, stats, current, empty_cluster)
-            feedback = xp.zeros((), device=dev) if stats.feedback is None else stats.feedback
+            feedback = (
+                xp.zeros((), device=problem.device) if stats.feedback is None else stats.feedback
+            )
             checks = xp.stack(
                 [
                     xp.astype(stats.changed, xp.float64),
@@ -164,10 +245,11 @@ def lloyd(
                 ]
             )
             n_changed, shift, n_empty, said = (float(v) for v in problem.backend.to_numpy(checks))
-            if engine.accepts(said):
+            if data.accepts(said):
                 break
         if n_empty and empty_cluster == "relocate":
-            stats = _relocate(problem, current, labels, stats, int(n_empty))
+            far = data.farthest(current, labels, int(n_empty))
+            stats = _relocate(problem, current, stats, far)
             new = _new_centers(problem, stats, current, empty_cluster)
             shift = float(center_shift(problem, new, current.caller))
         strict = n_changed == 0
@@ -184,14 +266,10 @@ def lloyd(
         current, previous = centers_for(problem, new), labels
         if converged:
             break
-    if not strict or shift > 0:
-        # labels exact for the returned centres: after a tolerance or max_iter stop, and
-        # also when the labels stood still but empty clusters moved
-        labels = xp.empty(n, dtype=xp.int32, device=dev)
-        assign(problem, current, labels, statistics=False)
-    return Result(
-        current.caller, labels, inertia(problem, current.caller, labels), i + 1, converged
-    )
+    # labels exact for the returned centres: after a tolerance or max_iter stop, and
+    # also when the labels stood still but empty clusters moved
+    labels, value = data.finish(current, labels, again=not strict or shift > 0)
+    return Result(current.caller, labels, value, i + 1, converged)
 
 
 T = TypeVar("T")

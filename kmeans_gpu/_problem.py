@@ -307,14 +307,13 @@ def make_problem(
         problem, mean=mean, scale_exponent=exponent, deterministic=deterministic
     )
 
-    keep = backend.keeps_working_copy and working_copy
+    keep = backend.keeps_working_copy and working_copy and not maps_a_file(X)
 
     # one more pass: the working copy (where the backend keeps one) and mean(var(X)) as
     # E[w²] − E[w]² per feature of the working rows, in float64
     def moments(a: int, b: int) -> tuple[int, int, Array, Array | None]:
-        rows = centred64(xp, X[a:b, ...], problem.origin)
-        terms = xp.concat([rows, xp.sum(rows * rows, axis=1)[:, None]], axis=1)
-        kept = xp.astype(rows, X.dtype) if keep else None
+        terms = _moments(xp, X[a:b, ...], problem.origin)
+        kept = xp.astype(terms[:, :d], X.dtype) if keep else None
         return a, b, problem.block_sums(a, b, terms), kept
 
     passed = list(backend.map_chunks(moments, ranges))
@@ -322,8 +321,7 @@ def make_problem(
         working = xp.concat([kept for *_, kept in passed], axis=0)
         problem = dataclasses.replace(problem, X_working=working)
     sums = backend.to_numpy(fold(((a, b, terms) for a, b, terms, _ in passed), fold_rows))
-    column_means = sums[:d] / n
-    variance = max(float(sums[d]) / (n * d) - float(column_means @ column_means) / d, 0.0)
+    variance = _variance(sums, n, d)
     problem = dataclasses.replace(problem, variance=variance)
     problem.inertia_from_working(variance * n * d)  # X's own spread must be representable
     return problem
@@ -363,3 +361,36 @@ def _sparse_problem(problem: Problem) -> Problem:
 
 def _scaled64(xp: Any, X: Array, exponent: int) -> Array:
     return rescale(xp.astype(X, xp.float64), exponent)
+
+
+def _moments(xp: Any, X: Array, origin: tuple[Array, int]) -> Array:
+    """Per row, the float64 working row and its squared norm: the terms of the variance."""
+    rows = centred64(xp, X, origin)
+    return xp.concat([rows, xp.sum(rows * rows, axis=1)[:, None]], axis=1)
+
+
+def _variance(sums: Any, n: int, d: int) -> float:
+    """``mean(var(X))`` from the column sums of :func:`_moments` over ``n`` rows."""
+    column_means = sums[:d] / n
+    return max(float(sums[d]) / (n * d) - float(column_means @ column_means) / d, 0.0)
+
+
+def maps_a_file(X: Array) -> bool:
+    """Whether X is (a view of) a memory-mapped file: its rows are read from the file
+    as they are used, and no working copy of all of them is made."""
+    import mmap
+
+    base = X
+    while base is not None:
+        if isinstance(base, np.memmap | mmap.mmap):
+            return True
+        base = getattr(base, "base", None)
+    return False
+
+
+def _largest(backend: Backend, work: Callable[[int, int], Array], blocks: list[Any]) -> float:
+    """The largest of ``work(a, b)`` over the blocks (compared on the device, read once)."""
+    found: Any = None
+    for part in backend.map_chunks(work, blocks):
+        found = part if found is None else backend.xp.maximum(found, part)
+    return float(found)

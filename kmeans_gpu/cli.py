@@ -136,10 +136,11 @@ NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def load_points(path: str | os.PathLike[str]) -> np.ndarray:
+def load_points(path: str | os.PathLike[str]) -> Any:
     """A 2-D array of finite numbers from a ``.npy`` file (read without pickle) or a
     ``.csv`` file (comma-separated numbers, UTF-8 with or without a byte-order mark,
-    and one optional header line).
+    and one optional header line); a dask array from a ``.zarr`` store or a folder of
+    numbered ``.npy`` files (needs ``kmeans-gpu[dask]``).
 
     Raises
     ------
@@ -152,6 +153,8 @@ def load_points(path: str | os.PathLike[str]) -> np.ndarray:
     file = Path(path)
     if not file.exists():
         raise CommandError(f"no such data file: {os.fspath(file)}")
+    if file.is_dir() and (file.suffix.lower() == ".zarr" or any(file.glob("*.npy"))):
+        return _load_stack(file)
     if not file.is_file():
         raise CommandError(f"{os.fspath(file)}: not a file")
     suffix = file.suffix.lower()
@@ -170,6 +173,25 @@ def load_points(path: str | os.PathLike[str]) -> np.ndarray:
         raise CommandError(f"{file.name}: expected numbers, got dtype {data.dtype}")
     if data.dtype.kind == "f":
         _check_finite(file.name, data)
+    return data
+
+
+def _load_stack(folder: Path) -> Any:
+    try:
+        from ._dask import load_stack
+    except ImportError as exc:
+        raise CommandError(
+            f"{folder.name}: a folder of data needs Dask: pip install 'kmeans-gpu[dask]' ({exc})"
+        ) from None
+    try:
+        data = load_stack(folder)
+    except (ImportError, ValueError, OSError) as exc:
+        raise CommandError(f"{folder.name}: cannot read it: {exc}") from None
+    if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
+        raise CommandError(
+            f"{folder.name}: expected a 2-D array of shape (n_points, n_features), got "
+            f"shape {data.shape}"
+        )
     return data
 
 
@@ -547,7 +569,12 @@ def _add_scene_options(parser: argparse.ArgumentParser, *, data: bool) -> None:
         help="range of the cluster centres in x and y (default -4 4)",
     )
     if data:
-        scene.add_argument("--data", metavar="FILE", help="cluster this .npy or .csv file")
+        scene.add_argument(
+            "--data",
+            metavar="FILE",
+            help="cluster this .npy or .csv file (or, with Dask, a .zarr store or a folder "
+            "of numbered .npy files)",
+        )
     scene.add_argument("--seed", type=_seed, default=None, help="random seed (default: random)")
     scene.add_argument(
         "--init",
@@ -599,6 +626,12 @@ def _start(args: argparse.Namespace, points: Any, rng: np.random.RandomState, ba
 
     if args.init == "random":
         return initialize_centroids(args.k, points, random_state=rng)
+    from ._sharded import is_dask_array
+
+    if is_dask_array(points):  # k-means‖, what init="k-means++" means on Dask
+        from . import kmeans_parallel
+
+        return kmeans_parallel(points, args.k, random_state=rng, backend=backend)
     return kmeans_plusplus(points, args.k, random_state=rng, backend=backend)[0]
 
 
@@ -916,14 +949,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--out, each through a temporary file renamed when complete.",
     )
     _add_verbose(fit, top=False)
-    fit.add_argument("data", metavar="DATA", help="a .npy or .csv file of shape (n, d)")
+    fit.add_argument(
+        "data",
+        metavar="DATA",
+        help="a .npy or .csv file of shape (n, d), or a .zarr store or folder of numbered "
+        ".npy files (clustered with Dask)",
+    )
     fit.add_argument("--k", type=_positive_int, required=True, help="number of clusters")
     fit.add_argument(
         "--out", default=".", help="directory for the .npy files, created if missing (.)"
     )
     fit.add_argument("--backend", default="auto", choices=("auto", "numpy", "cupy"))
     fit.add_argument("--seed", type=_seed, default=None, help="random seed")
-    fit.add_argument("--init", choices=("k-means++", "random"), default="k-means++")
+    fit.add_argument("--init", choices=("k-means++", "k-means||", "random"), default="k-means++")
     fit.add_argument(
         "--n-init", type=_n_init, default="auto", help="runs from different starts (auto)"
     )

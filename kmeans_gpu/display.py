@@ -59,7 +59,7 @@ def _pca_2d(X: Any, compute: Backend) -> Projection:
     """:func:`pca_2d` of an X already validated on ``compute``."""
     d = int(X.shape[1])
     if d <= 2:
-        return Projection(np.zeros(d), np.eye(d, 2), ("x", "y" if d == 2 else ""), False)
+        return projection(np.zeros(d), None)
     xp = compute.xp
     acc = xp.float64
     n = int(X.shape[0])
@@ -71,6 +71,16 @@ def _pca_2d(X: Any, compute: Backend) -> Projection:
         part = rows.T @ rows
         scatter = part if scatter is None else scatter + part
     covariance = compute.to_numpy(scatter) / n
+    return projection(compute.to_numpy(mean).astype(np.float64), covariance)
+
+
+def projection(mean: np.ndarray, covariance: np.ndarray | None) -> Projection:
+    """The projection onto the two leading eigenvectors of a ``d × d`` covariance,
+    signs fixed so that each axis's largest component is positive; data of one or two
+    features (``d`` of ``mean``) are shown as they are."""
+    d = int(mean.shape[0])
+    if d <= 2 or covariance is None:
+        return Projection(np.zeros(d), np.eye(d, 2), ("x", "y" if d == 2 else ""), False)
     values, vectors = np.linalg.eigh(covariance)
     order = np.argsort(values)[::-1][:2]
     components = vectors[:, order]
@@ -78,7 +88,7 @@ def _pca_2d(X: Any, compute: Backend) -> Projection:
     components = components * np.where(signs == 0, 1.0, signs)
     share = values[order] / max(values.sum(), np.finfo(float).tiny)
     labels = (f"PC 1 ({share[0]:.0%} of variance)", f"PC 2 ({share[1]:.0%} of variance)")
-    return Projection(compute.to_numpy(mean).astype(np.float64), components, labels, True)
+    return Projection(mean, components, labels, True)
 
 
 def display_sample(
@@ -118,8 +128,14 @@ def make_scene(
     random_state: Any = None,
     backend: str | Backend = "auto",
 ) -> Scene:
-    """Sample and project X for plotting, on the device that holds X; only the sample
-    travels to the host."""
+    """Sample and project X for plotting, on the device that holds X (on Dask: where
+    its blocks are); only the sample travels to the host."""
+    from ._sharded import is_dask_array
+
+    if is_dask_array(X):
+        from ._dask import make_scene as on_dask
+
+        return on_dask(X, max_points=max_points, random_state=random_state)
     with on_device_of(X):
         X, placement = check_array(X, backend=backend)
         compute = placement.compute

@@ -21,6 +21,7 @@ from sklearn.utils.validation import _check_feature_names, check_is_fitted
 from . import _assign
 from ._api import check_algorithm, fit, prepare, setup
 from ._problem import Problem
+from ._sharded import check_shown, is_dask_array
 from ._validation import Placement
 from .backends import BACKEND_NAMES as _BACKEND_NAMES
 from .backends import Array, Backend, on_device_of
@@ -95,8 +96,12 @@ class ClusteringBase(
         Returns
         -------
         labels : array of shape (n_samples,), int32, of X's array type (NumPy for
-            sparse matrices)
+            sparse matrices; a lazy dask array in X's chunks for a dask array)
         """
+        if is_dask_array(X):
+            from ._dask import predict
+
+            return predict(self, X)
         with on_device_of(X):
             problem, placement, centers = self._problem(X, "predict")
             labels = self._labels(problem, centers)
@@ -117,8 +122,13 @@ class ClusteringBase(
         -------
         distances : array of shape (n_samples, n_clusters), of X's array type
             Within the dtype's rounding of the exact distances, near a centre too
-            (dense, for a sparse X).
+            (dense, for a sparse X; a lazy dask array in X's row chunks for a dask
+            array).
         """
+        if is_dask_array(X):
+            from ._dask import transform
+
+            return transform(self, X)
         with on_device_of(X):
             problem, placement, centers = self._problem(X, "transform")
             distances = _assign.distances(problem, centers)
@@ -142,6 +152,10 @@ class ClusteringBase(
         score : float
             ``-Σ w ‖x − c‖²`` over the samples, each with its nearest centre.
         """
+        if is_dask_array(X):
+            from ._dask import score
+
+            return score(self, X, sample_weight)
         with on_device_of(X):
             problem, _, centers = self._problem(X, "score", sample_weight)
             labels = self._labels(problem, centers)
@@ -153,7 +167,8 @@ class ClusteringBase(
 
 
 class KMeans(ClusteringBase):
-    """K-means clustering by Lloyd's algorithm, on CuPy, NumPy or any array API library.
+    """K-means clustering by Lloyd's algorithm, on CuPy, NumPy or any array API library,
+    in this process or on Dask (a ``dask.array.Array``: see docs/dask.md).
 
     Given the same initial centres it gives scikit-learn's
     ``KMeans(algorithm="lloyd")`` result: the same labels and iteration count, centres
@@ -164,13 +179,14 @@ class KMeans(ClusteringBase):
     ----------
     n_clusters : int, default=8
         The number of clusters.
-    init : {"k-means++", "random"}, array of shape (n_clusters, n_features) or callable, \
-default="k-means++"
-        How to choose the initial centres: greedy k-means++, ``n_clusters`` distinct
-        random samples, explicit centres, or ``init(X, n_clusters, random_state)``.
+    init : {"k-means++", "k-means||", "random"}, array of shape (n_clusters, n_features) \
+or callable, default="k-means++"
+        How to choose the initial centres: greedy k-means++ (k-means‖ on a dask array),
+        k-means‖, ``n_clusters`` distinct random samples, explicit centres, or
+        ``init(X, n_clusters, random_state)``.
     n_init : int or "auto", default="auto"
         Number of runs from different initial centres; the one of lowest inertia is kept.
-        ``"auto"`` is 1 for k-means++ and explicit centres, 10 otherwise.
+        ``"auto"`` is 1 for k-means++, k-means‖ and explicit centres, 10 otherwise.
     max_iter : int, default=300
         Most Lloyd iterations in one run.
     tol : float, default=1e-4
@@ -209,9 +225,11 @@ default="k-means++"
     Attributes
     ----------
     cluster_centers_ : array of shape (n_clusters, n_features)
-        The centres, of the training data's array type.
+        The centres, of the training data's array type (a host NumPy array for a dask
+        array).
     labels_ : array of shape (n_samples,)
-        The nearest centre of each training sample (int32).
+        The nearest centre of each training sample (int32); for a dask array, a lazy
+        dask array in its row chunks.
     inertia_ : float
         Sum of weighted squared distances of the samples to their nearest centre.
     n_iter_ : int
@@ -260,6 +278,7 @@ default="k-means++"
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         **COMMON_CONSTRAINTS,
+        "init": [StrOptions({"k-means++", "k-means||", "random"}), callable, "array-like"],
         "copy_x": ["boolean"],
         "algorithm": [StrOptions({"lloyd", "elkan"})],
         "empty_cluster": [StrOptions({"relocate", "keep"})],
@@ -332,6 +351,7 @@ default="k-means++"
         ------
         Frame
         """
+        check_shown(X, display_indices)
         with on_device_of(X):
             job = setup(X, self.n_clusters, sample_weight=sample_weight, **self._solver_params())
         if job.runs != 1:

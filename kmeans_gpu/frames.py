@@ -19,6 +19,7 @@ import numpy as np
 
 from . import _lloyd
 from ._api import Setup, setup
+from ._sharded import check_shown
 from .backends import Array, Backend, on_device_of, steps_on_device_of
 from .backends._base import Staging
 
@@ -77,13 +78,13 @@ def check_display_indices(indices: Any, n_samples: int) -> np.ndarray | None:
 def stream(job: Setup, display_indices: np.ndarray | None = None) -> Iterator[Frame]:
     """Frames of one Lloyd run of ``job`` (see :func:`iter_frames`), each made on the
     device that holds the data."""
+    job = job.showing(display_indices)
     return steps_on_device_of(job.problem.X, _frames(job, display_indices))
 
 
 def _frames(job: Setup, display_indices: np.ndarray | None) -> Generator[Frame, None, None]:
     problem = job.problem
     backend: Backend = problem.backend
-    xp = backend.xp
     device = problem.device
     rows = None if display_indices is None else backend.asarray(display_indices, device=device)
     indices = None if display_indices is None else _frozen(display_indices.copy())
@@ -101,7 +102,7 @@ def _frames(job: Setup, display_indices: np.ndarray | None) -> Generator[Frame, 
     ) -> Callable[[], Frame]:
         """Queue the host copies of one frame; the callable finishes them (a float
         ``inertia_value`` is the final one, in X's units)."""
-        shown = labels if rows is None else xp.take(labels, rows)
+        shown = job.shown(labels, rows)
         centroids = backend.host_copy(centers, staging=staging)
         # the step's labels are fresh and the loop never writes them again (nor the
         # rows taken from them): on the host they are handed over, not copied
@@ -169,8 +170,9 @@ def iter_frames(
     Parameters
     ----------
     X : array of shape (n_samples, n_features)
-    init : array of shape (n_clusters, n_features), "k-means++", "random" or callable, \
-default="k-means++"
+        A dask array too (docs/dask.md).
+    init : array of shape (n_clusters, n_features), "k-means++", "k-means||", "random" \
+or callable, default="k-means++"
         Initial centroids, or how to draw them (then ``n_clusters`` is required).
     n_clusters : int, default=None
         Number of clusters; taken from ``init`` when it is an array.
@@ -183,7 +185,8 @@ default="k-means++"
     backend : {"auto", "numpy", "cupy"} or Backend, default="auto"
     display_indices : array of shape (n_display,), default=None
         Rows whose labels each frame copies to the host (say, the sample a plot draws);
-        None copies every label. The solver always uses every row.
+        None copies every label (on Dask, refused above 10⁷ rows). The solver always
+        uses every row.
     random_state : int, RandomState, Generator or None, default=None
     working_memory : int, default=None
     deterministic : bool, default=False
@@ -212,6 +215,7 @@ default="k-means++"
                 "n_clusters is required when init is not an array of initial centroids"
             )
         n_clusters = int(shape[0])
+    check_shown(X, display_indices)
     with on_device_of(X):
         job = setup(
             X,

@@ -238,7 +238,14 @@ def initialize_centroids(k: int, points: Any, *, random_state: Any = None) -> Ar
     -------
     centroids : array of shape (k, n_features), of the points' array type
     """
-    X, placement = check_array(points, name="points")
+    from ._sharded import is_dask_array
+
+    if is_dask_array(points):  # the same draws; the rows come to the host
+        from ._dask import check_dask_array
+
+        X, placement = check_dask_array(points, "points")[0], None
+    else:
+        X, placement = check_array(points, name="points")
     n = int(X.shape[0])
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= n:
         raise ValueError(f"k must be an integer in [1, {n}] (the number of points), got {k!r}")
@@ -251,6 +258,8 @@ def initialize_centroids(k: int, points: Any, *, random_state: Any = None) -> Ar
             indices.setdefault(index)
             if len(indices) == k:
                 break
+    if placement is None:
+        return np.asarray(X[list(indices)].compute())
     xp = placement.compute.xp
     chosen = xp.take(X, xp.asarray(list(indices), device=placement.compute.device(X)), axis=0)
     return placement.to_output(chosen)

@@ -78,6 +78,15 @@ def fold(parts: Iterable[tuple[int, int, T]], block_rows: int | None) -> T:
     return total
 
 
+def _by_namespace(name: str) -> Backend:
+    """The generic backend of the array namespace module ``name``."""
+    import importlib
+
+    from . import _generic
+
+    return _generic(importlib.import_module(name))
+
+
 class Backend:
     """Array operations of one array library, as the K-means solver needs them.
 
@@ -110,6 +119,13 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled by name: the process that unpickles a backend uses its own backend of
+        that name (thread pools and caches stay in theirs)."""
+        if type(self) is not Backend:
+            raise TypeError(f"a {type(self).__name__} cannot be sent to another process")
+        return (_by_namespace, (self.xp.__name__,))
 
     # -- arrays in and out ------------------------------------------------------------
     def owns(self, x: Any) -> bool:

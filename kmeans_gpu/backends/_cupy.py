@@ -35,6 +35,11 @@ class CupyBackend(Backend):
     def owns(self, x: object) -> bool:
         return isinstance(x, self._cupy.ndarray)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        if type(self) is not CupyBackend:
+            raise TypeError(f"a {type(self).__name__} cannot be sent to another process")
+        return (make_backend, (self.kernels,))
+
     def asarray(self, x: Any, *, dtype: Any = None, device: Any = None) -> Array:
         if device is None:
             return self._cupy.asarray(x, dtype=dtype)

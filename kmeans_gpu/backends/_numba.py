@@ -22,6 +22,7 @@ import functools
 import logging
 import sys
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,11 @@ def _factors(exponent: int) -> tuple[float, float]:
 
 class NumbaBackend(NumpyBackend):
     """The NumPy backend with the chunk's work compiled by numba."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from ._numpy import _numpy_backend
+
+        return (_numpy_backend, (True,))
 
     def nearest_two(
         self, X: Array, centers: Array, centers_sq: Array

@@ -117,6 +117,9 @@ class NumpyBackend(Backend):
     def to_numpy(self, x: Array) -> np.ndarray:
         return np.asarray(x)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_numpy_backend, (False,))
+
     # -- threads ----------------------------------------------------------------------
     def map_chunks(
         self, work: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]
@@ -309,8 +312,12 @@ class NumpyBackend(Backend):
         return np.asarray(fold(parts, self.sum_block_rows))
 
     def farthest(self, distances: Array, n: int) -> Array:
-        # scikit-learn's choice, so that relocations (and therefore labels) agree with it
-        return np.argpartition(distances, -n)[: -n - 1 : -1]
+        # ties to the lowest index (the generic rule): shards' candidates merge exactly
+        if n >= distances.shape[0]:
+            return np.argsort(-distances, kind="stable")[:n]
+        threshold = distances[np.argpartition(distances, -n)[-n]]
+        candidates = np.flatnonzero(distances >= threshold)
+        return candidates[np.argsort(-distances[candidates], kind="stable")[:n]]
 
 
 def _rows(values: Array | None, start: int, stop: int) -> Array | None:
