@@ -24,6 +24,7 @@ from ._validation import (
     check_random_state,
     check_sample_weight,
     check_tol,
+    check_working_memory,
 )
 from .backends import Array, Backend, on_device_of
 
@@ -118,6 +119,7 @@ def prepare(
     centres' holder and the data in the error for a feature-count mismatch.
     ``working_copy``: as :func:`make_problem`.
     """
+    working_memory = check_working_memory(working_memory)
     X, placement = check_array(X, backend=backend)
     weights = check_sample_weight(sample_weight, int(X.shape[0]), X, placement)
     compute = placement.compute

@@ -227,8 +227,10 @@ def lloyd(
     current = centers_for(problem, centers)
     previous: Array | None = None
     strict = converged = False
-    shift = 0.0
+    shift, done = 0.0, 0
+    labels: Any = None  # (no iteration at all: ``finish`` assigns them)
     for i in range(max_iter):
+        done = i + 1
         while True:
             labels = data.new_labels()
             stats = data.run(current, labels, previous=previous, with_inertia=track_inertia)
@@ -269,7 +271,7 @@ def lloyd(
     # labels exact for the returned centres: after a tolerance or max_iter stop, and
     # also when the labels stood still but empty clusters moved
     labels, value = data.finish(current, labels, again=not strict or shift > 0)
-    return Result(current.caller, labels, value, i + 1, converged)
+    return Result(current.caller, labels, value, done, converged)
 
 
 T = TypeVar("T")

@@ -225,13 +225,17 @@ class Problem:
         xp, block = self.backend.xp, self.backend.sum_block_rows
         if not block:
             return xp.sum(values, axis=0)
+        # a product with ones: for a fixed shape, the same sums every time, fast at any d
         full = (stop - start) // block * block
+        device = self.backend.device(values)
         sums = []
         if full:
             shaped = xp.reshape(values[:full, ...], (full // block, block, -1))
-            sums.append(xp.sum(shaped, axis=1))
+            ones = xp.ones((1, block), dtype=values.dtype, device=device)
+            sums.append(xp.reshape(ones @ shaped, (full // block, -1)))
         if full < stop - start:
-            sums.append(xp.reshape(xp.sum(values[full:, ...], axis=0), (1, -1)))
+            ones = xp.ones((1, stop - start - full), dtype=values.dtype, device=device)
+            sums.append(ones @ values[full:, ...])
         per_block = xp.concat(sums, axis=0)
         blocks = self.blocks(start, stop)
         return fold([(a, b, per_block[i, ...]) for i, (a, b) in enumerate(blocks)], block)
@@ -284,7 +288,7 @@ def make_problem(
     def extremes(a: int, b: int) -> tuple[int, int, Array | None, Array, Array]:
         rows = X[a:b, ...]
         sums = None if center is not None else problem.block_sums(a, b, _scaled64(xp, rows, 0))
-        return a, b, sums, xp.max(rows, axis=0), xp.min(rows, axis=0)
+        return a, b, sums, *_column_extremes(xp, rows)
 
     found = list(backend.map_chunks(extremes, ranges))
     high = backend.to_numpy(_fold_with(xp.maximum, [part[3] for part in found])).astype(float)
@@ -364,15 +368,25 @@ def _scaled64(xp: Any, X: Array, exponent: int) -> Array:
 
 
 def _moments(xp: Any, X: Array, origin: tuple[Array, int]) -> Array:
-    """Per row, the float64 working row and its squared norm: the terms of the variance."""
+    """Per row, the float64 working row and its squares: the terms of the variance."""
     rows = centred64(xp, X, origin)
-    return xp.concat([rows, xp.sum(rows * rows, axis=1)[:, None]], axis=1)
+    return xp.concat([rows, rows * rows], axis=1)
 
 
 def _variance(sums: Any, n: int, d: int) -> float:
     """``mean(var(X))`` from the column sums of :func:`_moments` over ``n`` rows."""
     column_means = sums[:d] / n
-    return max(float(sums[d]) / (n * d) - float(column_means @ column_means) / d, 0.0)
+    return max(float(np.sum(sums[d:])) / (n * d) - float(column_means @ column_means) / d, 0.0)
+
+
+def _column_extremes(xp: Any, rows: Array) -> tuple[Array, Array]:
+    """The largest and smallest value of each column (for few columns one at a time:
+    a reduction down a tall, narrow array is slow in NumPy)."""
+    d = int(rows.shape[1])
+    if d > 16:
+        return xp.max(rows, axis=0), xp.min(rows, axis=0)
+    columns = [rows[:, j] for j in range(d)]
+    return xp.stack([xp.max(c) for c in columns]), xp.stack([xp.min(c) for c in columns])
 
 
 def maps_a_file(X: Array) -> bool:

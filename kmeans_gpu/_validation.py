@@ -273,8 +273,13 @@ def check_sample_weight(
         except (TypeError, ValueError) as exc:
             raise TypeError(f"sample_weight must be numeric: {exc}") from exc
         source = get_backend("numpy")
-    if xp.isdtype(sample_weight.dtype, "complex floating"):
+    own = source.xp  # the weights' own namespace tells their dtype's kind
+    if own.isdtype(sample_weight.dtype, "complex floating"):
         raise ValueError("sample_weight must be real, got complex values")
+    if not own.isdtype(sample_weight.dtype, ("bool", "integral", "real floating")):
+        raise TypeError(
+            f"sample_weight must be numeric, got an array of dtype {sample_weight.dtype}"
+        )
     if tuple(sample_weight.shape) != (n_samples,):
         raise ValueError(
             f"sample_weight.shape == {tuple(sample_weight.shape)}, expected ({n_samples},): "
@@ -332,9 +337,30 @@ def check_random_state(seed: Any) -> np.random.RandomState:
     if seed is None:
         return np.random.mtrand._rand
     if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        if not 0 <= int(seed) < 2**32:
+            raise ValueError(f"random_state must be in [0, 2**32 - 1], got {int(seed)}")
         return np.random.RandomState(int(seed))
     if isinstance(seed, np.random.RandomState):
         return seed
     if isinstance(seed, np.random.Generator):
         return np.random.RandomState(seed.bit_generator)
     raise ValueError(f"random_state must be None, an int or a RandomState, got {seed!r}")
+
+
+#: The smallest working memory accepted, in bytes.
+MIN_WORKING_MEMORY = 1024
+
+
+def check_working_memory(value: Any) -> int | None:
+    """``working_memory``: None (the backend's default) or a number of bytes."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"working_memory must be a number of bytes (an integer) or None, got {value!r}"
+        )
+    if int(value) < MIN_WORKING_MEMORY:
+        raise ValueError(
+            f"working_memory must be at least {MIN_WORKING_MEMORY} bytes, got {value}"
+        )
+    return int(value)

@@ -152,7 +152,14 @@ class KMeansND:
         )
         self.initial_centroids = initial_centroids
         self.points = points
-        self.max_iter = sys.maxsize if max_iter is None else int(max_iter)
+        if max_iter is None:
+            self.max_iter = sys.maxsize
+        elif isinstance(max_iter, bool) or not isinstance(max_iter, int | np.integer):
+            raise TypeError(f"max_iter must be an integer or None, got {max_iter!r}")
+        elif max_iter < 0:
+            raise ValueError(f"max_iter must be >= 0 or None, got {max_iter}")
+        else:
+            self.max_iter = int(max_iter)
 
     def _steps(self) -> Generator[_lloyd.Step, None, _lloyd.Result]:
         return _lloyd.lloyd(
@@ -171,10 +178,14 @@ class KMeansND:
             return self._frame(result.centers, result.labels, result.n_iter)
 
     def _frames(self) -> Generator[Frame, None, None]:
-        for step in self._steps():
+        steps = self._steps()
+        for step in steps:
             if step.iteration == 1:
                 yield self._frame(self._start, step.labels, 0)
             yield self._frame(step.centers, step.labels, step.iteration)
+        if self.max_iter == 0:  # no iteration: the initial centroids alone
+            result = _lloyd.run_to_end(self._steps())
+            yield self._frame(result.centers, result.labels, 0)
 
     def _generator_func(self) -> Iterator[Frame]:
         """The frames, each made on the device that holds the points."""

@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from kmeans_gpu import KMeans, MiniBatchKMeans, kmeans, kmeans_plusplus
+from kmeans_gpu import (
+    KMeans,
+    KMeansND,
+    MiniBatchKMeans,
+    assign_points_to_centroids,
+    generate_clusters,
+    kmeans,
+    kmeans_plusplus,
+)
 from kmeans_gpu.backends import Backend, BackendUnavailableError
 
 
@@ -225,3 +233,41 @@ def test_inputs_are_never_modified(backend, rng):
         np.testing.assert_array_equal(backend.to_numpy(arr), original)
     for original, arr in zip(copies, (X, init, w), strict=True):
         np.testing.assert_array_equal(arr, original)
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "message"),
+    [
+        ({"working_memory": -1}, ValueError, "working_memory must be at least"),
+        ({"working_memory": 1.5}, TypeError, "working_memory must be a number of bytes"),
+        ({"working_memory": "32MiB"}, TypeError, "working_memory must be a number of bytes"),
+        ({"random_state": -1}, ValueError, r"random_state must be in \[0, 2\*\*32 - 1\]"),
+        ({"sample_weight": np.array(["a"] * 50)}, TypeError, "sample_weight must be numeric"),
+    ],
+)
+def test_bad_options_name_themselves(params, error, message):
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    with pytest.raises(error, match=message):
+        kmeans(X, 2, **params)
+
+
+def test_host_weights_with_array_api_data():
+    xp = pytest.importorskip("array_api_strict")
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    w = np.linspace(0.5, 2.0, 50)
+    got = kmeans(xp.asarray(X), 2, sample_weight=w, random_state=0)
+    want = kmeans(X, 2, sample_weight=w, random_state=0)
+    np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+
+
+def test_kmeansnd_with_no_iteration_gives_the_initial_centroids():
+    points = generate_clusters(3, 20, random_state=0)
+    start = points[:3]
+    centroids, labels, iterations = KMeansND(start, points, max_iter=0).get_centroids()
+    np.testing.assert_array_equal(centroids, start)
+    np.testing.assert_array_equal(labels, assign_points_to_centroids(start, points))
+    assert iterations == 0
+    frames = list(KMeansND(start, points, max_iter=0).get_generator_func()())
+    assert [f[2] for f in frames] == [0]
+    with pytest.raises(ValueError, match="max_iter must be >= 0"):
+        KMeansND(start, points, max_iter=-1)
