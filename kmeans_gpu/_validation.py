@@ -21,7 +21,7 @@ logger = logging.getLogger("kmeans_gpu")
 class DimensionMismatchError(ValueError, RuntimeError):
     """Centres and points have different numbers of features.
 
-    A ``ValueError``; also a ``RuntimeError``, which is what the seed's ``KMeansND``
+    A ``ValueError``; also a ``RuntimeError``, which is what the blog post's ``KMeansND``
     raised.
     """
 

@@ -142,7 +142,7 @@ def test_an_ffmpeg_that_is_no_program(tmp_path, monkeypatch, frames):
 
 
 def _command(tmp_path: Path, *args: str, env: dict[str, str] | None = None):
-    """``kmeans-gpu animate --save`` in a session of its own (a terminal's foreground
+    """``kmeans-gpu animate --save`` in its own process session (a terminal's foreground
     job), rendering a few small frames."""
     return subprocess.Popen(
         [sys.executable, "-m", "kmeans_gpu", "animate", *SMALL_SCENE, "--dpi", str(DPI), *args],

@@ -113,7 +113,7 @@ def _mp4_check(ffmpeg: Any) -> dict[str, Any]:
 class BoundedFFMpegWriter(FFMpegWriter):
     """matplotlib's pipe writer to ffmpeg, bounded in time and stopped on any error.
 
-    ffmpeg starts in a session (and process group) of its own, its output goes to a
+    ffmpeg starts in its own process session (and group), its output goes to a
     temporary file (it can never block on a full pipe), and a watchdog stops the group
     when a frame is not taken within ``timeout`` seconds; the end waits at most as long.
     Any error or interrupt while frames are written stops ffmpeg before it propagates.

@@ -455,7 +455,7 @@ class InteractiveSession:
         from matplotlib.backend_bases import NonGuiException
 
         if self.animation is None:
-            # made when shown, so a session only driven by a script never leaves an
+            # made when shown, so a window only driven by a script never leaves an
             # animation that matplotlib warns was never drawn; one for the session, as
             # a new run only swaps the frames it draws
             self.animation = FuncAnimation(
