@@ -9,6 +9,7 @@ test compares the kernel with the generic path.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 WARPS_PER_BLOCK = 8
@@ -100,12 +101,14 @@ def _launch(
     arrays: tuple[Any, ...],
     sizes: tuple[Any, ...],
     outputs: tuple[Any, ...],
+    module: Callable[[], Any] | None = None,
 ) -> tuple[Any, ...]:
     """Launch the ``kernels`` entry for the arrays' dtype over ``rows`` rows, with the
-    (C-contiguous) ``arrays``, then the ``sizes``, then the ``outputs`` it writes."""
+    (C-contiguous) ``arrays``, then the ``sizes``, then the ``outputs`` it writes; the
+    kernel is taken from ``module()`` (default: this module's compiled source)."""
     import cupy
 
-    kernel = _module().get_function(kernels[arrays[0].dtype.name])
+    kernel = (module or _module)().get_function(kernels[arrays[0].dtype.name])
     blocks = (rows + rows_per_block - 1) // rows_per_block
     contiguous = tuple(cupy.ascontiguousarray(a) for a in arrays)
     kernel((blocks,), (threads,), (*contiguous, *sizes, *outputs))

@@ -58,15 +58,20 @@ class CupyBackend(Backend):
         free, _ = self._cupy.cuda.runtime.memGetInfo()
         return int(max(32 << 20, min(free // 4, 1 << 30)))
 
-    @contextlib.contextmanager
-    def exact_products(self, dtype: Any) -> Iterator[None]:
+    def exact_products(self, dtype: Any) -> contextlib.AbstractContextManager[None]:
         """cuBLAS products of ``dtype`` computed exactly inside the block (so that
         ``CUPY_TF32=1`` cannot bring TF32 into them), the previous setting restored."""
+        return self.compute_type(dtype, "COMPUTE_TYPE_DEFAULT")
+
+    @contextlib.contextmanager
+    def compute_type(self, dtype: Any, name: str) -> Iterator[None]:
+        """cuBLAS products of ``dtype`` with CuPy's compute type ``name`` (of
+        ``cupy._core._routines_linalg``) inside the block, the previous one restored."""
         from cupy._core import _routines_linalg as linalg
 
         core = self._cupy._core
         previous = core.get_compute_type(dtype)
-        core.set_compute_type(dtype, linalg.COMPUTE_TYPE_DEFAULT)
+        core.set_compute_type(dtype, getattr(linalg, name))
         try:
             yield
         finally:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from ..backends._cuda import _launch as core_launch
+
 #: The split TF32 inputs of split TF32 in one pass: each float32 ``x`` of a (rows, d)
 #: matrix becomes TF32 ``high`` (x rounded to nearest at 11 bits) and ``low`` (the
 #: remainder rounded the same way) by Veltkamp's splitting, with the float32 operations
@@ -169,15 +171,8 @@ def _launch(
     sizes: tuple[Any, ...],
     outputs: tuple[Any, ...],
 ) -> tuple[Any, ...]:
-    """Launch the ``kernels`` entry for the arrays' dtype over ``rows`` rows, with the
-    (C-contiguous) ``arrays``, then the ``sizes``, then the ``outputs`` it writes."""
-    import cupy
-
-    kernel = _module().get_function(kernels[arrays[0].dtype.name])
-    blocks = (rows + rows_per_block - 1) // rows_per_block
-    contiguous = tuple(cupy.ascontiguousarray(a) for a in arrays)
-    kernel((blocks,), (threads,), (*contiguous, *sizes, *outputs))
-    return outputs
+    """The core's launcher (``backends/_cuda._launch``) on this module's source."""
+    return core_launch(kernels, rows, rows_per_block, threads, arrays, sizes, outputs, _module)
 
 
 def split_tf32_columns(x: Any, pieces: tuple[bool, bool, bool]) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from .._assign import Centers
@@ -96,19 +96,10 @@ class CupyBackend(core.CupyBackend, TensorCores):
         """TF32 (and split TF32) need tensor cores: compute capability 8.0 or later."""
         return _compute_capability(self._cupy.cuda.Device().id) >= TENSOR_CORES
 
-    @contextlib.contextmanager
-    def tf32_products(self, dtype: Any) -> Iterator[None]:
+    def tf32_products(self, dtype: Any) -> contextlib.AbstractContextManager[None]:
         """cuBLAS products of ``dtype`` with TF32 inputs inside the block, the previous
         setting restored."""
-        from cupy._core import _routines_linalg as linalg
-
-        core_module = self._cupy._core
-        previous = core_module.get_compute_type(dtype)
-        core_module.set_compute_type(dtype, linalg.COMPUTE_TYPE_TF32)
-        try:
-            yield
-        finally:
-            core_module.set_compute_type(dtype, previous)
+        return self.compute_type(dtype, "COMPUTE_TYPE_TF32")
 
     def reduced_product(self, X: Array, scaled: Array, precision: Precision) -> Array:
         with self.tf32_products(X.dtype):  # inputs converted to TF32, float32 sums
