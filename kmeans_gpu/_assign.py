@@ -21,7 +21,7 @@ from typing import Protocol
 
 from ._problem import Problem
 from .backends import Array
-from .backends._base import centred64, clamp, fold, rescale
+from .backends._base import centred64, clamp, fold, rescale, tie_margin
 
 
 @dataclass(frozen=True)
@@ -140,13 +140,14 @@ def assign(
     xp = backend.xp
     k, n = centers.n_clusters, problem.n_samples
     rows_sq = problem.squared_row_norms
+    factor, largest = margin_factor(problem), centers.largest_norm
     near = xp.empty(n, dtype=xp.bool, device=problem.device)
 
     def fast(start: int, stop: int) -> None:
         rows = problem.rows(start, stop)
         own, best, second = backend.nearest_two(rows, centers.working, centers.sq)
         labels[start:stop] = own
-        near[start:stop] = (second - best) <= score_margin(problem, rows_sq[start:stop], centers)
+        near[start:stop] = backend.near_ties(best, second, rows_sq[start:stop], factor, largest)
 
     chunks = problem.chunks(k)
     for _ in backend.map_chunks(fast, chunks):
@@ -182,14 +183,19 @@ def nearest(problem: Problem, centers: Centers, start: int, stop: int) -> Array:
     return labels
 
 
-def score_margin(problem: Problem, rows_sq: Array, centers: Centers) -> Array:
-    """Per row, how far apart two fast scores must be for their order to be the exact
-    one: twice the error bound of a score (module docstring), doubled for safety."""
+def margin_factor(problem: Problem) -> float:
+    """The factor of the near-tie margin (:func:`score_margin`): twice the error bound
+    of a score (module docstring), doubled for safety."""
     terms = problem.n_features + 8
     u = problem.unit_roundoff
-    delta = terms * u / (1.0 - terms * u)
-    reach = problem.backend.xp.sqrt(rows_sq) + centers.largest_norm
-    return 4.0 * delta * reach * reach
+    return 4.0 * terms * u / (1.0 - terms * u)
+
+
+def score_margin(problem: Problem, rows_sq: Array, centers: Centers) -> Array:
+    """Per row, how far apart two fast scores must be for their order to be the exact
+    one."""
+    factor = margin_factor(problem)
+    return tie_margin(problem.backend.xp, rows_sq, factor, centers.largest_norm)
 
 
 def _settle(problem: Problem, centers: Centers, at: Array) -> Array:

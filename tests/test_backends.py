@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import logging
 import subprocess
 import sys
@@ -163,6 +164,11 @@ def test_overrides_match_generic(dtype, d, k, rng):
         np.testing.assert_array_equal(got[0][clear], labels[clear])
         np.testing.assert_allclose(got[1], best, rtol=rtol, atol=rtol)
         np.testing.assert_allclose(got[2], second, rtol=rtol, atol=rtol)
+        rows_sq, largest = (X * X).sum(axis=1), np.sqrt(csq.max())
+        for factor in (1e-3, 0.5):  # a margin the kernel must compute as the generic one
+            want_near = GENERIC.near_ties(got[1], got[2], rows_sq, factor, largest)
+            near = fast.near_ties(to(got[1]), to(got[2]), to(rows_sq), factor, to(largest))
+            np.testing.assert_array_equal(back(near), want_near)
         one = {}
         for name, weights in (("unweighted", None), ("weighted", w)):
             sums, totals = fast.cluster_sums(
@@ -227,6 +233,21 @@ def test_sums_over_blocks_are_added_as_a_tree_on_both_numpy_paths(rng):
             np.testing.assert_array_equal(sums, want)
         inertia = [b.inertia_of(X, C, labels, weights, 1) for b in (pure, compiled)]
         np.testing.assert_array_equal(inertia[0], inertia[1])
+
+
+@pytest.mark.parametrize("m", [1, 1000, 1024, 32768])
+def test_running_minima_buffers_are_apart_within_their_pages(m):
+    """The reused labels, best and second buffers: disjoint, of their dtypes and length,
+    at different offsets within their pages (4K aliasing slows the running minima)."""
+    from kmeans_gpu.backends import _numpy
+
+    buffers = _numpy.NumpyBackend()._nearest_two_buffers(m, np.float32)
+    assert [b.dtype for b in buffers] == [np.int32, np.float32, np.float32]
+    assert all(b.shape == (m,) and b.flags.c_contiguous for b in buffers)
+    spans = sorted((b.ctypes.data, b.ctypes.data + b.nbytes) for b in buffers)
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(spans))
+    offsets = {b.ctypes.data % _numpy.PAGE for b in buffers}
+    assert len(offsets) == 3
 
 
 def test_score_blocks_and_both_nearest_two_methods_agree(rng, monkeypatch):

@@ -78,6 +78,13 @@ def fold(parts: Iterable[tuple[int, int, T]], block_rows: int | None) -> T:
     return total
 
 
+def tie_margin(xp: Any, rows_sq: Array, factor: float, largest: Array) -> Array:
+    """``factor·(‖x‖ + largest)²`` per row of squared norm ``rows_sq``, in their dtype
+    (``largest``: 0-d, the largest norm of the centres)."""
+    reach = xp.sqrt(rows_sq) + largest
+    return factor * reach * reach
+
+
 def _by_namespace(name: str) -> Backend:
     """The generic backend of the array namespace module ``name``."""
     import importlib
@@ -239,6 +246,15 @@ class Backend:
         columns = xp.arange(k, dtype=labels.dtype, device=self.device(scores))
         others = xp.where(columns[None, :] == labels[:, None], xp.inf, scores)
         return labels, best, xp.min(others, axis=1)
+
+    def near_ties(
+        self, best: Array, second: Array, rows_sq: Array, factor: float, largest: Array
+    ) -> Array:
+        """Whether each row's two best scores (:meth:`nearest_two`) are within its
+        margin :func:`tie_margin`, of squared norm ``rows_sq`` (all of X's dtype). The
+        result may be a buffer the backend reuses on its next call from the same
+        thread."""
+        return (second - best) <= tie_margin(self.xp, rows_sq, factor, largest)
 
     def column_mean(self, X: Array) -> Array:
         """The mean of each column of X, in X's dtype."""

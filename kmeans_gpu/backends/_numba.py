@@ -94,6 +94,17 @@ class NumbaBackend(NumpyBackend):
             kernels.scan_two(scores, centers_sq, *(o[start:stop] for o in out))
         return out
 
+    def near_ties(
+        self, best: Array, second: Array, rows_sq: Array, factor: float, largest: Array
+    ) -> Array:
+        kernels = _kernels(best.shape[0])
+        if kernels is None:
+            return super().near_ties(best, second, rows_sq, factor, largest)
+        near = self._scratch("near", best.shape[0], np.bool_)
+        scalar = best.dtype.type
+        kernels.near_ties(best, second, rows_sq, scalar(factor), scalar(largest), near)
+        return near
+
     def cluster_sums(
         self,
         X: Array,

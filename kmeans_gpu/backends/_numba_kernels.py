@@ -142,6 +142,15 @@ def _fold(dot, square, j, labels, best, second):
         labels[i] = label if s < b else labels[i]
 
 
+@_jit
+def near_ties(best, second, rows_sq, factor, largest, near):
+    """``near[i] = second[i] − best[i] <= factor·(√rows_sq[i] + largest)²``, in the
+    scores' dtype with the operations of ``_base.tie_margin``, in its order."""
+    for i in range(best.shape[0]):
+        reach = np.sqrt(rows_sq[i]) + largest
+        near[i] = second[i] - best[i] <= factor * reach * reach
+
+
 @_inlined
 def _sq_distance(X, centers, labels, i, f1, f2):
     """``‖(x_i − c_label)·2**s‖²``: float64 differences of the scaled values, squared
