@@ -150,6 +150,17 @@ def _frames(job: Setup, display_indices: np.ndarray | None) -> Generator[Frame, 
     yield last()
 
 
+def clusters_of(init: Any, n_clusters: int | None) -> int:
+    """``n_clusters``, or the number of rows of ``init`` when it is an array of initial
+    centroids (a ``ValueError`` when it is not)."""
+    if n_clusters is not None:
+        return n_clusters
+    shape = getattr(init, "shape", None) or np.shape(init)
+    if isinstance(init, str) or callable(init) or len(shape) != 2:
+        raise ValueError("n_clusters is required when init is not an array of initial centroids")
+    return int(shape[0])
+
+
 def iter_frames(
     X: Any,
     init: Any = "k-means++",
@@ -208,18 +219,11 @@ or callable, default="k-means++"
     computes; a frame is handed out once its copy is complete. On NumPy and other
     backends the copies are plain synchronous copies.
     """
-    if n_clusters is None:
-        shape = getattr(init, "shape", None) or np.shape(init)
-        if isinstance(init, str) or callable(init) or len(shape) != 2:
-            raise ValueError(
-                "n_clusters is required when init is not an array of initial centroids"
-            )
-        n_clusters = int(shape[0])
     check_shown(X, display_indices)
     with on_device_of(X):
         job = setup(
             X,
-            n_clusters,
+            clusters_of(init, n_clusters),
             sample_weight=sample_weight,
             init=init,
             n_init=1,

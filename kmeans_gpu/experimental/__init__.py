@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
 from .. import _api
 from .._assign import EXACT, Pass
 from ..backends import (
@@ -28,7 +26,7 @@ from ..backends import (
     get_backend,
     on_device_of,
 )
-from ..frames import Frame, check_display_indices, stream
+from ..frames import Frame, check_display_indices, clusters_of, stream
 from ._cupy import DETERMINISTIC_SUMS, CupyBackend, make_backend
 from ._engine import ReducedPrecision, TensorCores
 from ._precision import PRECISIONS, Precision, check_float32, check_precision
@@ -209,18 +207,11 @@ display_indices, random_state, working_memory, deterministic
     ValueError
         As :func:`kmeans`, and when ``n_clusters`` is missing for a drawn ``init``.
     """
-    if n_clusters is None:
-        shape = getattr(init, "shape", None) or np.shape(init)
-        if isinstance(init, str) or callable(init) or len(shape) != 2:
-            raise ValueError(
-                "n_clusters is required when init is not an array of initial centroids"
-            )
-        n_clusters = int(shape[0])
     engine = make_engine(precision, X)
     with on_device_of(X):
         job = _api.setup(
             X,
-            n_clusters,
+            clusters_of(init, n_clusters),
             sample_weight=sample_weight,
             init=init,
             n_init=1,
