@@ -35,6 +35,25 @@ def test_import_pulls_in_neither_cupy_nor_matplotlib():
     assert out.stdout.strip() == "False"
 
 
+def test_the_core_never_imports_the_experimental_package():
+    """No module of kmeans_gpu outside ``experimental/`` (nor viz) imports it."""
+    import ast
+    from pathlib import Path
+
+    root = Path(kmeans_gpu.__file__).parent
+    modules = [p for p in root.rglob("*.py") if "experimental" not in p.parts]
+    modules += list((root.parent / "viz").glob("*.py"))
+    for path in modules:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [alias.name for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            assert not any("experimental" in name.split(".") for name in names), path
+
+
 def test_registry_names():
     assert available_backends()[0] == "numpy"
     assert get_backend("numpy").name == "numpy"
