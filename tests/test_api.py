@@ -276,7 +276,7 @@ def test_only_a_host_backend_keeps_a_second_copy_of_the_data():
 
     xp = pytest.importorskip("array_api_strict")
     rng = np.random.default_rng(0)
-    X = (rng.normal(size=(200_000, 64)) + 5).astype(np.float32)
+    X = (rng.normal(size=(60_000, 64)) + 5).astype(np.float32)
     init = X[:8].copy()
 
     def peak_fraction(data, start):
@@ -288,14 +288,14 @@ def test_only_a_host_backend_keeps_a_second_copy_of_the_data():
         finally:
             tracemalloc.stop()
 
-    assert peak_fraction(xp.asarray(X), xp.asarray(init)) < 0.25
+    assert (fraction := peak_fraction(xp.asarray(X), xp.asarray(init))) < 0.25, fraction
     assert peak_fraction(X, init) > 1.0  # NumPy keeps its centred copy (the test can fail)
     kept = make_problem(get_backend("numpy"), X, None)
     lazy = make_problem(
         get_backend(xp.asarray(X)), xp.asarray(X), None, center=xp.asarray(kept.mean)
     )
     assert lazy.X_working is None and kept.X_working is not None
-    for a, b in ((0, 7), (1000, 5000), (199_990, 200_000)):
+    for a, b in ((0, 7), (1000, 5000), (59_990, 60_000)):
         np.testing.assert_array_equal(np.asarray(lazy.rows(a, b)), kept.rows(a, b))
     assert lazy.variance == pytest.approx(kept.variance, rel=1e-6)
 
