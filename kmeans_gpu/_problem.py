@@ -21,9 +21,10 @@ import numpy as np
 from .backends import Array, Backend
 from .backends._base import centred64, fold, rescale
 
-#: Rows per chunk on backends that compute a chunk's scores in smaller blocks: about
-#: 1/16 of the rows (a chunk per thread on 16 threads), within these bounds.
-CHUNK_SHARE, MIN_CHUNK_ROWS = 16, 4096
+#: Rows per chunk on backends that compute a chunk's scores in smaller blocks: at most
+#: the rows over this many chunks per chunk run at once (fewer chunks cost less
+#: dispatch), and at least this many rows.
+CHUNKS_PER_WORKER, MIN_CHUNK_ROWS = 2, 4096
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,8 @@ class Problem:
         """The row ranges a pass over the data works on, one at a time per thread: as
         many rows as their temporaries fit half the working memory (the scores, unless
         the backend computes them in smaller blocks; the working rows; their float64
-        sums). They depend on the data's shape, ``n_clusters`` and the working memory,
-        never on the number of threads."""
+        sums), and on a threaded backend about two chunks per thread. No result depends
+        on them: sums are added over the backend's fixed blocks of rows."""
         row_bytes = 8 * (self.n_features + 4) + self.itemsize * 2 * self.n_features
         if self.backend.max_chunk_rows is None:  # a chunk's scores are written at once
             row_bytes += self.itemsize * n_clusters
@@ -180,14 +181,15 @@ class Problem:
 
     def ranges(self, row_bytes: int) -> list[tuple[int, int]]:
         """Consecutive row ranges of at most as many rows as ``row_bytes`` per row fit
-        half the working memory (and the backend's ``max_chunk_rows``, in about 1/32 of
-        the rows). Where the backend adds its sums over fixed blocks of rows, each range
+        half the working memory (and, on backends with ``max_chunk_rows``, at most that
+        and about ``1 / (CHUNKS_PER_WORKER · concurrency)`` of the rows). Where the
+        backend adds its sums over fixed blocks of rows, each range
         is a power-of-two number of blocks, aligned: a node of the tree :func:`fold`
         adds them in."""
         backend, n = self.backend, self.n_samples
         rows = max(1, self.workspace // (2 * row_bytes))
         if backend.max_chunk_rows is not None:
-            share = max(MIN_CHUNK_ROWS, -(-n // CHUNK_SHARE))
+            share = max(MIN_CHUNK_ROWS, -(-n // (CHUNKS_PER_WORKER * backend.concurrency())))
             rows = min(rows, backend.max_chunk_rows, share)
         block = backend.sum_block_rows
         if block:

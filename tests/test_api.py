@@ -211,6 +211,25 @@ def test_verbose_logs_iterations(rng, caplog):
     assert "iteration 1:" in caplog.text and "labels changed" in caplog.text
 
 
+@pytest.mark.parametrize("threads", [1, 2, 8])
+def test_chunks_are_aligned_runs_of_blocks_about_two_per_thread(threads, monkeypatch):
+    """On NumPy: about two chunks per thread (at most max_chunk_rows), each a power-of-two
+    run of the fixed sum blocks starting at a multiple of its size (a node of fold's
+    tree), together covering the rows once."""
+    backend = get_backend("numpy")
+    monkeypatch.setattr(type(backend), "concurrency", lambda self: threads)
+    n, block = 1_000_003, backend.sum_block_rows
+    problem = make_problem(backend, np.zeros((n, 2), dtype=np.float32), None)
+    chunks = problem.chunks(12)
+    size = chunks[0][1] - chunks[0][0]
+    blocks = size // block
+    assert size % block == 0 and blocks & (blocks - 1) == 0
+    assert [a for a, _ in chunks] == list(range(0, n, size)) and chunks[-1][1] == n
+    assert size <= backend.max_chunk_rows
+    if size < backend.max_chunk_rows:
+        assert 2 * threads <= len(chunks) <= 4 * threads + 1
+
+
 def test_memory_is_bounded_by_chunks(rng, monkeypatch):
     """No block of n × k: every product of rows and centres fits the working memory
     (the generic path) or the NumPy backend's cache-sized blocks."""

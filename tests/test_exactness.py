@@ -132,8 +132,8 @@ import json, sys
 import numpy as np
 from kmeans_gpu import KMeans
 r = np.random.default_rng(2)
-X = (r.normal(size=(12000, 24)) + r.integers(0, 6, (12000, 1))).astype(np.float32)
-est = KMeans(48, random_state=2).fit(X)  # (large enough chunks to load numba)
+X = (r.normal(size=(24000, 24)) + r.integers(0, 6, (24000, 1))).astype(np.float32)
+est = KMeans(48, random_state=2).fit(X)  # chunks of 2 blocks on one thread, 1 on more
 json.dump({"centers": est.cluster_centers_.tobytes().hex(), "labels":
            est.labels_.tobytes().hex(), "inertia": est.inertia_.hex(), "n_iter": est.n_iter_},
           sys.stdout)

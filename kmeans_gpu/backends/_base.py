@@ -176,6 +176,10 @@ class Backend:
         """Bytes for one chunk's temporaries when the caller sets none."""
         return DEFAULT_WORKING_MEMORY
 
+    def concurrency(self) -> int:
+        """How many chunks :meth:`map_chunks` runs at once."""
+        return 1
+
     def map_chunks(
         self, work: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]
     ) -> Iterator[T]:

@@ -123,6 +123,9 @@ class NumpyBackend(Backend):
         return (_numpy_backend, (False,))
 
     # -- threads ----------------------------------------------------------------------
+    def concurrency(self) -> int:
+        return effective_threads()
+
     def map_chunks(
         self, work: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]
     ) -> Iterator[T]:
