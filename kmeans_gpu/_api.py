@@ -194,7 +194,7 @@ class Setup:
 
     def distinct(self, labels: Array) -> int:
         """How many clusters ``labels`` uses."""
-        return int(self.problem.backend.xp.unique_values(labels).shape[0])
+        return self.problem.backend.distinct(labels, self.n_clusters)
 
     def showing(self, display_indices: np.ndarray | None) -> Setup:
         """This set-up for a frame stream that shows the rows ``display_indices``."""
@@ -321,7 +321,7 @@ def fit(X: Any, n_clusters: Any, **params: Any) -> Fitted:
 
 
 def _warn_if_collapsed(problem: Problem, labels: Array, n_clusters: int) -> None:
-    _warn_if_fewer(int(problem.backend.xp.unique_values(labels).shape[0]), n_clusters)
+    _warn_if_fewer(problem.backend.distinct(labels, n_clusters), n_clusters)
 
 
 def _warn_if_fewer(distinct: int, n_clusters: int) -> None:

@@ -209,6 +209,8 @@ def test_overrides_match_generic(dtype, d, k, rng):
         np.testing.assert_allclose(d2, (diff**2).sum(axis=1), rtol=1e-12)
         one["distances"] = d2
         results.append((fast.name, one))
+        for used in (labels, labels[:1], labels[labels % 3 == 0]):
+            assert fast.distinct(to(used), k) == GENERIC.distinct(used, k)
         for m in (1, 3, 10):
             got = back(fast.farthest(to(d2), m))
             assert sorted(d2[got].tolist()) == sorted(d2[GENERIC.farthest(d2, m)].tolist())

@@ -305,6 +305,10 @@ class Backend:
             d2 = d2 * self.xp.astype(weights, d2.dtype)
         return self.xp.sum(d2)
 
+    def distinct(self, labels: Array, n_clusters: int) -> int:
+        """How many of the clusters ``0 … n_clusters − 1`` the ``labels`` use."""
+        return int(self.xp.unique_values(labels).shape[0])
+
     def farthest(self, distances: Array, n: int) -> Array:
         """Indices of the ``n`` largest ``distances``, largest first."""
         order = self.xp.argsort(distances, descending=True, stable=True)

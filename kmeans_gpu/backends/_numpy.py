@@ -324,6 +324,9 @@ class NumpyBackend(Backend):
         )
         return np.asarray(fold(parts, self.sum_block_rows))
 
+    def distinct(self, labels: Array, n_clusters: int) -> int:
+        return int(np.count_nonzero(np.bincount(labels, minlength=n_clusters)))
+
     def farthest(self, distances: Array, n: int) -> Array:
         # ties to the lowest index (the generic rule): shards' candidates merge exactly
         if n >= distances.shape[0]:
