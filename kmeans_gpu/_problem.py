@@ -21,9 +21,8 @@ import numpy as np
 from .backends import Array, Backend
 from .backends._base import centred64, fold, rescale
 
-#: Rows per chunk on backends that compute a chunk's scores in smaller blocks: at most
-#: the rows over this many chunks per chunk run at once (fewer chunks cost less
-#: dispatch), and at least this many rows.
+#: On backends that compute a chunk's scores in smaller blocks: about this many chunks
+#: per thread (each chunk costs a dispatch), of at least this many rows.
 CHUNKS_PER_WORKER, MIN_CHUNK_ROWS = 2, 4096
 
 
@@ -183,9 +182,8 @@ class Problem:
         """Consecutive row ranges of at most as many rows as ``row_bytes`` per row fit
         half the working memory (and, on backends with ``max_chunk_rows``, at most that
         and about ``1 / (CHUNKS_PER_WORKER · concurrency)`` of the rows). Where the
-        backend adds its sums over fixed blocks of rows, each range
-        is a power-of-two number of blocks, aligned: a node of the tree :func:`fold`
-        adds them in."""
+        backend adds its sums over fixed blocks of rows, each range is a power-of-two
+        number of blocks, aligned: a node of the tree :func:`fold` adds them in."""
         backend, n = self.backend, self.n_samples
         rows = max(1, self.workspace // (2 * row_bytes))
         if backend.max_chunk_rows is not None:
