@@ -92,6 +92,7 @@ def direct_two(X, scaled, centers_sq, labels, best, second):
     rows = ROWS_PER_BLOCK
     transposed = np.empty((d, rows), dtype=X.dtype)
     dot = np.empty(rows, dtype=X.dtype)
+    here, there = _running(rows, X.dtype), _running(rows, X.dtype)
     for start in range(0, m, rows):
         b = min(rows, m - start)
         for i in range(b):
@@ -105,41 +106,55 @@ def direct_two(X, scaled, centers_sq, labels, best, second):
                 a = scaled[j, f]
                 for i in range(b):
                     dot[i] += transposed[f, i] * a
-            _fold(
-                dot[:b],
-                centers_sq[j],
-                j,
-                labels[start : start + b],
-                best[start : start + b],
-                second[start : start + b],
-            )
+            _fold(b, dot, centers_sq[j], j, here, there)
+            here, there = there, here
+        for i in range(b):
+            labels[start + i] = here[0][i]
+            best[start + i] = here[1][i]
+            second[start + i] = here[2][i]
 
 
 @_jit
 def scan_two(scores, centers_sq, labels, best, second):
     """The two nearest centres of each column of ``scores`` (k, m) = ``−2 c·x``: running
     minima over the clusters, each step vectorised over the rows."""
-    for j in range(scores.shape[0]):
-        _fold(scores[j], centers_sq[j], j, labels, best, second)
+    k, m = scores.shape
+    out, spare = (labels, best, second), _running(m, scores.dtype)
+    # the steps alternate between two sets of buffers: the last one writes the output
+    here, there = (out, spare) if k % 2 == 0 else (spare, out)
+    for j in range(k):
+        _fold(m, scores[j], centers_sq[j], j, here, there)
+        here, there = there, here
 
 
 @_inlined
-def _fold(dot, square, j, labels, best, second):
-    """Fold cluster ``j``'s scores ``dot + square`` into the running two smallest; the
-    earlier cluster keeps a tie (which leaves the second equal to the best)."""
+def _running(rows, dtype):
+    """Buffers of the running labels, best and second-best scores of ``rows`` rows."""
+    return np.empty(rows, np.int32), np.empty(rows, dtype), np.empty(rows, dtype)
+
+
+@_jit
+def _fold(count, dot, square, j, running, to):
+    """Fold cluster ``j``'s scores ``dot + square`` of the first ``count`` rows into the
+    running two smallest, read from ``running`` and written to ``to`` (a step that wrote
+    where it reads would compile to masked stores, slow on AMD CPUs); the earlier
+    cluster keeps a tie (which leaves the second equal to the best)."""
+    labels, best, second = running
+    labels_to, best_to, second_to = to
     if j == 0:
-        for i in range(dot.shape[0]):
-            best[i] = dot[i] + square
-            second[i] = np.inf
-            labels[i] = 0
+        for i in range(count):
+            best_to[i] = dot[i] + square
+            second_to[i] = np.inf
+            labels_to[i] = 0
         return
     label = np.int32(j)
-    for i in range(dot.shape[0]):  # branch-free, so that it vectorises
+    for i in range(count):  # branch-free, so that it vectorises
         s = dot[i] + square
         b = best[i]
-        second[i] = min(second[i], max(s, b))
-        best[i] = min(b, s)
-        labels[i] = label if s < b else labels[i]
+        lower = s < b
+        second_to[i] = min(second[i], max(s, b))
+        best_to[i] = s if lower else b
+        labels_to[i] = label if lower else labels[i]
 
 
 @_jit
