@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from ._problem import Problem
@@ -112,6 +111,8 @@ def _potentials(
 ) -> Array:
     """The weighted terms of the potentials of adding each of ``rows`` as a centre, for
     the rows ``a:b``: ``(b - a, len(rows))``."""
+    import array_api_compat
+
     xp = array_api_compat.array_namespace(closest)
     d2 = xp.minimum(closest[None, a:b], distances(rows, rows_sq, a, b))
     return xp.permute_dims(weighted(d2, a, b), (1, 0))

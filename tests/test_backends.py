@@ -33,6 +33,13 @@ def test_import_pulls_in_neither_cupy_nor_matplotlib():
     code = "import sys, kmeans_gpu; from kmeans_gpu import KMeans; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+    # nor any other dependency but NumPy: the import works where only NumPy is installed
+    code = (
+        "import sys, kmeans_gpu; print(sorted(m for m in "
+        "('numba', 'array_api_compat', 'scipy', 'sklearn', 'dask') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_core_never_imports_the_experimental_package():
