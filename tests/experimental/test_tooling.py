@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import math
+import re
 import subprocess
 import types
 from pathlib import Path
@@ -18,6 +19,9 @@ from tests import fake_cupy
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ("scripts/gpu-check", "scripts/gpu-wheels")
+#: Wording of a development log, which no tracked text uses (character classes, so that
+#: the list does not match itself).
+WORK_LOG = re.compile(r"\bsess[i]on|\ble[n]t\b|\biss[u]e \d|\bst[o]p \d|\bthe se[e]d\b", re.I)
 
 
 def _phases():
@@ -37,8 +41,7 @@ def test_the_scripts_parse_and_say_how_to_use_them(script):
     text = (ROOT / script).read_text()
     assert text.startswith("#!/usr/bin/env bash\n") and "Usage: scripts/" in text
     assert "Exit status:" in text
-    for word in ("session", "lent", "issue ", "stop "):
-        assert word not in text.lower(), word
+    assert not WORK_LOG.search(text), WORK_LOG.search(text)
 
 
 def test_gpu_check_prints_its_usage_and_refuses_unknown_modes():
@@ -156,5 +159,4 @@ def test_the_experimental_page_shows_working_names_and_no_log_wording():
             )
             if is_ours:
                 assert hasattr(experimental, node.attr), node.attr
-    for word in (r"\bsession", r"\blent\b", r"\bissue \d", r"\bstop \d", r"\bthe seed\b"):
-        assert not re.search(word, text, re.I), word
+    assert not WORK_LOG.search(text), WORK_LOG.search(text)
