@@ -7,6 +7,7 @@ import itertools
 import logging
 import subprocess
 import sys
+import threading
 import warnings
 
 import array_api_compat.numpy as compat_np
@@ -355,6 +356,35 @@ def test_threaded_chunks_give_the_sequential_result(rng, monkeypatch):
         np.testing.assert_array_equal(other.labels_, results[0].labels_)
         np.testing.assert_allclose(other.cluster_centers_, results[0].cluster_centers_)
         assert other.n_iter_ == results[0].n_iter_
+
+
+def test_a_lower_thread_limit_holds_after_a_higher_one(monkeypatch):
+    """Chunks run on at most as many threads as allowed now, also after a pass that was
+    allowed more (the pool does not keep its extra threads busy)."""
+    import time
+
+    from kmeans_gpu.backends import _numpy
+
+    backend = _numpy.NumpyBackend()
+    lock, running, most, names = threading.Lock(), [0], [0], set()
+
+    def work(start: int, stop: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            names.add(threading.current_thread().name)
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return start
+
+    ranges = [(i, i + 1) for i in range(24)]
+    for threads in (3, 2):
+        monkeypatch.setattr(_numpy, "effective_threads", lambda t=threads: t)
+        most[0] = 0
+        names.clear()
+        assert list(backend.map_chunks(work, ranges)) == list(range(24))
+        assert most[0] <= threads and len(names) <= threads
 
 
 def test_thread_count_respects_user_limits(monkeypatch):

@@ -159,9 +159,9 @@ class NumpyBackend(Backend):
 
     def _executor(self, threads: int) -> ThreadPoolExecutor:
         with self._lock:
-            if self._pool is None or self._pool_size < threads:
-                if self._pool is not None:
-                    self._pool.shutdown(wait=False)
+            # exactly as many threads as allowed now; a pass still holding the old pool
+            # finishes on it, and its threads end once nothing refers to it
+            if self._pool is None or self._pool_size != threads:
                 self._pool = ThreadPoolExecutor(threads, thread_name_prefix=_WORKER_PREFIX)
                 self._pool_size = threads
             return self._pool
