@@ -145,9 +145,11 @@ def assign(
 
     def fast(start: int, stop: int) -> None:
         rows = problem.rows(start, stop)
-        own, best, second = backend.nearest_two(rows, centers.working, centers.sq)
+        own, ties = backend.labels_and_ties(
+            rows, centers.working, centers.sq, rows_sq[start:stop], factor, largest
+        )
         labels[start:stop] = own
-        near[start:stop] = backend.near_ties(best, second, rows_sq[start:stop], factor, largest)
+        near[start:stop] = ties
 
     chunks = problem.chunks(k)
     for _ in backend.map_chunks(fast, chunks):

@@ -18,6 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 import kmeans_gpu
 from kmeans_gpu import KMeans, available_backends, get_backend
 from kmeans_gpu.backends import Backend, backend_for_array
+from kmeans_gpu.backends._base import tie_margin
 
 from .checks import nearest_exactly
 
@@ -191,11 +192,7 @@ def test_overrides_match_generic(dtype, d, k, rng):
         np.testing.assert_array_equal(got[0][clear], labels[clear])
         np.testing.assert_allclose(got[1], best, rtol=rtol, atol=rtol)
         np.testing.assert_allclose(got[2], second, rtol=rtol, atol=rtol)
-        rows_sq, largest = (X * X).sum(axis=1), np.sqrt(csq.max())
-        for factor in (1e-3, 0.5):  # a margin the kernel must compute as the generic one
-            want_near = GENERIC.near_ties(got[1], got[2], rows_sq, factor, largest)
-            near = fast.near_ties(to(got[1]), to(got[2]), to(rows_sq), factor, to(largest))
-            np.testing.assert_array_equal(back(near), want_near)
+        _check_labels_and_ties(fast, X, C, csq, labels, best, second, clear)
         one = {}
         for name, weights in (("unweighted", None), ("weighted", w)):
             sums, totals = fast.cluster_sums(
@@ -227,6 +224,41 @@ def test_overrides_match_generic(dtype, d, k, rng):
     (_, plain), (_, compiled) = results[:2]
     for name in plain:
         np.testing.assert_equal(compiled[name], plain[name])
+
+
+def _check_labels_and_ties(fast, X, C, csq, labels, best, second, clear):
+    """``fast.labels_and_ties`` against the generic scores ``best``/``second``: the same
+    labels where the scores are apart; flagged wherever the generic gap is within half
+    the margin, never where it exceeds twice the margin (scores differ by rounding)."""
+    to, back = fast.asarray, fast.to_numpy
+    rows_sq, largest = (X * X).sum(axis=1), np.sqrt(csq.max())
+    for factor in (1e-3, 0.5):
+        own, near = (
+            back(a).copy()
+            for a in fast.labels_and_ties(to(X), to(C), to(csq), to(rows_sq), factor, to(largest))
+        )
+        assert own.dtype == np.int32 and near.dtype == np.bool_
+        np.testing.assert_array_equal(own[clear], labels[clear])
+        gap = second - best
+        assert near[gap <= tie_margin(np, rows_sq, factor / 2, largest)].all()
+        assert not near[gap > tie_margin(np, rows_sq, factor * 2, largest)].any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_near_tie_margin_is_the_generic_one(dtype, rng):
+    """numba's near-tie flags: bitwise ``tie_margin``'s comparison, for the same scores."""
+    kernels = pytest.importorskip("kmeans_gpu.backends._numba_kernels")
+    n = 5000
+    best = rng.normal(size=n).astype(dtype)
+    second = best + np.abs(rng.normal(scale=1e-3, size=n)).astype(dtype)
+    rows_sq = rng.uniform(0, 4, size=n).astype(dtype)
+    largest = dtype(1.5)
+    for factor in (1e-5, 1e-4, 3e-4):
+        near = np.empty(n, np.bool_)
+        kernels.near_ties(best, second, rows_sq, dtype(factor), largest, near)
+        want = (second - best) <= tie_margin(np, rows_sq, factor, largest)
+        np.testing.assert_array_equal(near, want)
+        assert 0 < near.sum() < n
 
 
 def test_version_is_exported():
@@ -281,7 +313,7 @@ def test_running_minima_buffers_are_apart_within_their_pages(m):
 
 def test_score_blocks_and_both_nearest_two_methods_agree(rng, monkeypatch):
     """Cache blocks smaller than the chunk, running minima and argmin/partition, numba's
-    kernels: the same labels and scores."""
+    kernels: the same labels and scores, and near ties."""
     from kmeans_gpu.backends import _numba, _numpy
 
     X = rng.normal(size=(5000, 3)).astype(np.float32)
@@ -300,6 +332,7 @@ def test_score_blocks_and_both_nearest_two_methods_agree(rng, monkeypatch):
                 np.testing.assert_array_equal(got[0][clear], want[0][clear])
                 np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-5)
                 np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-5)
+                _check_labels_and_ties(fast, X, C, csq, *want, clear)
 
 
 @pytest.mark.parametrize("d", [1, 2, 8, 9])

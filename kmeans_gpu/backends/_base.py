@@ -251,14 +251,21 @@ class Backend:
         others = xp.where(columns[None, :] == labels[:, None], xp.inf, scores)
         return labels, best, xp.min(others, axis=1)
 
-    def near_ties(
-        self, best: Array, second: Array, rows_sq: Array, factor: float, largest: Array
-    ) -> Array:
-        """Whether each row's two best scores (:meth:`nearest_two`) are within its
-        margin :func:`tie_margin`, of squared norm ``rows_sq`` (all of X's dtype). The
-        result may be a buffer the backend reuses on its next call from the same
-        thread."""
-        return (second - best) <= tie_margin(self.xp, rows_sq, factor, largest)
+    def labels_and_ties(
+        self,
+        X: Array,
+        centers: Array,
+        centers_sq: Array,
+        rows_sq: Array,
+        factor: float,
+        largest: Array,
+    ) -> tuple[Array, Array]:
+        """Each row's label by :meth:`nearest_two`, and whether it is a near tie: its two
+        best scores within its margin :func:`tie_margin` (``rows_sq``: the rows' squared
+        norms; all of X's dtype). Either result may be a buffer the backend reuses on
+        its next call from the same thread."""
+        labels, best, second = self.nearest_two(X, centers, centers_sq)
+        return labels, (second - best) <= tie_margin(self.xp, rows_sq, factor, largest)
 
     def column_mean(self, X: Array) -> Array:
         """The mean of each column of X, in X's dtype."""

@@ -5,7 +5,8 @@ and ``KMEANS_GPU_NUMBA`` is not ``0``. It runs the same chunks on the same threa
 :class:`~kmeans_gpu.backends._numpy.NumpyBackend` and replaces what happens inside one:
 
 * few clusters and features: the scores are computed in the kernel, a block of rows
-  at a time, with no matrix product at all;
+  at a time, with no matrix product at all, and only the labels and near-tie flags
+  reach memory;
 * otherwise: BLAS computes ``−2 C·Xᵀ`` for a cache-sized block of rows, and one
   compiled pass adds ``‖c‖²`` and keeps the two smallest scores, vectorised over rows;
 * per-cluster sums, distances and the inertia in one compiled pass each, with the same
@@ -76,34 +77,34 @@ class NumbaBackend(NumpyBackend):
 
         return (_numpy_backend, (True,))
 
-    def nearest_two(
-        self, X: Array, centers: Array, centers_sq: Array
-    ) -> tuple[Array, Array, Array]:
+    def labels_and_ties(
+        self,
+        X: Array,
+        centers: Array,
+        centers_sq: Array,
+        rows_sq: Array,
+        factor: float,
+        largest: Array,
+    ) -> tuple[Array, Array]:
         k, d = centers.shape
         kernels = _kernels(X.shape[0] * k * d)
         if kernels is None:
-            return super().nearest_two(X, centers, centers_sq)
-        out: tuple[Array, Array, Array] = self._nearest_two_buffers(X.shape[0], X.dtype)
+            return super().labels_and_ties(X, centers, centers_sq, rows_sq, factor, largest)
+        m, scalar = X.shape[0], X.dtype.type
+        margin = (scalar(factor), scalar(largest))
+        labels, best, second = self._nearest_two_buffers(m, X.dtype)
+        near = self._scratch("near", m, np.bool_)
         if d <= DIRECT_FEATURES and k * d <= DIRECT_WORK:
-            kernels.direct_two(X, -2.0 * centers, centers_sq, *out)
-            return out
+            kernels.direct_labels(X, -2.0 * centers, centers_sq, rows_sq, *margin, labels, near)
+            return labels, near
         for start, stop, scores in self._score_blocks(
             X, centers, centers_sq, transposed=True, add_squares=False,
             block_bytes=SCAN_BLOCK_BYTES,
         ):  # fmt: skip
-            kernels.scan_two(scores, centers_sq, *(o[start:stop] for o in out))
-        return out
-
-    def near_ties(
-        self, best: Array, second: Array, rows_sq: Array, factor: float, largest: Array
-    ) -> Array:
-        kernels = _kernels(best.shape[0])
-        if kernels is None:
-            return super().near_ties(best, second, rows_sq, factor, largest)
-        near = self._scratch("near", best.shape[0], np.bool_)
-        scalar = best.dtype.type
-        kernels.near_ties(best, second, rows_sq, scalar(factor), scalar(largest), near)
-        return near
+            out = labels[start:stop], best[start:stop], second[start:stop]
+            kernels.scan_two(scores, centers_sq, *out)
+            kernels.near_ties(*out[1:], rows_sq[start:stop], *margin, near[start:stop])
+        return labels, near
 
     def cluster_sums(
         self,

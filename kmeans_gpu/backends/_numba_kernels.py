@@ -34,46 +34,67 @@ def cluster_sums(X, labels, weights, origin, f1, f2, before, block_rows, sums, w
     ``origin`` then being the scaled mean (as ``_base.centred64``)."""
     n, d = X.shape
     k = sums.shape[0]
-    weighted = weights.shape[0] > 0
     blocks = max(1, (n + block_rows - 1) // block_rows)
     depth = 2
     while (1 << (depth - 2)) < blocks:
         depth += 1
-    part_sums = np.zeros((depth, k, d))
-    part_weights = np.zeros((depth, k))
+    # each block's sums, then the weights' in column d
+    parts = np.zeros((depth, k, d + 1))
     first = np.empty(depth, np.int64)
     size = np.empty(depth, np.int64)
     top = 0
     for block in range(blocks):
-        part_sums[top] = 0.0
-        part_weights[top] = 0.0
-        for i in range(block * block_rows, min((block + 1) * block_rows, n)):
-            label = labels[i]
-            w = np.float64(weights[i]) if weighted else 1.0
-            for f in range(d):
-                x = np.float64(X[i, f])
-                if before:
-                    v = (x * f1) * f2 - origin[f]
-                else:
-                    v = ((x - origin[f]) * f1) * f2
-                part_sums[top, label, f] += v * w if weighted else v
-            part_weights[top, label] += w
+        start, stop = block * block_rows, min((block + 1) * block_rows, n)
+        _block_sums(X, labels, weights, origin, f1, f2, before, start, stop, parts[top])
         first[top], size[top] = block, 1
         top += 1
-        while (
-            top >= 2
-            and size[top - 2] == size[top - 1]
-            and first[top - 2] % (2 * size[top - 2]) == 0
-        ):
-            part_sums[top - 2] += part_sums[top - 1]
-            part_weights[top - 2] += part_weights[top - 1]
+        while top >= 2 and _siblings(first, size, top):
+            parts[top - 2] += parts[top - 1]
             size[top - 2] *= 2
             top -= 1
-    sums[:] = part_sums[top - 1]
-    weight_sums[:] = part_weights[top - 1]
+    total = parts[top - 1].copy()
     for slot in range(top - 2, -1, -1):  # the last runs, from the right
-        sums[:] = part_sums[slot] + sums
-        weight_sums[:] = part_weights[slot] + weight_sums
+        total[:] = parts[slot] + total
+    sums[:] = total[:, :d]
+    weight_sums[:] = total[:, d]
+
+
+@_inlined
+def _block_sums(X, labels, weights, origin, f1, f2, before, start, stop, out):
+    """One block's sums into ``out`` ``(k, d + 1)``, by a loop compiled for its case:
+    with a constant number of features (for few) and no weights, it runs ~2× faster."""
+    d = X.shape[1]
+    out[:] = 0.0
+    if weights.shape[0] > 0:
+        _add_rows(X, labels, weights, origin, f1, f2, before, start, stop, out, d, True)
+    elif d == 1:
+        _add_rows(X, labels, weights, origin, f1, f2, before, start, stop, out, 1, False)
+    elif d == 2:
+        _add_rows(X, labels, weights, origin, f1, f2, before, start, stop, out, 2, False)
+    elif d == 3:
+        _add_rows(X, labels, weights, origin, f1, f2, before, start, stop, out, 3, False)
+    else:
+        _add_rows(X, labels, weights, origin, f1, f2, before, start, stop, out, d, False)
+
+
+@_inlined
+def _add_rows(X, labels, weights, origin, f1, f2, before, start, stop, out, d, weighted):
+    """``out[l, :d] += w·v`` and ``out[l, d] += w`` for rows ``start:stop`` in order,
+    ``v`` the working row (``w·v`` is ``v`` exactly when ``w`` = 1)."""
+    if before:
+        for i in range(start, stop):
+            row = out[labels[i]]
+            w = np.float64(weights[i]) if weighted else 1.0
+            for f in range(d):
+                row[f] += ((np.float64(X[i, f]) * f1) * f2 - origin[f]) * w
+            row[d] += w
+    else:
+        for i in range(start, stop):
+            row = out[labels[i]]
+            w = np.float64(weights[i]) if weighted else 1.0
+            for f in range(d):
+                row[f] += (((np.float64(X[i, f]) - origin[f]) * f1) * f2) * w
+            row[d] += w
 
 
 @_inlined
@@ -83,10 +104,11 @@ def _siblings(first, size, top):
 
 
 @_jit
-def direct_two(X, scaled, centers_sq, labels, best, second):
-    """The two nearest centres of each row of ``X`` (m, d), the scores computed here a
-    block of rows at a time (for few clusters and features, where a matrix product is
-    all overhead). ``scaled`` is ``−2·centres``."""
+def direct_labels(X, scaled, centers_sq, rows_sq, factor, largest, labels, near):
+    """Each row's nearest centre by its scores and whether it is a near tie
+    (:func:`near_ties`), the scores computed here a block of rows at a time (for few
+    clusters and features, where a matrix product is all overhead; only the labels and
+    flags reach memory). ``scaled`` is ``−2·centres``."""
     m, d = X.shape
     k = scaled.shape[0]
     rows = ROWS_PER_BLOCK
@@ -108,10 +130,9 @@ def direct_two(X, scaled, centers_sq, labels, best, second):
                     dot[i] += transposed[f, i] * a
             _fold(b, dot, centers_sq[j], j, here, there)
             here, there = there, here
-        for i in range(b):
-            labels[start + i] = here[0][i]
-            best[start + i] = here[1][i]
-            second[start + i] = here[2][i]
+        stop = start + b
+        labels[start:stop] = here[0][:b]
+        near_ties(here[1][:b], here[2][:b], rows_sq[start:stop], factor, largest, near[start:stop])
 
 
 @_jit
@@ -203,11 +224,7 @@ def sq_distance_sum(X, centers, labels, weights, f1, f2, block_rows):
             total += row * np.float64(weights[i]) if weighted else row
         parts[top], first[top], size[top] = total, block, 1
         top += 1
-        while (
-            top >= 2
-            and size[top - 2] == size[top - 1]
-            and first[top - 2] % (2 * size[top - 2]) == 0
-        ):
+        while top >= 2 and _siblings(first, size, top):
             parts[top - 2] += parts[top - 1]
             size[top - 2] *= 2
             top -= 1
