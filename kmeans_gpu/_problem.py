@@ -208,7 +208,9 @@ class Problem:
             return [(start, stop)]
         return [(a, min(a + block, stop)) for a in range(start, stop, block)]
 
-    def reduce(self, terms: Callable[[int, int], Array], ranges: list[tuple[int, int]]) -> Array:
+    def reduce(
+        self, terms: Callable[[int, int], Array | tuple[Array, ...]], ranges: list[tuple[int, int]]
+    ) -> Array:
         """The column sums of ``terms(a, b)`` (float64, one row of terms per row of X)
         over ``ranges`` (each range run on one of the backend's threads), as
         :meth:`block_sums` adds them: the same bits whatever the ranges and threads."""
@@ -218,11 +220,14 @@ class Problem:
 
         return fold(self.backend.map_chunks(chunk, ranges), self.backend.sum_block_rows)
 
-    def block_sums(self, start: int, stop: int, values: Array) -> Array:
+    def block_sums(self, start: int, stop: int, values: Array | tuple[Array, ...]) -> Array:
         """The column sums of ``values`` (float64, the terms of rows ``start:stop``, a
-        range of :meth:`ranges`): summed within the backend's fixed blocks, the blocks
-        added as :func:`fold` adds them."""
+        range of :meth:`ranges`; or a tuple of such arrays, their sums concatenated):
+        summed within the backend's fixed blocks, the blocks added as :func:`fold` adds
+        them."""
         xp, block = self.backend.xp, self.backend.sum_block_rows
+        if isinstance(values, tuple):  # (narrow columns side by side are slow to copy)
+            return xp.concat([self.block_sums(start, stop, v) for v in values])
         if not block:
             return xp.sum(values, axis=0)
         # a product with ones: for a fixed shape, the same sums every time, fast at any d
@@ -316,8 +321,8 @@ def make_problem(
     # one more pass: the working copy (where the backend keeps one) and mean(var(X)) as
     # E[w²] − E[w]² per feature of the working rows, in float64
     def moments(a: int, b: int) -> tuple[int, int, Array, Array | None]:
-        terms = _moments(xp, X[a:b, ...], problem.origin)
-        kept = xp.astype(terms[:, :d], X.dtype) if keep else None
+        terms = _moments(backend, X[a:b, ...], problem.origin)
+        kept = xp.astype(terms[0], X.dtype) if keep else None
         return a, b, problem.block_sums(a, b, terms), kept
 
     passed = list(backend.map_chunks(moments, ranges))
@@ -367,10 +372,10 @@ def _scaled64(xp: Any, X: Array, exponent: int) -> Array:
     return rescale(xp.astype(X, xp.float64), exponent)
 
 
-def _moments(xp: Any, X: Array, origin: tuple[Array, int]) -> Array:
-    """Per row, the float64 working row and its squares: the terms of the variance."""
-    rows = centred64(xp, X, origin)
-    return xp.concat([rows, rows * rows], axis=1)
+def _moments(backend: Backend, X: Array, origin: tuple[Array, int]) -> tuple[Array, Array]:
+    """The float64 working rows and their squares: the terms of the variance."""
+    rows = backend.rows64(X, origin)
+    return rows, rows * rows
 
 
 def _variance(sums: Any, n: int, d: int) -> float:

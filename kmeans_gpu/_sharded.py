@@ -363,7 +363,9 @@ def _blocks(shard: Shard, nodes: list[tuple[int, int, Problem]]) -> list[tuple[i
 
 
 def _node_sums(
-    shard: Shard, nodes: list[tuple[int, int, Problem]], terms: Callable[[Array], Array]
+    shard: Shard,
+    nodes: list[tuple[int, int, Problem]],
+    terms: Callable[[Array], Array | tuple[Array, ...]],
 ) -> list[tuple[int, int, np.ndarray]]:
     """Per node, the column sums of ``terms`` of its rows, as ``Problem.reduce`` adds
     them (over the backend's fixed blocks, then the tree)."""
@@ -372,7 +374,7 @@ def _node_sums(
     for a, b, node in nodes:
         rows = node.X
 
-        def of(i: int, j: int, rows: Array = rows) -> Array:
+        def of(i: int, j: int, rows: Array = rows) -> Array | tuple[Array, ...]:
             return terms(rows[i:j, ...])
 
         out.append((a, b, shard.backend.to_numpy(node.reduce(of, node.row_blocks(d)))))
@@ -401,7 +403,7 @@ def spread_and_moments(
     )
     if exponent is None:
         return spread, []
-    return spread, _node_sums(shard, nodes, lambda x: _moments(xp, x, (m, exponent)))
+    return spread, _node_sums(shard, nodes, lambda x: _moments(backend, x, (m, exponent)))
 
 
 def _host_statistics(shard: Shard, stats: Statistics) -> Statistics:

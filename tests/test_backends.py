@@ -18,7 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 import kmeans_gpu
 from kmeans_gpu import KMeans, available_backends, get_backend
 from kmeans_gpu.backends import Backend, backend_for_array
-from kmeans_gpu.backends._base import tie_margin
+from kmeans_gpu.backends._base import centred64, tie_margin
 
 from .checks import nearest_exactly
 
@@ -209,6 +209,13 @@ def test_overrides_match_generic(dtype, d, k, rng):
             want = GENERIC.inertia_of(X, C, labels, weights, -3)
             np.testing.assert_allclose(float(inertia), float(want), rtol=1e-12)
             one[name] = (back(sums), back(totals), float(inertia))
+        for shift in (3, 0, -3):  # working rows: bitwise centred64's, either order
+            origin_ = (np.full(d, 0.25), shift)
+            rows = back(fast.rows64(to(X), (to(origin_[0]), shift)))
+            np.testing.assert_array_equal(rows, centred64(np, X, origin_))
+        norms = back(fast.row_norms(to(X)))
+        assert norms.dtype == dtype
+        np.testing.assert_allclose(norms, (X.astype(np.float64) ** 2).sum(axis=1), rtol=rtol)
         d2 = back(fast.sq_distances(to(X), to(C), to(labels), 2))
         diff = rescale(X.astype(np.float64) - C[labels].astype(np.float64), 2)
         np.testing.assert_allclose(d2, (diff**2).sum(axis=1), rtol=1e-12)
