@@ -48,10 +48,11 @@ def centred64(xp: Any, X: Array, origin: tuple[Array, int]) -> Array:
     """``(x − mean)·2**exponent`` of rows ``X`` in float64 (``mean`` float64), scaled
     before the subtraction when the scale shrinks them, so that nothing overflows."""
     mean, exponent = origin
-    rows = xp.astype(X, xp.float64)
+    rows = xp.astype(X, xp.float64, copy=True)
     if exponent < 0:
         return rescale(rows, exponent) - rescale(mean, exponent)
-    return rescale(rows - mean, exponent)
+    rows -= mean  # in place: a second temporary of the rows' size costs more than this
+    return rescale(rows, exponent)
 
 
 def fold(parts: Iterable[tuple[int, int, T]], block_rows: int | None) -> T:
