@@ -203,15 +203,21 @@ def score_margin(problem: Problem, rows_sq: Array, centers: Centers) -> Array:
 def _settle(problem: Problem, centers: Centers, at: Array) -> Array:
     """Exact labels of the rows ``at``, in pieces whose scores and candidates fit the
     working memory."""
-    xp = problem.backend.xp
-    settled = []
-    for a, b in problem.pieces(int(at.shape[0]), 16 * (centers.n_clusters + problem.n_features)):
+    backend = problem.backend
+    xp = backend.xp
+
+    def piece(a: int, b: int) -> Array:
         which = at[a:b]
         margin = score_margin(problem, xp.take(problem.squared_row_norms, which), centers)
-        scores = problem.backend.scores(problem.take(which), centers.working, centers.sq)
+        scores = backend.scores(problem.take(which), centers.working, centers.sq)
         within = xp.min(scores, axis=1) + margin
         row, column = xp.nonzero(scores <= within[:, None])
-        settled.append(_closest(problem, centers, which, row, column))
+        return _closest(problem, centers, which, row, column)
+
+    # on the backend's threads, as every pass: a product in the caller's thread would
+    # wake BLAS's own threads, which then spin on the cores the next pass needs
+    pieces = problem.pieces(int(at.shape[0]), 16 * (centers.n_clusters + problem.n_features))
+    settled = list(backend.map_chunks(piece, pieces))
     return settled[0] if len(settled) == 1 else xp.concat(settled)
 
 

@@ -427,6 +427,30 @@ def test_a_lower_thread_limit_holds_after_a_higher_one(monkeypatch):
         assert most[0] <= threads and len(names) <= threads
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_every_product_of_a_fit_runs_with_blas_held_to_one_thread(compiled, monkeypatch):
+    """Matrix products run on the backend's threads with BLAS held to one thread, near
+    ties' included: one in the caller's thread would wake BLAS's own threads, which then
+    spin on the cores the next pass needs (that halved the speed of a 2-core fit)."""
+    from kmeans_gpu.backends import _numba, _numpy
+
+    monkeypatch.setattr(_numba, "SMALL_WORK", 0)
+    backend = _numpy._numpy_backend(compiled)
+    held = []
+    for name in ("scores", "_score_blocks"):
+        original = getattr(_numpy.NumpyBackend, name)
+
+        def recorded(self, *args, _original=original, **kwargs):
+            held.append(_numpy.one_blas_thread.found is not None)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(_numpy.NumpyBackend, name, recorded)
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 4, size=(6000, 40)).astype(np.float32)  # exact ties: settled
+    KMeans(40, init=X[:40], n_init=1, max_iter=5, backend=backend).fit(X)
+    assert held and all(held)
+
+
 def test_thread_count_respects_user_limits(monkeypatch):
     from threadpoolctl import threadpool_limits
 
