@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,7 +210,7 @@ class Problem:
         return [(a, min(a + block, stop)) for a in range(start, stop, block)]
 
     def reduce(
-        self, terms: Callable[[int, int], Array | tuple[Array, ...]], ranges: list[tuple[int, int]]
+        self, terms: Callable[[int, int], Array | Iterator[Array]], ranges: list[tuple[int, int]]
     ) -> Array:
         """The column sums of ``terms(a, b)`` (float64, one row of terms per row of X)
         over ``ranges`` (each range run on one of the backend's threads), as
@@ -220,13 +221,13 @@ class Problem:
 
         return fold(self.backend.map_chunks(chunk, ranges), self.backend.sum_block_rows)
 
-    def block_sums(self, start: int, stop: int, values: Array | tuple[Array, ...]) -> Array:
+    def block_sums(self, start: int, stop: int, values: Array | Iterator[Array]) -> Array:
         """The column sums of ``values`` (float64, the terms of rows ``start:stop``, a
-        range of :meth:`ranges`; or a tuple of such arrays, their sums concatenated):
-        summed within the backend's fixed blocks, the blocks added as :func:`fold` adds
-        them."""
+        range of :meth:`ranges`; or an iterator of such arrays, their sums concatenated,
+        each array taken once the one before it is summed): summed within the backend's
+        fixed blocks, the blocks added as :func:`fold` adds them."""
         xp, block = self.backend.xp, self.backend.sum_block_rows
-        if isinstance(values, tuple):  # (narrow columns side by side are slow to copy)
+        if isinstance(values, Iterator):  # (narrow columns side by side are slow to copy)
             return xp.concat([self.block_sums(start, stop, v) for v in values])
         if not block:
             return xp.sum(values, axis=0)
@@ -322,8 +323,9 @@ def make_problem(
     # E[w²] − E[w]² per feature of the working rows, in float64
     def moments(a: int, b: int) -> tuple[int, int, Array, Array | None]:
         terms = _moments(backend, X[a:b, ...], problem.origin)
-        kept = xp.astype(terms[0], X.dtype) if keep else None
-        return a, b, problem.block_sums(a, b, terms), kept
+        rows = next(terms)
+        kept = xp.astype(rows, X.dtype) if keep else None
+        return a, b, problem.block_sums(a, b, itertools.chain([rows], terms)), kept
 
     passed = list(backend.map_chunks(moments, ranges))
     if keep:
@@ -372,10 +374,13 @@ def _scaled64(xp: Any, X: Array, exponent: int) -> Array:
     return rescale(xp.astype(X, xp.float64), exponent)
 
 
-def _moments(backend: Backend, X: Array, origin: tuple[Array, int]) -> tuple[Array, Array]:
-    """The float64 working rows and their squares: the terms of the variance."""
+def _moments(backend: Backend, X: Array, origin: tuple[Array, int]) -> Iterator[Array]:
+    """The terms of the variance: the float64 working rows, then their squares in the
+    same memory (a second temporary of the rows' size costs more than squaring them)."""
     rows = backend.rows64(X, origin)
-    return rows, rows * rows
+    yield rows
+    rows *= rows
+    yield rows
 
 
 def _variance(sums: Any, n: int, d: int) -> float:

@@ -26,7 +26,7 @@ import dataclasses
 import itertools
 import math
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -365,7 +365,7 @@ def _blocks(shard: Shard, nodes: list[tuple[int, int, Problem]]) -> list[tuple[i
 def _node_sums(
     shard: Shard,
     nodes: list[tuple[int, int, Problem]],
-    terms: Callable[[Array], Array | tuple[Array, ...]],
+    terms: Callable[[Array], Array | Iterator[Array]],
 ) -> list[tuple[int, int, np.ndarray]]:
     """Per node, the column sums of ``terms`` of its rows, as ``Problem.reduce`` adds
     them (over the backend's fixed blocks, then the tree)."""
@@ -374,7 +374,7 @@ def _node_sums(
     for a, b, node in nodes:
         rows = node.X
 
-        def of(i: int, j: int, rows: Array = rows) -> Array | tuple[Array, ...]:
+        def of(i: int, j: int, rows: Array = rows) -> Array | Iterator[Array]:
             return terms(rows[i:j, ...])
 
         out.append((a, b, shard.backend.to_numpy(node.reduce(of, node.row_blocks(d)))))

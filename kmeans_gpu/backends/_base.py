@@ -217,7 +217,7 @@ class Backend:
         return self.xp.vecdot(rows, rows)
 
     def rows64(self, X: Array, origin: tuple[Array, int]) -> Array:
-        """Rows of the data as float64 working rows (``centred64``)."""
+        """Rows of the data as float64 working rows (``centred64``), a new array."""
         return centred64(self.xp, X, origin)
 
     def row_sq64(self, rows: Array) -> Array:
