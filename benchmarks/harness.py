@@ -615,8 +615,12 @@ def run_benchmark(
 
     gpu = "cupy" in available_backends()
     pool, skipped = contenders(include_gpu=gpu)
-    if include:
-        pool = [c for c in pool if any(word in c.name for word in include)]
+    if include:  # a contender's whole name selects it alone, other words any name with them
+        names = {c.name for c in pool}
+        pool = [
+            c for c in pool
+            if any(word == c.name or (word not in names and word in c.name) for word in include)
+        ]  # fmt: skip
     rows: list[Row] = []
     for name in workloads:
         n, d, k, needs_gpu = WORKLOADS[name]
@@ -829,7 +833,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--only", nargs="*", default=(), help="contenders whose name has one")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=(),
+        help="contenders named so, or whose name has one of these words",
+    )
     parser.add_argument("--json", help="also write the results as JSON to this file")
     parser.add_argument("--markdown", help="also write the Markdown table to this file")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -104,6 +104,12 @@ def test_a_failing_contender_is_reported_not_fatal(monkeypatch):
     )
 
 
+def test_a_whole_name_selects_that_contender_alone():
+    """``--only kmeans-gpu[numpy]`` is that contender, not every name containing it."""
+    doc = run_benchmark(["blog"], iterations=2, repeats=1, include=("kmeans-gpu[numpy]", "elkan"))
+    assert [r["contender"] for r in doc["results"]] == ["kmeans-gpu[numpy]", "scikit-learn elkan"]
+
+
 def test_kmeans_gpu_bench_needs_a_checkout(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "kmeans_gpu", "bench", "--help"],
