@@ -268,6 +268,26 @@ def test_the_compiled_near_tie_margin_is_the_generic_one(dtype, rng):
         assert 0 < near.sum() < n
 
 
+@pytest.mark.parametrize("k", [1, 2, 4, 5, 8, 9, 255])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_compiled_scan_keeps_the_two_smallest_scores(k, dtype, rng):
+    """numba's scan of BLAS scores (four clusters a sweep, the rest one at a time): the
+    first smallest score's cluster, the smallest and the second-smallest, exactly."""
+    kernels = pytest.importorskip("kmeans_gpu.backends._numba_kernels")
+    m = 1000
+    scores = rng.normal(size=(k, m)).astype(dtype)
+    squares = rng.uniform(size=k).astype(dtype)
+    if k > 2:  # exact ties between the last cluster and the first
+        scores[-1], squares[-1] = scores[0], squares[0]
+    out = np.empty(m, np.int32), np.empty(m, dtype), np.empty(m, dtype)
+    kernels.scan_two(scores, squares, *out)
+    full = scores + squares[:, None]
+    np.testing.assert_array_equal(out[0], full.argmin(axis=0))
+    np.testing.assert_array_equal(out[1], full.min(axis=0))
+    second = np.sort(full, axis=0)[1] if k > 1 else np.full(m, np.inf)
+    np.testing.assert_array_equal(out[2], second)
+
+
 def test_version_is_exported():
     assert kmeans_gpu.__version__
 
