@@ -166,8 +166,9 @@ def scan_two(scores, centers_sq, labels, best, second):
 
 @_inlined
 def _step(score, j, label, best, second):
-    """One cluster's ``score`` folded into a row's running label, best and second-best
-    (as :func:`_fold`: the earlier cluster keeps a tie)."""
+    """One cluster's ``score`` folded into a row's running label, best and second-best,
+    branch-free so that it vectorises; the earlier cluster keeps a tie (which leaves the
+    second equal to the best)."""
     lower = score < best
     return (j if lower else label), (score if lower else best), min(second, max(score, best))
 
@@ -182,8 +183,7 @@ def _running(rows, dtype):
 def _fold(count, dot, square, j, running, to):
     """Fold cluster ``j``'s scores ``dot + square`` of the first ``count`` rows into the
     running two smallest, read from ``running`` and written to ``to`` (a step that wrote
-    where it reads would compile to masked stores, slow on AMD CPUs); the earlier
-    cluster keeps a tie (which leaves the second equal to the best)."""
+    where it reads would compile to masked stores, slow on AMD CPUs), as :func:`_step`."""
     labels, best, second = running
     labels_to, best_to, second_to = to
     if j == 0:
@@ -193,13 +193,10 @@ def _fold(count, dot, square, j, running, to):
             labels_to[i] = 0
         return
     label = np.int32(j)
-    for i in range(count):  # branch-free, so that it vectorises
-        s = dot[i] + square
-        b = best[i]
-        lower = s < b
-        second_to[i] = min(second[i], max(s, b))
-        best_to[i] = s if lower else b
-        labels_to[i] = label if lower else labels[i]
+    for i in range(count):
+        labels_to[i], best_to[i], second_to[i] = _step(
+            dot[i] + square, label, labels[i], best[i], second[i]
+        )
 
 
 @_jit
