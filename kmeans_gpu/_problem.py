@@ -25,6 +25,9 @@ from .backends._base import centred64, fold, rescale
 #: On backends that compute a chunk's scores in smaller blocks: about this many chunks
 #: per thread (each chunk costs a dispatch), of at least this many rows.
 CHUNKS_PER_WORKER, MIN_CHUNK_ROWS = 2, 4096
+#: up to this many columns, column extremes are taken a column at a time; above, over
+#: groups of this many rows first
+FEW_COLUMNS, EXTREMES_GROUP = 16, 1024
 
 
 @dataclass(frozen=True)
@@ -229,8 +232,11 @@ class Problem:
         xp, block = self.backend.xp, self.backend.sum_block_rows
         if isinstance(values, Iterator):  # (narrow columns side by side are slow to copy)
             return xp.concat([self.block_sums(start, stop, v) for v in values])
-        if not block:
-            return xp.sum(values, axis=0)
+        if not block:  # a product too: a reduction down a tall array is slow on a GPU
+            ones = xp.ones(
+                (1, stop - start), dtype=values.dtype, device=self.backend.device(values)
+            )
+            return xp.reshape(ones @ values, (-1,))
         # a product with ones: for a fixed shape, the same sums every time, fast at any d
         full = (stop - start) // block * block
         device = self.backend.device(values)
@@ -390,13 +396,21 @@ def _variance(sums: Any, n: int, d: int) -> float:
 
 
 def _column_extremes(xp: Any, rows: Array) -> tuple[Array, Array]:
-    """The largest and smallest value of each column (for few columns one at a time:
-    a reduction down a tall, narrow array is slow in NumPy)."""
-    d = int(rows.shape[1])
-    if d > 16:
+    """The largest and smallest value of each column. A reduction down a tall array is
+    slow: in NumPy for few columns (taken one at a time here), on a GPU for any number
+    (few outputs leave it idle: groups of rows are reduced first)."""
+    m, d = int(rows.shape[0]), int(rows.shape[1])
+    if d <= FEW_COLUMNS:
+        columns = [rows[:, j] for j in range(d)]
+        return xp.stack([xp.max(c) for c in columns]), xp.stack([xp.min(c) for c in columns])
+    full = m // EXTREMES_GROUP * EXTREMES_GROUP
+    if full <= EXTREMES_GROUP:
         return xp.max(rows, axis=0), xp.min(rows, axis=0)
-    columns = [rows[:, j] for j in range(d)]
-    return xp.stack([xp.max(c) for c in columns]), xp.stack([xp.min(c) for c in columns])
+    groups = xp.reshape(rows[:full, ...], (full // EXTREMES_GROUP, EXTREMES_GROUP, d))
+    high, low = xp.max(groups, axis=1), xp.min(groups, axis=1)
+    if full < m:
+        high, low = (xp.concat([part, rows[full:, ...]], axis=0) for part in (high, low))
+    return xp.max(high, axis=0), xp.min(low, axis=0)
 
 
 def maps_a_file(X: Array) -> bool:

@@ -358,7 +358,7 @@ def test_cupy_fit_holds_at_most_a_quarter_of_the_data_or_the_workspace():
     from benchmarks.harness import device_peak_bytes
 
     X = cp.random.default_rng(0).standard_normal((2_000_000, 64), dtype=cp.float32) + 3
-    init = X[:: 2_000_000 // 256].copy()
+    init = X[:: 2_000_000 // 256][:256].copy()
     for workspace in (16 << 20, 256 << 20):
         (centers, labels, *_), peak = device_peak_bytes(
             lambda w=workspace: kmeans(X, 256, init=init, max_iter=3, working_memory=w)
@@ -419,3 +419,24 @@ def test_feature_names_of_a_data_frame(estimator, rng):
     with pytest.warns(UserWarning, match="X does not have valid feature names"):
         est.predict(df.to_numpy())
     assert not hasattr(estimator(2, random_state=0).fit(df.to_numpy()), "feature_names_in_")
+
+
+@pytest.mark.parametrize("shape", [(5000, 40), (4096, 20), (3000, 3), (700, 64)])
+def test_set_up_reductions_match_the_plain_ones(backend, shape, rng):
+    """The column extremes taken over groups of rows, and the column sums taken as a
+    product where the backend has no fixed blocks, are the plain reductions' (the
+    extremes exactly; the sums to rounding)."""
+    from kmeans_gpu._problem import Problem, _column_extremes
+    from kmeans_gpu.backends import Backend
+
+    X = backend.asarray(rng.normal(size=shape) * 10.0 ** rng.randint(-3, 4, size=shape))
+    xp = get_backend(X).xp
+    high, low = _column_extremes(xp, X)
+    np.testing.assert_array_equal(backend.to_numpy(high), backend.to_numpy(xp.max(X, axis=0)))
+    np.testing.assert_array_equal(backend.to_numpy(low), backend.to_numpy(xp.min(X, axis=0)))
+    plain = Backend(xp, "plain")  # no fixed blocks: one product per range
+    problem = Problem(plain, X, None, xp.zeros(shape[1], dtype=xp.float64), 0, 0.0, 1 << 20)
+    sums = problem.block_sums(0, shape[0], X)
+    np.testing.assert_allclose(
+        backend.to_numpy(sums), backend.to_numpy(xp.sum(X, axis=0)), rtol=1e-12, atol=1e-9
+    )

@@ -201,6 +201,30 @@ def test_concurrent_fits_give_the_same_bits_as_alone():
     assert together == alone
 
 
+@pytest.mark.gpu
+def test_cupy_labels_are_numpys_and_deterministic_fits_repeat_bit_for_bit():
+    """On CuPy: the labels of given centres are NumPy's (near ties included: float32
+    far from the origin), and ``deterministic=True`` repeats a fit bit for bit."""
+    from kmeans_gpu.backends import _cupy_has_device
+
+    if not _cupy_has_device():
+        pytest.skip("CuPy with a CUDA device is not available")
+    import cupy
+
+    r = np.random.default_rng(5)
+    X = (r.normal(size=(200_000, 16)) + r.integers(0, 30, (200_000, 1)) + 1e4).astype(np.float32)
+    fitted = KMeans(64, random_state=0, n_init=1, max_iter=20).fit(X)
+    on_gpu = cupy.asnumpy(fitted.predict(cupy.asarray(X)))
+    np.testing.assert_array_equal(on_gpu, fitted.predict(X))
+
+    def fit():
+        est = KMeans(64, random_state=0, n_init=1, deterministic=True).fit(cupy.asarray(X))
+        centers, labels = (cupy.asnumpy(a) for a in (est.cluster_centers_, est.labels_))
+        return centers.tobytes(), labels.tobytes(), est.inertia_, est.n_iter_
+
+    assert fit() == fit()
+
+
 # -- memory -------------------------------------------------------------------------
 def _peak(run) -> int:
     """Bytes allocated at the peak of ``run()`` beyond what was held before (after a
