@@ -268,10 +268,6 @@ class Backend:
         labels, best, second = self.nearest_two(X, centers, centers_sq)
         return labels, (second - best) <= tie_margin(self.xp, rows_sq, factor, largest)
 
-    def column_mean(self, X: Array) -> Array:
-        """The mean of each column of X, in X's dtype."""
-        return self.xp.mean(X, axis=0)
-
     def cluster_sums(
         self,
         X: Array,
