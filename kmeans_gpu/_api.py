@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ._assign import EXACT, Pass
+from ._bounds import pass_for
 from ._init import check_init, initial_centers, kmeans_plusplus_working
 from ._lloyd import EMPTY_CLUSTER_POLICIES, InProcess, Result, Rows, Step, lloyd, run_to_end
 from ._problem import Problem, make_problem
@@ -165,8 +166,9 @@ class Setup:
     engine: Pass = EXACT
 
     def rows(self) -> Rows:
-        """Where a run's data-sized work happens."""
-        return InProcess(self.problem, self.engine)
+        """Where a run's data-sized work happens (each run its own pass: a bounded
+        pass keeps the run's bounds)."""
+        return InProcess(self.problem, pass_for(self.problem, self.n_clusters, self.engine))
 
     def initial_centers(self) -> Array:
         """Initial centres in X's units and dtype."""

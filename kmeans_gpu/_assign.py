@@ -156,9 +156,24 @@ def assign(
         pass
     at = xp.nonzero(near)[0]
     if int(at.shape[0]):
-        backend.write_at(labels, at, _settle(problem, centers, at))
+        backend.write_at(labels, at, settle(problem, centers, at))
     if not statistics:
         return None
+    return pass_statistics(problem, centers, labels, previous, with_inertia)
+
+
+def pass_statistics(
+    problem: Problem,
+    centers: Centers,
+    labels: Array,
+    previous: Array | None,
+    with_inertia: bool,
+) -> Statistics:
+    """The statistics of a pass whose ``labels`` are written: every chunk's, added as
+    :func:`fold` adds them (:func:`assign`'s third step)."""
+    backend = problem.backend
+    xp = backend.xp
+    k = centers.n_clusters
 
     def chunk(start: int, stop: int) -> tuple[int, int, Statistics]:
         X, own = problem.X[start:stop, ...], labels[start:stop]
@@ -173,7 +188,7 @@ def assign(
             inertia = backend.inertia_of(X, centers.caller, own, w, problem.scale_exponent)
         return start, stop, Statistics(sums, weights, changed, inertia)
 
-    return fold(backend.map_chunks(chunk, chunks), backend.sum_block_rows)
+    return fold(backend.map_chunks(chunk, problem.chunks(k)), backend.sum_block_rows)
 
 
 def nearest(problem: Problem, centers: Centers, start: int, stop: int) -> Array:
@@ -200,7 +215,7 @@ def score_margin(problem: Problem, rows_sq: Array, centers: Centers) -> Array:
     return tie_margin(problem.backend.xp, rows_sq, factor, centers.largest_norm)
 
 
-def _settle(problem: Problem, centers: Centers, at: Array) -> Array:
+def settle(problem: Problem, centers: Centers, at: Array) -> Array:
     """Exact labels of the rows ``at``, in pieces whose scores and candidates fit the
     working memory."""
     backend = problem.backend

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from ._assign import EXACT, Centers, Pass, Statistics, assign, centers_for, inertia
+from ._bounds import BoundedPass, pass_for
 from ._problem import Problem
 from .backends import Array
 from .backends._base import rescale
@@ -196,8 +197,11 @@ class InProcess:
 
     def finish(self, centers: Centers, labels: Array, *, again: bool) -> tuple[Array, float]:
         if again:
-            labels = self.new_labels()
-            assign(self.problem, centers, labels, statistics=False)
+            previous, labels = labels, self.new_labels()
+            if isinstance(self.engine, BoundedPass):
+                self.engine.relabel(self.problem, centers, labels, previous)
+            else:
+                assign(self.problem, centers, labels, statistics=False)
         return labels, inertia(self.problem, centers.caller, labels)
 
 
@@ -218,13 +222,17 @@ def lloyd(
 
     Arrays in a :class:`Step` are fresh arrays the loop does not write to again.
     ``track_inertia`` adds each step's inertia to the pass that computes its labels
-    (for the frame stream); ``engine`` is the pass over the data; ``rows`` where the
-    data-sized work runs (default: ``InProcess(problem, engine)``).
+    (for the frame stream); ``engine`` is the pass over the data (the default exact
+    pass runs with distance bounds where they pay, ``_bounds``: the same results);
+    ``rows`` where the data-sized work runs (default: in this process).
     """
     xp = problem.backend.xp
-    data = InProcess(problem, engine) if rows is None else rows
-    tolerance = problem.tolerance(tol)
     current = centers_for(problem, centers)
+    if rows is None:
+        data: Rows = InProcess(problem, pass_for(problem, current.n_clusters, engine))
+    else:
+        data = rows
+    tolerance = problem.tolerance(tol)
     previous: Array | None = None
     strict = converged = False
     shift, done = 0.0, 0

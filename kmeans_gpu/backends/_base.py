@@ -117,6 +117,9 @@ class Backend:
     #: the blocks, so that they do not depend on the chunks (None: one sum per chunk,
     #: chunks added in order).
     sum_block_rows: int | None = None
+    #: Whether the exact pass may skip rows by distance bounds (``_bounds``): each
+    #: skipped chunk reads a count back, free on the host.
+    prunes = True
     #: Whether the data are a sparse matrix (``_sparse``): the row operations below
     #: then take and return sparse rows, and the origin of the working rows is 0.
     sparse = False

@@ -23,6 +23,8 @@ class CupyBackend(Backend):
         kernel (one read of the scores); False uses CuPy's own operations only.
     """
 
+    prunes = False  # (unmeasured on a GPU: each chunk would wait for a count)
+
     def __init__(self, kernels: bool = True) -> None:
         import array_api_compat.cupy as xp
         import cupy

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -97,14 +98,42 @@ class NumbaBackend(NumpyBackend):
         if d <= DIRECT_FEATURES and k * d <= DIRECT_WORK:
             kernels.direct_labels(X, -2.0 * centers, centers_sq, rows_sq, *margin, labels, near)
             return labels, near
+        for start, stop in self._scan(kernels, X, centers, centers_sq, labels, best, second):
+            out = best[start:stop], second[start:stop], rows_sq[start:stop]
+            kernels.near_ties(*out, *margin, near[start:stop])
+        return labels, near
+
+    def nearest_two(
+        self, X: Array, centers: Array, centers_sq: Array
+    ) -> tuple[Array, Array, Array]:
+        k, d = centers.shape
+        kernels = _kernels(X.shape[0] * k * d)
+        if kernels is None:
+            return super().nearest_two(X, centers, centers_sq)
+        labels, best, second = self._nearest_two_buffers(X.shape[0], X.dtype)
+        for _ in self._scan(kernels, X, centers, centers_sq, labels, best, second):
+            pass
+        return labels, best, second
+
+    def _scan(
+        self,
+        kernels: ModuleType,
+        X: Array,
+        centers: Array,
+        centers_sq: Array,
+        labels: Array,
+        best: Array,
+        second: Array,
+    ) -> Iterator[tuple[int, int]]:
+        """BLAS scores a cache-sized block of rows at a time, each block's labels, best
+        and second scores written by the compiled scan; yields each block's rows."""
         for start, stop, scores in self._score_blocks(
             X, centers, centers_sq, transposed=True, add_squares=False,
             block_bytes=SCAN_BLOCK_BYTES,
         ):  # fmt: skip
-            out = labels[start:stop], best[start:stop], second[start:stop]
-            kernels.scan_two(scores, centers_sq, *out)
-            kernels.near_ties(*out[1:], rows_sq[start:stop], *margin, near[start:stop])
-        return labels, near
+            kernels.scan_two(scores, centers_sq, labels[start:stop], best[start:stop],
+                             second[start:stop])  # fmt: skip
+            yield start, stop
 
     def cluster_sums(
         self,
