@@ -28,7 +28,7 @@ from .backends._base import rescale, tie_margin
 SLACK = 1e-9
 #: Bounds pay once a row's scores cost more than their upkeep: at least this many
 #: clusters × features.
-BOUNDED_WORK = 1024
+BOUNDED_WORK = 2048
 
 
 def pass_for(problem: Problem, n_clusters: int, engine: Pass) -> Pass:

@@ -110,10 +110,10 @@ def test_bounds_skip_the_rows_whose_centre_cannot_change(monkeypatch):
 def test_only_the_default_pass_on_backends_that_prune_gets_bounds():
     X = np.zeros((10, 40))
     numpy = make_problem(get_backend("numpy"), X, None)
-    assert isinstance(bounds.pass_for(numpy, 30, EXACT), bounds.BoundedPass)
-    assert bounds.pass_for(numpy, 20, EXACT) is EXACT  # 20 × 40 < BOUNDED_WORK
+    assert isinstance(bounds.pass_for(numpy, 60, EXACT), bounds.BoundedPass)
+    assert bounds.pass_for(numpy, 40, EXACT) is EXACT  # 40 × 40 < BOUNDED_WORK
     other = object()
-    assert bounds.pass_for(numpy, 30, other) is other  # type: ignore[arg-type]
+    assert bounds.pass_for(numpy, 60, other) is other  # type: ignore[arg-type]
 
 
 @settings(max_examples=40, deadline=None)
