@@ -18,7 +18,6 @@ the rows whose label is worse than the best by more than that (must be 0).
 """
 
 import os
-import statistics
 import sys
 import time
 
@@ -27,27 +26,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cupy as cp
 import torch
 
+from benchmarks.gpu_phases import gpu_ms, say
 from benchmarks.harness import WORKLOADS, make_data
 
 
-def say(line):
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 def ms(fn, reps=7):
-    fn()
     torch.cuda.synchronize()
-    cp.cuda.Device().synchronize()
-    out = []
-    for _ in range(reps):
-        a, b = cp.cuda.Event(), cp.cuda.Event()
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        out.append(cp.cuda.get_elapsed_time(a, b))
-    return statistics.median(out)
+    return gpu_ms(cp, fn, reps)
 
 
 name = sys.argv[1] if len(sys.argv) > 1 else "G1"
