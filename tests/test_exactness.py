@@ -133,7 +133,7 @@ import numpy as np
 from kmeans_gpu import KMeans
 r = np.random.default_rng(2)
 X = (r.normal(size=(24000, 24)) + r.integers(0, 6, (24000, 1))).astype(np.float32)
-est = KMeans(48, random_state=2).fit(X)  # chunks of 2 blocks on one thread, 1 on more
+est = KMeans(96, random_state=2).fit(X)  # chunks of 2 blocks on 1 thread, 1 on more; bounds
 json.dump({"centers": est.cluster_centers_.tobytes().hex(), "labels":
            est.labels_.tobytes().hex(), "inertia": est.inertia_.hex(), "n_iter": est.n_iter_},
           sys.stdout)
