@@ -46,15 +46,22 @@ def pass_for(problem: Problem, n_clusters: int, engine: Pass) -> Pass:
     return engine
 
 
+@dataclass(frozen=True)
+class _Last:
+    """A pass's centres, the labels it wrote and its bounds (float64, per row)."""
+
+    centers: Centers
+    labels: Array
+    upper: Array
+    lower: Array
+
+
 @dataclass
 class BoundedPass:
     """The exact pass of one run, skipping rows whose label the bounds prove; its
     state is the last pass's centres, labels and bounds."""
 
-    centers: Centers | None = None
-    labels: Array | None = None
-    upper: Array | None = field(default=None, repr=False)
-    lower: Array | None = field(default=None, repr=False)
+    last: _Last | None = field(default=None, repr=False)
 
     def __call__(
         self,
@@ -78,17 +85,17 @@ class BoundedPass:
         where ``previous`` are this pass's last labels, else from every row's scores."""
         backend = problem.backend
         xp = backend.xp
-        n = problem.n_samples
-        known = previous is not None and previous is self.labels and self.centers is not None
-        if known:
-            assert self.centers is not None and self.upper is not None
-            assert self.lower is not None and previous is not None
-            moved = _moves(problem, self.centers.caller, centers.caller)
+        last = self.last
+        known = last is not None and previous is last.labels
+        if last is not None and known:
+            moved = _moves(problem, last.centers.caller, centers.caller)
             furthest = xp.max(moved)
-            upper, lower = self.upper, self.lower
+            upper, lower = last.upper, last.lower
         else:
-            upper = xp.empty(n, dtype=xp.float64, device=problem.device)
-            lower = xp.empty(n, dtype=xp.float64, device=problem.device)
+            upper, lower = (
+                xp.empty(problem.n_samples, dtype=xp.float64, device=problem.device)
+                for _ in range(2)
+            )
         rows_sq = problem.squared_row_norms
         factor = margin_factor(problem)
 
@@ -123,7 +130,7 @@ class BoundedPass:
         ties = found[0] if len(found) == 1 else xp.concat(found)
         if int(ties.shape[0]):
             backend.write_at(labels, ties, settle(problem, centers, ties))
-        self.centers, self.labels, self.upper, self.lower = centers, labels, upper, lower
+        self.last = _Last(centers, labels, upper, lower)
 
 
 def _bounds(
